@@ -1,0 +1,33 @@
+# The backbone's two set-up commands are `make dev` (run it) and `make test`
+# (test it). Both need only Go and a local MySQL/MariaDB.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/backbone
+MARIADB_ADDR ?= 127.0.0.1:3306
+
+.PHONY: build test db dev vet fmt lint bench fuzz clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/backbone
+
+# db makes sure the local MariaDB/MySQL answers, starting MariaDB if not.
+db:
+	@./scripts/ensure-db.sh
+
+test: db
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+dev: db
+	$(GO) run ./cmd/backbone dev
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeRaw -fuzztime 60s ./shared/event/
+
+bench: db
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,121 @@
+// Package mysql is the event store driver for MySQL 8 (Cloud SQL) and
+// MariaDB 10.11 (development). Its SQL stays in the subset both run.
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"cloud.google.com/go/cloudsqlconn"
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/backbone-sync/backbone/shared/config"
+)
+
+// Open connects to the event store described by c: EVENT_STORE_DSN as is, or
+// Cloud SQL through cloudsqlconn (IAM auth, private IP, lazy refresh) when
+// CLOUD_SQL_INSTANCE is set. Either way the session runs in UTC with utf8mb4
+// and parseTime, and the pool suits Cloud Run. closeAll closes the pool and
+// the Cloud SQL dialer, if any.
+func Open(ctx context.Context, c config.DB) (db *sql.DB, closeAll func() error, err error) {
+	var (
+		mc      *mysql.Config
+		cleanup = func() error { return nil }
+	)
+	switch {
+	case c.DSN != "":
+		mc, err = mysql.ParseDSN(c.DSN)
+		if err != nil {
+			return nil, nil, fmt.Errorf("EVENT_STORE_DSN is not a valid go-sql-driver DSN: %w", err)
+		}
+	case c.CloudSQLInstance != "":
+		opts := []cloudsqlconn.Option{cloudsqlconn.WithLazyRefresh()}
+		if c.IAMAuth {
+			opts = append(opts, cloudsqlconn.WithIAMAuthN())
+		}
+		d, err := cloudsqlconn.NewDialer(ctx, opts...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cloud sql dialer for %s: %w", c.CloudSQLInstance, err)
+		}
+		cleanup = d.Close
+		var dialOpts []cloudsqlconn.DialOption
+		if c.PrivateIP {
+			dialOpts = append(dialOpts, cloudsqlconn.WithPrivateIP())
+		}
+		mc = mysql.NewConfig()
+		mc.User = c.User
+		mc.Passwd = c.Password
+		mc.DBName = c.Name
+		mc.Net = "cloudsql"
+		mc.Addr = c.CloudSQLInstance
+		// IAM database authentication sends the token as a cleartext password
+		// inside the connector's TLS tunnel.
+		mc.AllowCleartextPasswords = c.IAMAuth
+		instance := c.CloudSQLInstance
+		mc.DialFunc = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.Dial(ctx, instance, dialOpts...)
+		}
+	default:
+		return nil, nil, fmt.Errorf("no event store configured: set EVENT_STORE_DSN or CLOUD_SQL_INSTANCE")
+	}
+	normalise(mc)
+	conn, err := mysql.NewConnector(mc)
+	if err != nil {
+		_ = cleanup()
+		return nil, nil, fmt.Errorf("event store connector: %w", err)
+	}
+	db = sql.OpenDB(conn)
+	maxOpen := c.MaxOpenConns
+	if maxOpen <= 0 {
+		maxOpen = 8
+	}
+	// Cloud Run scales out instances, each with its own pool; a small pool
+	// per instance keeps the sum under Cloud SQL's max_connections, and a
+	// bounded lifetime lets connections follow failovers and IAM token expiry.
+	db.SetMaxOpenConns(maxOpen)
+	db.SetMaxIdleConns(maxOpen)
+	db.SetConnMaxLifetime(30 * time.Minute)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	return db, func() error { return errors.Join(db.Close(), cleanup()) }, nil
+}
+
+// normalise forces the session settings the store relies on, whatever the
+// DSN says: UTC (DATETIME(6) is not zone-converted, so every session must
+// agree), utf8mb4 with a binary collation, parseTime, and client-side
+// interpolation (one round trip per statement instead of prepare/exec/close;
+// safe with utf8mb4).
+func normalise(mc *mysql.Config) {
+	mc.ParseTime = true
+	mc.Loc = time.UTC
+	mc.Collation = "utf8mb4_bin"
+	mc.InterpolateParams = true
+	mc.MultiStatements = false
+	if mc.Params == nil {
+		mc.Params = map[string]string{}
+	}
+	mc.Params["time_zone"] = "'+00:00'"
+	if mc.Timeout == 0 {
+		mc.Timeout = 10 * time.Second
+	}
+	if mc.ReadTimeout == 0 {
+		mc.ReadTimeout = 30 * time.Second
+	}
+	if mc.WriteTimeout == 0 {
+		mc.WriteTimeout = 30 * time.Second
+	}
+}
+
+// DSN returns the normalised form of a go-sql-driver DSN, for tools that open
+// their own connections (migrations, tests).
+func DSN(dsn string) (string, error) {
+	mc, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "", err
+	}
+	normalise(mc)
+	return mc.FormatDSN(), nil
+}

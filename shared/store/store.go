@@ -1,0 +1,197 @@
+// Package store defines the append-only event store that all five functions
+// share: its domain types and its one interface. Drivers live in
+// sub-packages (mysql); storetest is the conformance suite every driver must
+// pass. The store knows no transport: nothing here mentions Pub/Sub or HTTP.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Errors a driver reports so callers can decide without parsing messages.
+var (
+	// ErrNotFound: no such event, record or dead letter.
+	ErrNotFound = errors.New("not found")
+	// ErrVersionTaken: another writer already appended this record version
+	// (the unique idx_events_aggregate refused the insert). Retry the merge.
+	ErrVersionTaken = errors.New("record version already taken")
+	// ErrDuplicateID: an event with this id already exists.
+	ErrDuplicateID = errors.New("event id already exists")
+	// ErrUnavailable wraps every error that means the database could not be
+	// reached or the transaction could not complete (retryable).
+	ErrUnavailable = errors.New("event store unavailable")
+)
+
+// Audit outcomes (processing_outcome). The audit log is a record's complete
+// history: one row per processing step.
+const (
+	OutcomeAccepted    = "accepted"
+	OutcomeMerged      = "merged" // accepted after a conflict was resolved
+	OutcomeDuplicate   = "duplicate"
+	OutcomeEcho        = "echo"
+	OutcomeNoop        = "noop"
+	OutcomeSuperseded  = "superseded"
+	OutcomeDeferred    = "deferred" // version gap: retried later
+	OutcomeRejected    = "rejected"
+	OutcomeDelivered   = "delivered"
+	OutcomeSkippedEcho = "skipped_echo"
+	OutcomeStale       = "stale"
+	OutcomeFailed      = "failed"
+	OutcomeRetried     = "retried"
+	OutcomeDeadLetter  = "dead_lettered"
+	OutcomeRedriven    = "redriven"
+	OutcomePublished   = "published" // outbox recovery published an event
+)
+
+// Stages (event_audit_log.stage, error message stage).
+const (
+	StageMerge    = "merge"
+	StageNetSuite = "netsuite"
+	StageSuiteX   = "suitex"
+	StageRetry    = "retry"
+	StageDLQ      = "dlq"
+	StageRedrive  = "redrive"
+	StageOutbox   = "outbox"
+)
+
+// Event is one accepted change: a row of `events`.
+type Event struct {
+	ID              string
+	RecordType      string
+	RecordID        string
+	Source          string
+	Timestamp       time.Time // stored with microseconds, UTC
+	BaseVersion     uint64
+	Changes         json.RawMessage // a JSON object, stored byte for byte
+	FullSnapshotRef *string
+	Processed       bool
+	CreatedAt       time.Time // set by the database
+}
+
+// Version is the record version this event created (base_version + 1).
+func (e Event) Version() uint64 { return e.BaseVersion + 1 }
+
+// Audit is one row of `event_audit_log`.
+type Audit struct {
+	ID          string // generated when empty
+	EventID     string // empty = NULL
+	Fingerprint string // 64 lowercase hex
+	RecordType  string
+	RecordID    string
+	Outcome     string
+	Stage       string
+	MessageID   string
+	Version     uint64 // record version concerned; 0 = NULL
+	Detail      string
+	// State is the folded record state after an accepted event, owned by the
+	// merge engine; the store keeps the bytes. Empty = NULL.
+	State     json.RawMessage
+	CreatedAt time.Time // set by the database
+}
+
+// DeadLetter is one row of `dead_letters`: a message Pub/Sub gave up on.
+type DeadLetter struct {
+	MessageID        string
+	Subscription     string
+	DeliveryAttempts int
+	Stage            string
+	Reason           string
+	Detail           string
+	EventID          string
+	RecordType       string
+	RecordID         string
+	Data             []byte
+	Attributes       map[string]string
+	PublishTime      time.Time
+	CreatedAt        time.Time // set by the database
+}
+
+// DeadLetterFilter selects dead letters; zero fields match everything.
+type DeadLetterFilter struct {
+	Stage, Reason        string
+	RecordType, RecordID string
+	Since, Until         time.Time
+	Limit                int // default 100
+}
+
+// Head is a record's current position in its version chain.
+type Head struct {
+	// Version is V, the number of accepted events: the next base_version.
+	Version uint64
+	// State is the Audit.State stored with the newest accepted event, nil for
+	// a new record.
+	State json.RawMessage
+}
+
+// Reader holds the queries available both inside and outside a transaction.
+type Reader interface {
+	// EventByID returns the event with this id or ErrNotFound.
+	EventByID(ctx context.Context, id string) (Event, error)
+	// EventByFingerprint returns the accepted event whose raw message had this
+	// fingerprint, or ErrNotFound.
+	EventByFingerprint(ctx context.Context, fingerprint string) (Event, error)
+	// Head returns the record's version and folded state (Version 0 for a
+	// new record).
+	Head(ctx context.Context, recordType, recordID string) (Head, error)
+	// DeliveredTo returns the events of a record audited `delivered` at stage
+	// target whose version is ≤ maxVersion, newest first, at most limit.
+	DeliveredTo(ctx context.Context, recordType, recordID, target string, maxVersion uint64, limit int) ([]Event, error)
+	// LastDelivered returns the highest version of the record delivered at
+	// stage target (0 when none).
+	LastDelivered(ctx context.Context, recordType, recordID, target string) (uint64, error)
+}
+
+// Writer holds the appends available both inside and outside a transaction.
+type Writer interface {
+	// AppendEvent inserts ev and its audit row in one transaction (or in
+	// the surrounding one). ErrVersionTaken or ErrDuplicateID on a clash.
+	AppendEvent(ctx context.Context, ev Event, audit Audit) error
+	// AppendAudit inserts one audit row.
+	AppendAudit(ctx context.Context, a Audit) error
+}
+
+// Tx is a merge transaction (READ COMMITTED).
+type Tx interface {
+	Reader
+	Writer
+	// LockRecord locks the record's newest event row until the transaction
+	// ends and returns its head. Concurrent mergers of one record queue here;
+	// different records proceed in parallel.
+	LockRecord(ctx context.Context, recordType, recordID string) (Head, error)
+}
+
+// Store is the append-only event store.
+type Store interface {
+	Reader
+	Writer
+	// InTx runs fn in a READ COMMITTED transaction and commits when fn returns
+	// nil. Deadlocks, lock-wait timeouts and ErrVersionTaken roll back and run
+	// fn again, with jitter, a bounded number of times: fn must be idempotent
+	// until commit.
+	InTx(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
+	// History returns the record's events in version order.
+	History(ctx context.Context, recordType, recordID string) ([]Event, error)
+	// AuditTrail returns the record's audit rows in the order written.
+	AuditTrail(ctx context.Context, recordType, recordID string) ([]Audit, error)
+	// AuditForEvent returns the audit rows of one event in the order written.
+	AuditForEvent(ctx context.Context, eventID string) ([]Audit, error)
+	// MarkProcessed sets processed = 1 (the outbox flag); a no-op when it
+	// already is.
+	MarkProcessed(ctx context.Context, id string) error
+	// Unprocessed returns events still processed = 0 created before `before`,
+	// oldest first, at most limit.
+	Unprocessed(ctx context.Context, before time.Time, limit int) ([]Event, error)
+	// AppendDeadLetter archives d; inserted is false when a row with this
+	// message id already exists (idempotent).
+	AppendDeadLetter(ctx context.Context, d DeadLetter) (inserted bool, err error)
+	// DeadLetter returns one dead letter by message id or ErrNotFound.
+	DeadLetter(ctx context.Context, messageID string) (DeadLetter, error)
+	// DeadLetters returns dead letters matching f, newest first.
+	DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error)
+	// Ping checks the database is reachable.
+	Ping(ctx context.Context) error
+	Close() error
+}
