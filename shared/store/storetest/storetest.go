@@ -1,0 +1,498 @@
+// Package storetest is the conformance suite every store.Store driver must
+// pass, run against the real server (as gocloud.dev's drivertest is for its
+// pubsub drivers).
+package storetest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/backbone-sync/backbone/shared/store"
+)
+
+// Factory returns a fresh, empty, migrated store for one test.
+type Factory func(t *testing.T) store.Store
+
+// Run runs the whole suite.
+func Run(t *testing.T, newStore Factory) {
+	tests := map[string]func(*testing.T, store.Store){
+		"AppendAndRead":            testAppendAndRead,
+		"MicrosecondsRoundTrip":    testMicroseconds,
+		"BytesRoundTrip":           testBytesRoundTrip,
+		"CaseSensitiveRecords":     testCaseSensitive,
+		"VersionTaken":             testVersionTaken,
+		"DuplicateID":              testDuplicateID,
+		"FingerprintLookup":        testFingerprint,
+		"HeadAndHistory":           testHeadAndHistory,
+		"MarkProcessedAndOutbox":   testMarkProcessed,
+		"DeliveriesAndRegression":  testDeliveries,
+		"DeadLettersIdempotent":    testDeadLetters,
+		"ConcurrentAppendsGapFree": testConcurrentAppends,
+		"TxRollsBackOnError":       testTxRollback,
+	}
+	for name, fn := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, newStore(t))
+		})
+	}
+}
+
+func fp(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+// NewEvent builds a valid event for tests.
+func NewEvent(rt, rid string, base uint64, changes string) store.Event {
+	return store.Event{
+		ID: uuid.NewString(), RecordType: rt, RecordID: rid, Source: "netsuite",
+		Timestamp:   time.Date(2026, 3, 13, 20, 0, 0, 123456000, time.UTC),
+		BaseVersion: base, Changes: json.RawMessage(changes),
+	}
+}
+
+func accepted(e store.Event, fingerprint string) store.Audit {
+	return store.Audit{Fingerprint: fingerprint, RecordType: e.RecordType, RecordID: e.RecordID,
+		Outcome: store.OutcomeAccepted, Stage: store.StageMerge, MessageID: "m-" + e.ID,
+		State: json.RawMessage(fmt.Sprintf(`{"v":%d}`, e.Version()))}
+}
+
+func testAppendAndRead(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	ref := "gs://bucket/snapshots/customer/C-1/1.json"
+	e := NewEvent("customer", "C-1", 0, `{"email":"ada@example.com","phone":null}`)
+	e.FullSnapshotRef = &ref
+	if err := s.AppendEvent(ctx, e, accepted(e, fp("a"))); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.EventByID(ctx, e.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != e.ID || got.RecordType != "customer" || got.RecordID != "C-1" || got.Source != "netsuite" ||
+		got.BaseVersion != 0 || got.Version() != 1 || string(got.Changes) != string(e.Changes) ||
+		got.FullSnapshotRef == nil || *got.FullSnapshotRef != ref || got.Processed || got.CreatedAt.IsZero() {
+		t.Errorf("read back %+v", got)
+	}
+	audits, err := s.AuditForEvent(ctx, e.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(audits) != 1 || audits[0].Outcome != store.OutcomeAccepted || audits[0].Version != 1 ||
+		audits[0].EventID != e.ID || audits[0].Fingerprint != fp("a") || audits[0].MessageID != "m-"+e.ID ||
+		string(audits[0].State) != `{"v":1}` {
+		t.Errorf("audit %+v", audits)
+	}
+	if _, err := s.EventByID(ctx, uuid.NewString()); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("missing event: err = %v, want ErrNotFound", err)
+	}
+	if err := s.AppendAudit(ctx, store.Audit{Fingerprint: fp("x"), RecordType: "customer", RecordID: "C-1", Outcome: store.OutcomeRejected, Stage: store.StageMerge, Detail: "bad"}); err != nil {
+		t.Fatal(err)
+	}
+	trail, err := s.AuditTrail(ctx, "customer", "C-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trail) != 2 || trail[1].Outcome != store.OutcomeRejected || trail[1].EventID != "" || trail[1].Detail != "bad" {
+		t.Errorf("trail %+v", trail)
+	}
+}
+
+func testMicroseconds(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for i, ts := range []time.Time{
+		time.Date(2026, 3, 13, 20, 0, 0, 123456000, time.UTC),
+		time.Date(2026, 3, 13, 20, 0, 0, 1000, time.UTC),
+		time.Date(2026, 3, 13, 20, 0, 0, 999999000, time.UTC),
+		time.Date(2099, 12, 31, 23, 59, 59, 500001000, time.UTC), // past 2038
+	} {
+		e := NewEvent("order", fmt.Sprintf("O-%d", i), 0, `{"a":1}`)
+		e.Timestamp = ts
+		before := time.Now().UTC().Truncate(time.Microsecond)
+		if err := s.AppendEvent(ctx, e, accepted(e, fp(e.ID))); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.EventByID(ctx, e.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.Timestamp.Equal(ts) || got.Timestamp.Location() != time.UTC {
+			t.Errorf("timestamp %v came back as %v", ts, got.Timestamp)
+		}
+		// created_at is the server's CURRENT_TIMESTAMP(6): it must carry
+		// microseconds (not .000000) and be UTC.
+		if got.CreatedAt.Before(before.Add(-time.Minute)) || got.CreatedAt.Location() != time.UTC {
+			t.Errorf("created_at %v", got.CreatedAt)
+		}
+		audits, _ := s.AuditForEvent(ctx, e.ID)
+		if len(audits) != 1 || audits[0].CreatedAt.IsZero() {
+			t.Fatalf("audit %+v", audits)
+		}
+	}
+	// Over several rows, a DATETIME(0) column would give only whole seconds.
+	var fractional int
+	for i := 0; i < 5; i++ {
+		e := NewEvent("order", fmt.Sprintf("F-%d", i), 0, `{"a":1}`)
+		if err := s.AppendEvent(ctx, e, accepted(e, fp(e.ID))); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := s.EventByID(ctx, e.ID)
+		if got.CreatedAt.Nanosecond() != 0 {
+			fractional++
+		}
+		if got.CreatedAt.Nanosecond()%1000 != 0 {
+			t.Errorf("created_at finer than microseconds: %v", got.CreatedAt)
+		}
+	}
+	if fractional == 0 {
+		t.Error("created_at never had a fractional second: microseconds are lost")
+	}
+}
+
+func testBytesRoundTrip(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	ids := []string{
+		"C-😀-𝄞-漢字",
+		`quote's "double" back\slash`,
+		"'; DROP TABLE events; --",
+		`\x00 literal \n not a newline`,
+		"Robert'); DELETE FROM events WHERE ('1'='1",
+		"%_ like wildcards",
+	}
+	changes := []string{
+		`{"name":"Ada 😀 𝄞","note":"it's \"quoted\" \\ back"}`,
+		`{"sql":"1'; DROP TABLE events; --","emoji":"🦄"}`,
+		`{"nested":{"a":[1,2,{"b":null}]},"u":"\u00e9"}`,
+	}
+	for i, rid := range ids {
+		e := NewEvent("customer", rid, 0, changes[i%len(changes)])
+		if err := s.AppendEvent(ctx, e, accepted(e, fp(e.ID))); err != nil {
+			t.Fatalf("append %q: %v", rid, err)
+		}
+		got, err := s.EventByID(ctx, e.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.RecordID != rid {
+			t.Errorf("record_id %q came back as %q", rid, got.RecordID)
+		}
+		if string(got.Changes) != string(e.Changes) {
+			t.Errorf("changes %s came back as %s", e.Changes, got.Changes)
+		}
+		h, err := s.Head(ctx, "customer", rid)
+		if err != nil || h.Version != 1 {
+			t.Errorf("head of %q = %+v, %v", rid, h, err)
+		}
+	}
+}
+
+func testCaseSensitive(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	upper := NewEvent("customer", "C-1", 0, `{"a":1}`)
+	lower := NewEvent("customer", "c-1", 0, `{"a":2}`)
+	for _, e := range []store.Event{upper, lower} {
+		if err := s.AppendEvent(ctx, e, accepted(e, fp(e.ID))); err != nil {
+			t.Fatalf("append %s: %v", e.RecordID, err)
+		}
+	}
+	for rid, want := range map[string]string{"C-1": upper.ID, "c-1": lower.ID} {
+		h, err := s.History(ctx, "customer", rid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(h) != 1 || h[0].ID != want {
+			t.Errorf("history of %s = %+v", rid, h)
+		}
+	}
+}
+
+func testVersionTaken(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := NewEvent("customer", "V-1", 0, `{"a":1}`)
+	b := NewEvent("customer", "V-1", 0, `{"a":2}`)
+	if err := s.AppendEvent(ctx, a, accepted(a, fp(a.ID))); err != nil {
+		t.Fatal(err)
+	}
+	// Outside InTx's retry: the raw insert reports the lost race.
+	err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		err := tx.AppendEvent(ctx, b, accepted(b, fp(b.ID)))
+		if errors.Is(err, store.ErrVersionTaken) {
+			return fmt.Errorf("seen: %w", errStop)
+		}
+		return err
+	})
+	if !errors.Is(err, errStop) {
+		t.Fatalf("second append at the same version: %v, want ErrVersionTaken", err)
+	}
+	if _, err := s.EventByID(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("losing event stored: %v", err)
+	}
+	if audits, _ := s.AuditForEvent(ctx, b.ID); len(audits) != 0 {
+		t.Errorf("losing event's audit row stored: %+v", audits)
+	}
+}
+
+var errStop = errors.New("stop")
+
+func testDuplicateID(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := NewEvent("customer", "D-1", 0, `{"a":1}`)
+	if err := s.AppendEvent(ctx, a, accepted(a, fp(a.ID))); err != nil {
+		t.Fatal(err)
+	}
+	b := a
+	b.RecordID = "D-2"
+	if err := s.AppendEvent(ctx, b, accepted(b, fp(b.ID))); !errors.Is(err, store.ErrDuplicateID) {
+		t.Errorf("same id twice: %v, want ErrDuplicateID", err)
+	}
+}
+
+func testFingerprint(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	e := NewEvent("customer", "F-1", 0, `{"a":1}`)
+	if err := s.AppendEvent(ctx, e, accepted(e, fp("raw-1"))); err != nil {
+		t.Fatal(err)
+	}
+	// A duplicate's audit row carries the same fingerprint and must not
+	// confuse the lookup; a rejected row with another fingerprint neither.
+	if err := s.AppendAudit(ctx, store.Audit{EventID: e.ID, Fingerprint: fp("raw-1"), RecordType: "customer", RecordID: "F-1", Outcome: store.OutcomeDuplicate}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, store.Audit{Fingerprint: fp("raw-2"), RecordType: "customer", RecordID: "F-1", Outcome: store.OutcomeRejected}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.EventByFingerprint(ctx, fp("raw-1"))
+	if err != nil || got.ID != e.ID {
+		t.Errorf("by fingerprint: %+v, %v", got, err)
+	}
+	if _, err := s.EventByFingerprint(ctx, fp("raw-2")); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("rejected fingerprint found: %v", err)
+	}
+}
+
+func testHeadAndHistory(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	h, err := s.Head(ctx, "customer", "H-1")
+	if err != nil || h.Version != 0 || h.State != nil {
+		t.Fatalf("head of new record = %+v, %v", h, err)
+	}
+	var ids []string
+	for v := uint64(0); v < 5; v++ {
+		e := NewEvent("customer", "H-1", v, fmt.Sprintf(`{"n":%d}`, v))
+		ids = append(ids, e.ID)
+		err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			h, err := tx.LockRecord(ctx, "customer", "H-1")
+			if err != nil {
+				return err
+			}
+			if h.Version != v {
+				return fmt.Errorf("locked head version %d, want %d", h.Version, v)
+			}
+			return tx.AppendEvent(ctx, e, accepted(e, fp(e.ID)))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err = s.Head(ctx, "customer", "H-1")
+	if err != nil || h.Version != 5 || string(h.State) != `{"v":5}` {
+		t.Errorf("head = %+v (%s), %v", h, h.State, err)
+	}
+	hist, err := s.History(ctx, "customer", "H-1")
+	if err != nil || len(hist) != 5 {
+		t.Fatalf("history: %d, %v", len(hist), err)
+	}
+	for i, e := range hist {
+		if e.ID != ids[i] || e.BaseVersion != uint64(i) {
+			t.Errorf("history[%d] = %s base %d", i, e.ID, e.BaseVersion)
+		}
+	}
+}
+
+func testMarkProcessed(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	e := NewEvent("customer", "P-1", 0, `{"a":1}`)
+	if err := s.AppendEvent(ctx, e, accepted(e, fp(e.ID))); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Hour)
+	un, err := s.Unprocessed(ctx, later, 10)
+	if err != nil || len(un) != 1 || un[0].ID != e.ID {
+		t.Fatalf("unprocessed = %+v, %v", un, err)
+	}
+	if un, _ := s.Unprocessed(ctx, time.Now().Add(-time.Hour), 10); len(un) != 0 {
+		t.Errorf("older-than filter ignored: %+v", un)
+	}
+	for i := 0; i < 2; i++ { // the second call is a no-op, not an error
+		if err := s.MarkProcessed(ctx, e.ID); err != nil {
+			t.Fatalf("mark processed (call %d): %v", i+1, err)
+		}
+	}
+	got, _ := s.EventByID(ctx, e.ID)
+	if !got.Processed {
+		t.Error("processed not set")
+	}
+	if un, _ := s.Unprocessed(ctx, later, 10); len(un) != 0 {
+		t.Errorf("still unprocessed: %+v", un)
+	}
+}
+
+func testDeliveries(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	var evs []store.Event
+	for v := uint64(0); v < 4; v++ {
+		e := NewEvent("customer", "R-1", v, fmt.Sprintf(`{"n":%d}`, v))
+		if err := s.AppendEvent(ctx, e, accepted(e, fp(e.ID))); err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, e)
+	}
+	deliver := func(e store.Event, target, outcome string) {
+		t.Helper()
+		if err := s.AppendAudit(ctx, store.Audit{EventID: e.ID, Fingerprint: fp(e.ID), RecordType: e.RecordType, RecordID: e.RecordID,
+			Outcome: outcome, Stage: target, Version: e.Version()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, err := s.LastDelivered(ctx, "customer", "R-1", store.StageSuiteX); err != nil || v != 0 {
+		t.Errorf("nothing delivered: %d, %v", v, err)
+	}
+	deliver(evs[0], store.StageSuiteX, store.OutcomeDelivered)
+	deliver(evs[2], store.StageSuiteX, store.OutcomeDelivered)
+	deliver(evs[3], store.StageSuiteX, store.OutcomeFailed)
+	deliver(evs[3], store.StageNetSuite, store.OutcomeDelivered)
+	if v, err := s.LastDelivered(ctx, "customer", "R-1", store.StageSuiteX); err != nil || v != 3 {
+		t.Errorf("last delivered to suitex = %d, %v; want 3", v, err)
+	}
+	got, err := s.DeliveredTo(ctx, "customer", "R-1", store.StageSuiteX, 2, 10)
+	if err != nil || len(got) != 1 || got[0].ID != evs[0].ID {
+		t.Errorf("delivered to suitex up to v2 = %+v, %v", got, err)
+	}
+	got, err = s.DeliveredTo(ctx, "customer", "R-1", store.StageSuiteX, 10, 10)
+	if err != nil || len(got) != 2 || got[0].ID != evs[2].ID || got[1].ID != evs[0].ID {
+		t.Errorf("delivered to suitex, newest first = %+v, %v", got, err)
+	}
+}
+
+func testDeadLetters(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	pt := time.Date(2026, 3, 13, 20, 0, 0, 654321000, time.UTC)
+	d := store.DeadLetter{MessageID: "msg-1", Subscription: "events.error.sandbox-retry-sub", DeliveryAttempts: 5,
+		Stage: "suitex", Reason: "http_503", Detail: "gave up", EventID: uuid.NewString(), RecordType: "customer", RecordID: "C-😀",
+		Data: []byte(`{"raw":"\u0000 bytes 😀"}`), Attributes: map[string]string{"env": "sandbox", "k": "v'\""}, PublishTime: pt}
+	for i := 0; i < 3; i++ {
+		ins, err := s.AppendDeadLetter(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ins != (i == 0) {
+			t.Errorf("append %d: inserted = %v", i, ins)
+		}
+	}
+	got, err := s.DeadLetter(ctx, "msg-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.DeliveryAttempts != 5 || got.Subscription != d.Subscription || got.Stage != "suitex" || got.Reason != "http_503" ||
+		got.EventID != d.EventID || got.RecordID != "C-😀" || string(got.Data) != string(d.Data) ||
+		got.Attributes["k"] != `v'"` || !got.PublishTime.Equal(pt) || got.CreatedAt.IsZero() {
+		t.Errorf("dead letter %+v", got)
+	}
+	d2 := d
+	d2.MessageID, d2.Stage, d2.Reason, d2.RecordID = "msg-2", "merge", "invalid_json", "X"
+	if _, err := s.AppendDeadLetter(ctx, d2); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		f    store.DeadLetterFilter
+		want int
+	}{
+		{store.DeadLetterFilter{}, 2},
+		{store.DeadLetterFilter{Stage: "suitex"}, 1},
+		{store.DeadLetterFilter{Reason: "invalid_json"}, 1},
+		{store.DeadLetterFilter{RecordType: "customer", RecordID: "X"}, 1},
+		{store.DeadLetterFilter{Since: time.Now().Add(time.Hour)}, 0},
+		{store.DeadLetterFilter{Until: time.Now().Add(time.Hour), Limit: 1}, 1},
+	} {
+		got, err := s.DeadLetters(ctx, c.f)
+		if err != nil || len(got) != c.want {
+			t.Errorf("filter %+v: %d rows, %v; want %d", c.f, len(got), err, c.want)
+		}
+	}
+	if _, err := s.DeadLetter(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("missing dead letter: %v", err)
+	}
+}
+
+// testConcurrentAppends: 16 writers race to extend one record; the lock and
+// the unique index must give a gap-free chain with every append landing.
+func testConcurrentAppends(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const writers, each = 16, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+					h, err := tx.LockRecord(ctx, "customer", "CC-1")
+					if err != nil {
+						return err
+					}
+					e := NewEvent("customer", "CC-1", h.Version, `{"w":1}`)
+					return tx.AppendEvent(ctx, e, accepted(e, fp(e.ID)))
+				})
+				if err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	hist, err := s.History(ctx, "customer", "CC-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != writers*each {
+		t.Fatalf("%d events, want %d", len(hist), writers*each)
+	}
+	for i, e := range hist {
+		if e.BaseVersion != uint64(i) {
+			t.Fatalf("chain has a gap at %d: base %d", i, e.BaseVersion)
+		}
+	}
+}
+
+func testTxRollback(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	e := NewEvent("customer", "TX-1", 0, `{"a":1}`)
+	boom := errors.New("boom")
+	err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		if err := tx.AppendEvent(ctx, e, accepted(e, fp(e.ID))); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("InTx = %v", err)
+	}
+	if _, err := s.EventByID(ctx, e.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("rolled-back event visible: %v", err)
+	}
+}
