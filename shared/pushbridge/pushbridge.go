@@ -1,0 +1,290 @@
+// Package pushbridge delivers Pub/Sub messages to HTTP endpoints the way
+// Pub/Sub push does, for `backbone dev` and the end-to-end tests: pstest
+// stores push configs but never pushes and never backs off (SPEC §8).
+//
+// Per subscription it pulls with unary Pull in large batches (pstest serves
+// that three orders of magnitude faster than streaming Receive), POSTs each
+// message as a push envelope, acks on 102/200/201/202/204, and otherwise
+// redelivers after an exponential backoff. Ordering is the server's: pstest
+// hands out one outstanding message per ordering key. Delivery attempts are
+// the server's where a dead-letter policy exists (which also dead-letters
+// after max attempts), else counted here.
+package pushbridge
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+
+	"github.com/backbone-sync/backbone/shared/message"
+)
+
+// Route sends one subscription's messages to one endpoint.
+type Route struct {
+	Subscription string // short name
+	Endpoint     string // URL
+}
+
+// Options tune a Bridge; zero values take the defaults.
+type Options struct {
+	MinBackoff  time.Duration // default 100ms (Pub/Sub's floor is 10s; dev is shorter)
+	MaxBackoff  time.Duration // default 5s
+	Concurrency int           // in-flight requests per subscription, default 64
+	BatchSize   int32         // messages per Pull, default 1000
+	Timeout     time.Duration // per push request, default 60s (the ack deadline)
+	HTTPClient  *http.Client
+	Log         *slog.Logger
+}
+
+// Bridge runs the routes until its context ends.
+type Bridge struct {
+	client  *pubsub.Client
+	project string
+	routes  []Route
+	o       Options
+
+	mu       sync.Mutex
+	attempts map[string]int // message id -> attempts, where the server does not count
+	// lastTry remembers, for subscriptions with a dead-letter policy, where
+	// and how often a message was last tried: pstest forwards a dead letter
+	// with its message id but without the CloudPubSubDeadLetterSource*
+	// attributes Pub/Sub adds, so the bridge adds them as Pub/Sub would.
+	lastTry map[string]try
+	stats   Stats
+}
+
+type try struct {
+	subscription string
+	attempt      int
+}
+
+// Attributes Pub/Sub sets on a dead-lettered message.
+const (
+	AttrDeadLetterDeliveryCount = "CloudPubSubDeadLetterSourceDeliveryCount"
+	AttrDeadLetterSubscription  = "CloudPubSubDeadLetterSourceSubscription"
+)
+
+// Stats counts what the bridge did.
+type Stats struct {
+	Delivered, Nacked int64
+}
+
+// New builds a bridge over client (project is the client's project).
+func New(client *pubsub.Client, project string, routes []Route, o Options) *Bridge {
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(5*time.Second, o.MinBackoff)
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 64
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 1000
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 60 * time.Second
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.Concurrency, MaxIdleConns: 4 * o.Concurrency}}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Bridge{client: client, project: project, routes: routes, o: o, attempts: map[string]int{}, lastTry: map[string]try{}}
+}
+
+// Stats returns the counters so far.
+func (b *Bridge) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stats
+}
+
+// Backoff is the delay before redelivery after the given attempt (1-based):
+// min·2^(attempt-1), capped at max, as Pub/Sub's exponential retry policy.
+func Backoff(attempt int, minB, maxB time.Duration) time.Duration {
+	d := minB
+	for i := 1; i < attempt && d < maxB; i++ {
+		d *= 2
+	}
+	return min(d, maxB)
+}
+
+// Run delivers until ctx ends, then stops pulling, lets every request in
+// flight finish and settles it (ack or nack), and returns.
+func (b *Bridge) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, r := range b.routes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.runRoute(ctx, r)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (b *Bridge) subPath(name string) string {
+	return "projects/" + b.project + "/subscriptions/" + name
+}
+
+func (b *Bridge) runRoute(ctx context.Context, r Route) {
+	sub := b.subPath(r.Subscription)
+	sem := make(chan struct{}, b.o.Concurrency)
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
+	idle := time.Millisecond
+	for ctx.Err() == nil {
+		free := int32(cap(sem) - len(sem))
+		if free == 0 {
+			// Every slot busy: wait for one instead of pulling more.
+			select {
+			case sem <- struct{}{}:
+				<-sem
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		resp, err := b.client.SubscriptionAdminClient.Pull(ctx, &pb.PullRequest{
+			Subscription: sub, MaxMessages: min(free, b.o.BatchSize), ReturnImmediately: true,
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			b.o.Log.Warn("pull failed", "subscription", r.Subscription, "error", err.Error())
+			sleep(ctx, 200*time.Millisecond)
+			continue
+		}
+		if len(resp.ReceivedMessages) == 0 {
+			// Poll fast when busy, back off to 20ms when idle.
+			sleep(ctx, idle)
+			idle = min(idle*2, 20*time.Millisecond)
+			continue
+		}
+		idle = time.Millisecond
+		for _, rm := range resp.ReceivedMessages {
+			sem <- struct{}{}
+			inflight.Add(1)
+			go func() {
+				defer func() { <-sem; inflight.Done() }()
+				b.deliver(r, sub, rm)
+			}()
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// deliver pushes one message and settles it. It deliberately does not use
+// the Run context: a request in flight at shutdown completes and is acked.
+func (b *Bridge) deliver(r Route, sub string, rm *pb.ReceivedMessage) {
+	pm := rm.Message
+	attempt := int(rm.DeliveryAttempt)
+	attrs := pm.Attributes
+	b.mu.Lock()
+	if prev, ok := b.lastTry[pm.MessageId]; ok && prev.subscription != r.Subscription {
+		// A dead letter forwarded from prev.subscription.
+		attrs = make(map[string]string, len(pm.Attributes)+2)
+		for k, v := range pm.Attributes {
+			attrs[k] = v
+		}
+		if attrs[AttrDeadLetterDeliveryCount] == "" {
+			attrs[AttrDeadLetterDeliveryCount] = fmt.Sprint(prev.attempt)
+			attrs[AttrDeadLetterSubscription] = prev.subscription
+		}
+		delete(b.lastTry, pm.MessageId)
+	}
+	if attempt > 0 {
+		b.lastTry[pm.MessageId] = try{subscription: r.Subscription, attempt: attempt}
+	} else {
+		b.attempts[pm.MessageId]++
+		attempt = b.attempts[pm.MessageId]
+	}
+	b.mu.Unlock()
+	m := message.Message{
+		Data: pm.Data, Attributes: attrs, ID: pm.MessageId, PublishTime: pm.PublishTime.AsTime(),
+		OrderingKey: pm.OrderingKey, DeliveryAttempt: attempt, Subscription: sub,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.o.Timeout)
+	defer cancel()
+	status, err := b.post(ctx, r.Endpoint, message.PushBody(m))
+	if err == nil && message.Acked(status) {
+		b.settle(sub, rm.AckId, 0, true)
+		b.mu.Lock()
+		delete(b.attempts, pm.MessageId)
+		if rm.DeliveryAttempt > 0 {
+			delete(b.lastTry, pm.MessageId)
+		}
+		b.stats.Delivered++
+		b.mu.Unlock()
+		return
+	}
+	delay := Backoff(attempt, b.o.MinBackoff, b.o.MaxBackoff)
+	b.o.Log.Debug("push nacked", "subscription", r.Subscription, "message_id", pm.MessageId,
+		"attempt", attempt, "status", status, "error", fmt.Sprint(err), "retry_in", delay.String())
+	b.mu.Lock()
+	b.stats.Nacked++
+	b.mu.Unlock()
+	// Release the slot now; the redelivery happens after the backoff.
+	time.AfterFunc(min(delay, 10*time.Second), func() { b.settle(sub, rm.AckId, delay, false) })
+}
+
+func (b *Bridge) post(ctx context.Context, url string, body []byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := b.o.HTTPClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var buf [512]byte
+	for {
+		if _, err := resp.Body.Read(buf[:]); err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// settle acks, or makes the message available again. The caller has held
+// a nacked message for up to 10s of its delay (the server's deadline has a
+// granularity of a second); the rest is left to the ack deadline.
+func (b *Bridge) settle(sub, ackID string, delay time.Duration, ack bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if ack {
+		if err := b.client.SubscriptionAdminClient.Acknowledge(ctx, &pb.AcknowledgeRequest{Subscription: sub, AckIds: []string{ackID}}); err != nil {
+			b.o.Log.Warn("ack failed", "subscription", sub, "error", err.Error())
+		}
+		return
+	}
+	secs := int32(0)
+	if delay > 10*time.Second {
+		secs = int32((delay - 10*time.Second + time.Second - 1) / time.Second)
+	}
+	if err := b.client.SubscriptionAdminClient.ModifyAckDeadline(ctx, &pb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: []string{ackID}, AckDeadlineSeconds: secs}); err != nil {
+		b.o.Log.Warn("nack failed", "subscription", sub, "error", err.Error())
+	}
+}
