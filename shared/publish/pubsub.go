@@ -8,6 +8,8 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // PubSub publishes with the pubsub/v2 client, with message ordering on.
@@ -21,14 +23,41 @@ type PubSub struct {
 	pubs map[string]*pubsub.Publisher
 }
 
-// NewPubSub connects to Pub/Sub for project. PUBSUB_EMULATOR_HOST is honoured
-// by the client itself; opts are passed through (tests give a pstest conn).
-func NewPubSub(ctx context.Context, project string, opts ...option.ClientOption) (*PubSub, error) {
+// NewPubSub connects to Pub/Sub for project, or to the emulator at
+// emulatorHost when it is set (config.Config.EmulatorHost).
+func NewPubSub(ctx context.Context, project, emulatorHost string, opts ...option.ClientOption) (*PubSub, error) {
+	c, err := NewClient(ctx, project, emulatorHost, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &PubSub{client: c, owned: true, pubs: map[string]*pubsub.Publisher{}}, nil
+}
+
+// EmulatorOptions are the client options for an emulator at host:port.
+// The Go client reads PUBSUB_EMULATOR_HOST from the process environment on
+// its own; configuration read through config.Load passes it explicitly, so
+// tests and `backbone dev` need not touch the process environment.
+func EmulatorOptions(host string) []option.ClientOption {
+	if host == "" {
+		return nil
+	}
+	return []option.ClientOption{
+		option.WithEndpoint(host),
+		option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+		option.WithTelemetryDisabled(),
+	}
+}
+
+// NewClient connects a raw pubsub/v2 client (admin and data), to the
+// emulator when emulatorHost is set.
+func NewClient(ctx context.Context, project, emulatorHost string, opts ...option.ClientOption) (*pubsub.Client, error) {
+	opts = append(EmulatorOptions(emulatorHost), opts...)
 	c, err := pubsub.NewClient(ctx, project, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("pubsub client for project %q: %w", project, err)
 	}
-	return &PubSub{client: c, owned: true, pubs: map[string]*pubsub.Publisher{}}, nil
+	return c, nil
 }
 
 // FromClient wraps an existing client; Close then leaves the client open.

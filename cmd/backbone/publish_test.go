@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/pubsubtest"
+)
+
+func TestSplitEvents(t *testing.T) {
+	t.Parallel()
+	obj := `{"record_type":"customer","record_id":"C-1","x":1}`
+	cases := []struct {
+		name, in string
+		verbatim bool
+		want     []string // data
+		keys     []string
+		err      string
+	}{
+		{name: "object", in: "  " + obj + "\n", want: []string{obj}, keys: []string{"customer:C-1"}},
+		{name: "pretty object", in: "{\n \"record_type\": \"order\",\n \"record_id\": \"O:1\"\n}", want: []string{`{"record_type":"order","record_id":"O:1"}`}, keys: []string{"order:O:1"}},
+		{name: "array", in: `[` + obj + `, {"a":2}]`, want: []string{obj, `{"a":2}`}, keys: []string{"customer:C-1", ""}},
+		{name: "lines", in: obj + "\n\n{\"a\": 2}\n", want: []string{obj, `{"a":2}`}, keys: []string{"customer:C-1", ""}},
+		{name: "bad line", in: obj + "\n{nope\n", err: "line 2"},
+		{name: "verbatim poison", in: obj + "\n{nope\n", verbatim: true, want: []string{obj, "{nope"}, keys: []string{"customer:C-1", ""}},
+		{name: "empty", in: " \n", err: "no events"},
+		{name: "bad array", in: `[{"a":1},`, err: "not valid JSON"},
+	}
+	for _, c := range cases {
+		got, err := splitEvents([]byte(c.in), c.verbatim)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: err = %v, want %q", c.name, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if len(got) != len(c.want) {
+			t.Errorf("%s: %d messages, want %d", c.name, len(got), len(c.want))
+			continue
+		}
+		for i := range got {
+			if string(got[i].Data) != c.want[i] || got[i].OrderingKey != c.keys[i] {
+				t.Errorf("%s[%d] = %q key %q", c.name, i, got[i].Data, got[i].OrderingKey)
+			}
+		}
+	}
+}
+
+func TestPublishVerb(t *testing.T) {
+	t.Parallel()
+	ps := pubsubtest.New(t, config.Sandbox, true)
+	envs := map[string]string{"BACKBONE_ENV": "sandbox", "GCP_PROJECT": pubsubtest.Project, "PUBSUB_EMULATOR_HOST": ps.Addr()}
+	var out, errb bytes.Buffer
+	c := &cli{stdout: &out, stderr: &errb, getenv: func(k string) string { return envs[k] }}
+	f := t.TempDir() + "/events.jsonl"
+	writeFile(t, f, `{"record_type":"customer","record_id":"C-1","n":1}`+"\n"+`{"record_type":"customer","record_id":"C-2","n":2}`+"\n")
+	if code := run(context.Background(), c, []string{"publish", f}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	ids := strings.Fields(out.String())
+	got := ps.Drain(t, ps.Names.MergeSub)
+	if len(ids) != 2 || len(got) != 2 {
+		t.Fatalf("printed %v, received %d", ids, len(got))
+	}
+	for _, m := range got {
+		if m.Attributes["env"] != "sandbox" || !strings.HasPrefix(m.OrderingKey, "customer:C-") || !strings.Contains(out.String(), m.ID) {
+			t.Errorf("message %+v", m)
+		}
+	}
+	if code := run(context.Background(), c, []string{"publish"}); code != 2 {
+		t.Errorf("no file: exit %d, want 2", code)
+	}
+	envs["BACKBONE_ENV"] = "staging"
+	errb.Reset()
+	if code := run(context.Background(), c, []string{"publish", f}); code != 1 || !strings.Contains(errb.String(), "BACKBONE_ENV") {
+		t.Errorf("bad env: exit %d, %s", code, errb.String())
+	}
+}
