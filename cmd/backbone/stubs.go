@@ -11,7 +11,5 @@ var errNotBuilt = errors.New("not built yet")
 func runServe(ctx context.Context, c *cli, args []string) error     { return errNotBuilt }
 func runDev(ctx context.Context, c *cli, args []string) error       { return errNotBuilt }
 func runProvision(ctx context.Context, c *cli, args []string) error { return errNotBuilt }
-func runStress(ctx context.Context, c *cli, args []string) error    { return errNotBuilt }
 func runBench(ctx context.Context, c *cli, args []string) error     { return errNotBuilt }
-func runDLQ(ctx context.Context, c *cli, args []string) error       { return errNotBuilt }
 func runOutbox(ctx context.Context, c *cli, args []string) error    { return errNotBuilt }
