@@ -1,0 +1,146 @@
+// Package retry is the Retry function, triggered by
+// events.error.{env}-retry-sub (SPEC §6). A non-retryable error goes straight
+// to events.dlq.{env}. A retryable one re-runs its stage inline — the merge
+// on the original raw message, or the delivery to the named target (with its
+// regression guard) — and acks on success. While the stage still fails the
+// handler nacks, so that Pub/Sub backs off (10 s to 600 s) and, after 5
+// attempts, dead-letters the message to events.dlq.{env} itself.
+package retry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strconv"
+
+	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/event"
+	"github.com/backbone-sync/backbone/shared/failure"
+	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/store"
+)
+
+// Name is the function target.
+const Name = config.TargetRetry
+
+// Stage re-runs one stage on the message it first failed on. nil means the
+// stage succeeded (or has nothing left to do); a *failure.Failure says
+// whether another attempt can help; any other error counts as retryable.
+type Stage func(ctx context.Context, m message.Message) error
+
+// Attributes Pub/Sub sets on a message it dead-letters. Retry sets the same
+// two when it dead-letters a message itself, so the archive reads one shape.
+const (
+	AttrDeadLetterDeliveryCount = "CloudPubSubDeadLetterSourceDeliveryCount"
+	AttrDeadLetterSubscription  = "CloudPubSubDeadLetterSourceSubscription"
+	// AttrDeadLetterReason says why Retry dead-lettered without retrying.
+	AttrDeadLetterReason = "dead_letter_reason"
+)
+
+// Reasons Retry itself gives.
+const (
+	ReasonUndecodable  = "undecodable_error_message"
+	ReasonUnknownStage = "unknown_stage"
+	ReasonWrongEnv     = "wrong_env"
+)
+
+// Retry holds what the handler needs.
+type Retry struct {
+	env    config.Env
+	stages map[string]Stage
+	pub    publish.Publisher // guarded
+	store  store.Store
+	log    *slog.Logger
+}
+
+// New builds the Retry handler. stages maps an error message's stage
+// (merge, netsuite, suitex) to its re-run; pub must be guarded to env.
+func New(env config.Env, stages map[string]Stage, pub publish.Publisher, st store.Store, log *slog.Logger) message.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Retry{env: env, stages: stages, pub: pub, store: st, log: log}
+	return r.handle
+}
+
+func (r *Retry) handle(ctx context.Context, m message.Message) error {
+	log := r.log.With("message_id", m.ID, "delivery_attempt", m.DeliveryAttempt)
+	if got := m.Attributes[publish.AttrEnv]; got != "" && got != string(r.env) {
+		return r.deadLetter(ctx, log, m, ReasonWrongEnv, nil)
+	}
+	e, err := failure.Decode(m.Data)
+	if err != nil {
+		return r.deadLetter(ctx, log, m, ReasonUndecodable, nil)
+	}
+	log = log.With("stage", e.Stage, "reason", e.Reason, "event_id", e.EventID, "record_type", e.RecordType, "record_id", e.RecordID)
+	if !e.Retryable {
+		return r.deadLetter(ctx, log, m, "not_retryable", &e)
+	}
+	run, ok := r.stages[e.Stage]
+	if !ok {
+		return r.deadLetter(ctx, log, m, ReasonUnknownStage, &e)
+	}
+	original := failure.ToMessage(e.Original)
+	err = run(ctx, original)
+	if err == nil {
+		log.InfoContext(ctx, "retry succeeded")
+		r.audit(ctx, log, m, &e, store.OutcomeRetried, fmt.Sprintf("%s re-run succeeded at delivery attempt %d", e.Stage, m.DeliveryAttempt))
+		return nil
+	}
+	if f, ok := failure.As(err); ok && !f.Retryable {
+		// The stage now fails for good (e.g. the target answers 400):
+		// retrying cannot help, dead-letter it with the new reason.
+		log.WarnContext(ctx, "retry failed permanently", "new_reason", f.Reason, "detail", f.Detail)
+		e.Retryable, e.Reason, e.Detail = false, f.Reason, f.Detail
+		return r.deadLetter(ctx, log, m, "failed_permanently", &e)
+	}
+	log.WarnContext(ctx, "retry failed: nack, Pub/Sub backs off and dead-letters after the last attempt", "error", err.Error())
+	return fmt.Errorf("retry %s of message %s (attempt %d): %w", e.Stage, m.ID, m.DeliveryAttempt, err)
+}
+
+// deadLetter publishes the message to events.dlq.{env} and acks. e, when
+// known, replaces the data (it may carry a new reason); otherwise the data
+// goes as it came, so nothing is lost.
+func (r *Retry) deadLetter(ctx context.Context, log *slog.Logger, m message.Message, why string, e *event.Error) error {
+	data := m.Data
+	if e != nil {
+		var err error
+		if data, err = encode(*e); err != nil {
+			return err
+		}
+	}
+	attrs := maps.Clone(m.Attributes)
+	if attrs == nil {
+		attrs = map[string]string{}
+	}
+	attempts := max(m.DeliveryAttempt, 1)
+	attrs[AttrDeadLetterDeliveryCount] = strconv.Itoa(attempts)
+	attrs[AttrDeadLetterSubscription] = m.SubscriptionName()
+	attrs[AttrDeadLetterReason] = why
+	if e != nil {
+		attrs[failure.AttrReason] = e.Reason
+		attrs[failure.AttrRetryable] = strconv.FormatBool(e.Retryable)
+	}
+	delete(attrs, publish.AttrEnv) // the guard stamps this environment's
+	if _, err := r.pub.Publish(ctx, r.env.Names().DLQTopic, publish.Message{Data: data, Attributes: attrs, OrderingKey: m.OrderingKey}); err != nil {
+		log.ErrorContext(ctx, "dead-letter publish failed: nack", "error", err.Error())
+		return fmt.Errorf("dead-letter message %s: %w", m.ID, err)
+	}
+	log.WarnContext(ctx, "dead-lettered without retry", "why", why)
+	return nil
+}
+
+func (r *Retry) audit(ctx context.Context, log *slog.Logger, m message.Message, e *event.Error, outcome, detail string) {
+	sum := sha256.Sum256(m.Data)
+	a := store.Audit{EventID: e.EventID, Fingerprint: hex.EncodeToString(sum[:]), RecordType: e.RecordType, RecordID: e.RecordID,
+		Outcome: outcome, Stage: store.StageRetry, MessageID: m.ID, Detail: detail}
+	if err := r.store.AppendAudit(ctx, a); err != nil {
+		// The stage itself succeeded and wrote its own audit row; losing
+		// this one is not worth a redelivery that would re-run the stage.
+		log.WarnContext(ctx, "retry audit row not written", "error", err.Error())
+	}
+}

@@ -1,0 +1,154 @@
+package retry_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/backbone-sync/backbone/functions/retry"
+	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/event"
+	"github.com/backbone-sync/backbone/shared/failure"
+	"github.com/backbone-sync/backbone/shared/logging"
+	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/pubsubtest"
+	"github.com/backbone-sync/backbone/shared/store"
+	"github.com/backbone-sync/backbone/shared/testdb"
+)
+
+type fixture struct {
+	ps    *pubsubtest.Server
+	db    *testdb.DB
+	srv   *httptest.Server
+	calls map[string][]message.Message
+	next  map[string]error
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{ps: pubsubtest.New(t, config.Sandbox, true), db: testdb.New(t), calls: map[string][]message.Message{}, next: map[string]error{}}
+	stage := func(name string) retry.Stage {
+		return func(ctx context.Context, m message.Message) error {
+			f.calls[name] = append(f.calls[name], m)
+			return f.next[name]
+		}
+	}
+	h := retry.New(config.Sandbox, map[string]retry.Stage{"merge": stage("merge"), "suitex": stage("suitex")},
+		f.ps.Publisher(t), f.db.Store, logging.New(&bytes.Buffer{}, nil))
+	f.srv = httptest.NewServer(message.HTTP(logging.New(&bytes.Buffer{}, nil), "p", h))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fixture) push(t *testing.T, data []byte, attempt int) int {
+	t.Helper()
+	m := message.Message{Data: data, ID: "err-1", Attributes: map[string]string{"env": "sandbox", "stage": "x"}, DeliveryAttempt: attempt,
+		Subscription: pubsubtest.SubPath(f.ps.Names.RetrySub), OrderingKey: "customer:C-1", PublishTime: time.Now()}
+	resp, err := http.Post(f.srv.URL, "application/json", bytes.NewReader(message.PushBody(m)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func errorMessage(stage string, retryable bool) []byte {
+	b, _ := json.Marshal(event.Error{Stage: stage, Retryable: retryable, Reason: "http_503", Detail: "down",
+		Original: event.Original{Data: []byte(`{"id":"e1"}`), MessageID: "orig-1", Subscription: "projects/p/subscriptions/events.merged.sandbox-suitex-sub",
+			Attributes: map[string]string{"env": "sandbox"}, OrderingKey: "customer:C-1", DeliveryAttempt: 1},
+		EventID: "e1", RecordType: "customer", RecordID: "C-1"})
+	return b
+}
+
+func TestRetryableSuccessAcksAndAudits(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	if code := f.push(t, errorMessage("suitex", true), 3); code != message.StatusAck {
+		t.Fatalf("status %d", code)
+	}
+	got := f.calls["suitex"]
+	if len(got) != 1 || string(got[0].Data) != `{"id":"e1"}` || got[0].ID != "orig-1" || got[0].Attributes["env"] != "sandbox" || got[0].OrderingKey != "customer:C-1" {
+		t.Fatalf("stage re-run on %+v", got)
+	}
+	trail, _ := f.db.Store.AuditTrail(context.Background(), "customer", "C-1")
+	if len(trail) != 1 || trail[0].Outcome != store.OutcomeRetried || trail[0].Stage != store.StageRetry || trail[0].EventID != "e1" {
+		t.Errorf("audit %+v", trail)
+	}
+	if dl := f.ps.Drain(t, f.ps.Names.DLQSub); len(dl) != 0 {
+		t.Errorf("dead-lettered on success: %d", len(dl))
+	}
+}
+
+func TestRetryableFailureNacks(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.next["merge"] = failure.Retryable("merge", "version_gap", "v3 not there yet")
+	if code := f.push(t, errorMessage("merge", true), 2); message.Acked(code) {
+		t.Fatalf("status %d acks a failing retry", code)
+	}
+	f.next["merge"] = errors.New("database down")
+	if code := f.push(t, errorMessage("merge", true), 3); message.Acked(code) {
+		t.Fatalf("status %d acks a failing retry", code)
+	}
+	if dl := f.ps.Drain(t, f.ps.Names.DLQSub); len(dl) != 0 {
+		t.Errorf("retryable failure dead-lettered by Retry: %d", len(dl))
+	}
+}
+
+func TestNonRetryableGoesStraightToDLQ(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	data := errorMessage("merge", false)
+	if code := f.push(t, data, 1); code != message.StatusAck {
+		t.Fatalf("status %d", code)
+	}
+	if len(f.calls["merge"]) != 0 {
+		t.Error("non-retryable stage was re-run")
+	}
+	dl := f.ps.Drain(t, f.ps.Names.DLQSub)
+	if len(dl) != 1 {
+		t.Fatalf("%d dead letters", len(dl))
+	}
+	a := dl[0].Attributes
+	if !bytes.Equal(dl[0].Data, data) || a["env"] != "sandbox" || a[retry.AttrDeadLetterDeliveryCount] != "1" ||
+		a[retry.AttrDeadLetterSubscription] != f.ps.Names.RetrySub || a[retry.AttrDeadLetterReason] != "not_retryable" || dl[0].OrderingKey != "customer:C-1" {
+		t.Errorf("dead letter %+v", dl[0])
+	}
+}
+
+func TestPermanentOnRetryIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.next["suitex"] = failure.Permanent("suitex", "http_400", "bad field")
+	if code := f.push(t, errorMessage("suitex", true), 2); code != message.StatusAck {
+		t.Fatalf("status %d", code)
+	}
+	dl := f.ps.Drain(t, f.ps.Names.DLQSub)
+	if len(dl) != 1 {
+		t.Fatalf("%d dead letters", len(dl))
+	}
+	e, err := failure.Decode(dl[0].Data)
+	if err != nil || e.Reason != "http_400" || e.Retryable || string(e.Original.Data) != `{"id":"e1"}` || dl[0].Attributes[retry.AttrDeadLetterDeliveryCount] != "2" {
+		t.Errorf("dead letter %+v, %v", e, err)
+	}
+}
+
+func TestUndecodableAndUnknownStageAreKept(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	for _, data := range [][]byte{[]byte("not json \x00"), errorMessage("ledger", true)} {
+		if code := f.push(t, data, 1); code != message.StatusAck {
+			t.Fatalf("status %d", code)
+		}
+	}
+	dl := f.ps.Drain(t, f.ps.Names.DLQSub)
+	if len(dl) != 2 || string(dl[0].Data) != "not json \x00" || dl[0].Attributes[retry.AttrDeadLetterReason] != retry.ReasonUndecodable ||
+		dl[1].Attributes[retry.AttrDeadLetterReason] != retry.ReasonUnknownStage {
+		t.Errorf("dead letters %+v", dl)
+	}
+}
