@@ -1,0 +1,240 @@
+package deadletter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/backbone-sync/backbone/shared/event"
+	"github.com/backbone-sync/backbone/shared/failure"
+	"github.com/backbone-sync/backbone/shared/store"
+)
+
+// ParseRecord splits TYPE:ID at the first colon (record types cannot hold
+// one; record ids can).
+func ParseRecord(s string) (recordType, recordID string, err error) {
+	rt, rid, ok := strings.Cut(s, ":")
+	if !ok || rt == "" || rid == "" {
+		return "", "", fmt.Errorf("record %q is not TYPE:ID (for example customer:C-1001)", s)
+	}
+	return rt, rid, nil
+}
+
+// ParseWhen reads a point in time: RFC 3339 (2026-03-13T20:00:00Z), or a
+// duration meaning "that long before now" (90m, 24h, or 7d for days).
+func ParseWhen(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.Atoi(days); err == nil && n >= 0 {
+			return now.Add(-time.Duration(n) * 24 * time.Hour).UTC(), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d).UTC(), nil
+	}
+	return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2026-03-13T20:00:00Z) nor a duration ago (24h, 7d)", s)
+}
+
+// Summary is one dead letter as `dlq list` shows it.
+type Summary struct {
+	MessageID        string     `json:"message_id"`
+	ArchivedAt       event.Time `json:"archived_at"`
+	Stage            string     `json:"stage"`
+	Reason           string     `json:"reason"`
+	RecordType       string     `json:"record_type,omitempty"`
+	RecordID         string     `json:"record_id,omitempty"`
+	DeliveryAttempts int        `json:"delivery_attempts"`
+	EventID          string     `json:"event_id,omitempty"`
+	Subscription     string     `json:"subscription,omitempty"`
+	Detail           string     `json:"detail,omitempty"`
+}
+
+// Summarize returns d's summary.
+func Summarize(d store.DeadLetter) Summary {
+	return Summary{
+		MessageID: d.MessageID, ArchivedAt: event.NewTime(d.CreatedAt), Stage: d.Stage, Reason: d.Reason,
+		RecordType: d.RecordType, RecordID: d.RecordID, DeliveryAttempts: d.DeliveryAttempts,
+		EventID: d.EventID, Subscription: d.Subscription, Detail: d.Detail,
+	}
+}
+
+// Record returns TYPE:ID, or "" when the record is unknown.
+func (s Summary) Record() string {
+	if s.RecordType == "" {
+		return ""
+	}
+	return s.RecordType + ":" + s.RecordID
+}
+
+// List returns the dead letters matching f, newest first.
+func List(ctx context.Context, s store.Store, f store.DeadLetterFilter) ([]Summary, error) {
+	dls, err := s.DeadLetters(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Summary, len(dls))
+	for i, d := range dls {
+		out[i] = Summarize(d)
+	}
+	return out, nil
+}
+
+// Payload is message data shown to a human: JSON as JSON, other UTF-8 text as
+// text, anything else base64. Exactly one field is set (none when empty).
+type Payload struct {
+	JSON   json.RawMessage `json:"data,omitempty"`
+	Text   string          `json:"data_text,omitempty"`
+	Base64 []byte          `json:"data_base64,omitempty"`
+}
+
+// NewPayload classifies b.
+func NewPayload(b []byte) Payload {
+	switch {
+	case len(b) == 0:
+		return Payload{}
+	case json.Valid(b):
+		return Payload{JSON: json.RawMessage(b)}
+	case utf8.Valid(b):
+		return Payload{Text: string(b)}
+	default:
+		return Payload{Base64: b}
+	}
+}
+
+// OriginalView is the failed stage's original message, its data decoded.
+type OriginalView struct {
+	MessageID       string            `json:"message_id"`
+	Subscription    string            `json:"subscription"`
+	OrderingKey     string            `json:"ordering_key,omitempty"`
+	PublishTime     *event.Time       `json:"publish_time,omitempty"`
+	DeliveryAttempt int               `json:"delivery_attempt,omitempty"`
+	Attributes      map[string]string `json:"attributes"`
+	Payload
+}
+
+// ErrorView is the decoded error message of a dead letter.
+type ErrorView struct {
+	Stage      string       `json:"stage"`
+	Retryable  bool         `json:"retryable"`
+	Reason     string       `json:"reason"`
+	Detail     string       `json:"detail"`
+	EventID    string       `json:"event_id,omitempty"`
+	RecordType string       `json:"record_type,omitempty"`
+	RecordID   string       `json:"record_id,omitempty"`
+	Redrive    int          `json:"redrive,omitempty"`
+	Original   OriginalView `json:"original"`
+}
+
+// RedriveView is one earlier redrive of a dead letter, from the audit log.
+type RedriveView struct {
+	At     event.Time `json:"at"`
+	Detail string     `json:"detail"`
+}
+
+// View is everything about one dead letter, as `dlq show` prints it.
+type View struct {
+	Summary
+	PublishTime *event.Time       `json:"publish_time,omitempty"`
+	Attributes  map[string]string `json:"attributes"`
+	// ErrorMessage is the decoded data; when the data is not an error
+	// message, DecodeError says why and Raw holds the data.
+	ErrorMessage *ErrorView    `json:"error_message,omitempty"`
+	DecodeError  string        `json:"decode_error,omitempty"`
+	Raw          *Payload      `json:"raw,omitempty"`
+	Redrives     []RedriveView `json:"redrives"`
+}
+
+// Show gathers everything about one dead letter, including its earlier
+// redrives. store.ErrNotFound when there is no such dead letter.
+func Show(ctx context.Context, s store.Store, messageID string) (View, error) {
+	d, err := s.DeadLetter(ctx, messageID)
+	if err != nil {
+		return View{}, err
+	}
+	v := View{Summary: Summarize(d), Attributes: d.Attributes, Redrives: []RedriveView{}}
+	if !d.PublishTime.IsZero() {
+		t := event.NewTime(d.PublishTime)
+		v.PublishTime = &t
+	}
+	if e, err := failure.Decode(d.Data); err != nil {
+		v.DecodeError = err.Error()
+		p := NewPayload(d.Data)
+		v.Raw = &p
+	} else {
+		v.ErrorMessage = errorView(e)
+	}
+	redrives, err := Redrives(ctx, s, d)
+	if err != nil {
+		return v, err
+	}
+	for _, a := range redrives {
+		v.Redrives = append(v.Redrives, RedriveView{At: event.NewTime(a.CreatedAt), Detail: a.Detail})
+	}
+	return v, nil
+}
+
+func errorView(e event.Error) *ErrorView {
+	o := e.Original
+	attrs := o.Attributes
+	if attrs == nil {
+		attrs = map[string]string{}
+	}
+	return &ErrorView{
+		Stage: e.Stage, Retryable: e.Retryable, Reason: e.Reason, Detail: e.Detail,
+		EventID: e.EventID, RecordType: e.RecordType, RecordID: e.RecordID, Redrive: e.Redrive,
+		Original: OriginalView{
+			MessageID: o.MessageID, Subscription: o.Subscription, OrderingKey: o.OrderingKey,
+			PublishTime: o.PublishTime, DeliveryAttempt: o.DeliveryAttempt, Attributes: attrs,
+			Payload: NewPayload(o.Data),
+		},
+	}
+}
+
+// Redrives returns the redriven audit rows of d, oldest first. Redrive
+// audits carry the dead letter's message id and record, so the record's
+// trail finds them.
+func Redrives(ctx context.Context, s store.Store, d store.DeadLetter) ([]store.Audit, error) {
+	trail, err := s.AuditTrail(ctx, d.RecordType, d.RecordID)
+	if err != nil {
+		return nil, fmt.Errorf("redrive history of dead letter %s: %w", d.MessageID, err)
+	}
+	var out []store.Audit
+	for _, a := range trail {
+		if a.Outcome == store.OutcomeRedriven && a.Stage == store.StageRedrive && a.MessageID == d.MessageID {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// Select returns the dead letters to act on: the given ids, in order, or
+// those matching f when there are none. Every id must exist.
+func Select(ctx context.Context, s store.Store, ids []string, f store.DeadLetterFilter) ([]store.DeadLetter, error) {
+	if len(ids) == 0 {
+		return s.DeadLetters(ctx, f)
+	}
+	out := make([]store.DeadLetter, 0, len(ids))
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		d, err := s.DeadLetter(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("dead letter %s does not exist (see backbone dlq list): %w", id, err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}

@@ -1,0 +1,105 @@
+package deadletter
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"unicode"
+
+	"github.com/backbone-sync/backbone/shared/event"
+)
+
+// Printable makes an archived value safe to print on a terminal: the archive
+// holds whatever arrived, and a control character (an ANSI escape in a
+// record id) must not drive the operator's terminal or break the table. Empty values print as "-".
+func Printable(s string) string {
+	if s == "" {
+		return "-"
+	}
+	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return strconv.QuoteToGraphic(s)
+	}
+	return s
+}
+
+// WriteTable prints summaries as an aligned table, newest first as given.
+func WriteTable(w io.Writer, rows []Summary) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MESSAGE ID\tARCHIVED AT\tSTAGE\tREASON\tRECORD\tATTEMPTS\tEVENT ID")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", Printable(r.MessageID), r.ArchivedAt.UTC().Format(event.TimeLayout),
+			Printable(r.Stage), Printable(r.Reason), Printable(r.Record()), r.DeliveryAttempts, Printable(r.EventID))
+	}
+	return tw.Flush()
+}
+
+// WriteJSON prints v as indented JSON. HTML escaping is off: the reader is
+// an operator or jq, and "<" must stay "<".
+func WriteJSON(w io.Writer, v any) error {
+	return writeJSON(w, "", v)
+}
+
+func writeJSON(w io.Writer, prefix string, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent(prefix, "  ")
+	return enc.Encode(v)
+}
+
+// WriteView prints one dead letter for a human: the row, the attributes,
+// the decoded error message (pretty JSON) and its redrive history.
+func WriteView(w io.Writer, v View) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	line := func(k, val string) { fmt.Fprintf(tw, "  %s:\t%s\n", k, val) }
+	fmt.Fprintf(tw, "dead letter %s\n", Printable(v.MessageID))
+	line("archived at", v.ArchivedAt.UTC().Format(event.TimeLayout))
+	if v.PublishTime != nil {
+		line("published at", v.PublishTime.UTC().Format(event.TimeLayout))
+	}
+	line("stage", Printable(v.Stage))
+	line("reason", Printable(v.Reason))
+	line("detail", Printable(v.Detail))
+	line("record", Printable(v.Record()))
+	line("event id", Printable(v.EventID))
+	line("delivery attempts", strconv.Itoa(v.DeliveryAttempts))
+	line("source subscription", Printable(v.Subscription))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w, "attributes:")
+	keys := make([]string, 0, len(v.Attributes))
+	for k := range v.Attributes {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %s = %s\n", Printable(k), Printable(v.Attributes[k]))
+	}
+
+	if v.ErrorMessage != nil {
+		fmt.Fprint(w, "error message:\n  ")
+		if err := writeJSON(w, "  ", v.ErrorMessage); err != nil {
+			return fmt.Errorf("render error message of %s: %w", v.MessageID, err)
+		}
+	} else {
+		fmt.Fprintf(w, "data (not an error message: %s):\n  ", Printable(v.DecodeError))
+		if err := writeJSON(w, "  ", v.Raw); err != nil {
+			return fmt.Errorf("render data of %s: %w", v.MessageID, err)
+		}
+	}
+
+	if len(v.Redrives) == 0 {
+		_, err := fmt.Fprintln(w, "redrives: none")
+		return err
+	}
+	fmt.Fprintf(w, "redrives: %d\n", len(v.Redrives))
+	for _, r := range v.Redrives {
+		fmt.Fprintf(w, "  %s  %s\n", r.At.UTC().Format(event.TimeLayout), Printable(r.Detail))
+	}
+	return nil
+}
