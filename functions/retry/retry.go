@@ -17,6 +17,7 @@ import (
 	"strconv"
 
 	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/deadletter"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
@@ -33,12 +34,16 @@ const Name = config.TargetRetry
 type Stage func(ctx context.Context, m message.Message) error
 
 // Attributes Pub/Sub sets on a message it dead-letters. Retry sets the same
-// two when it dead-letters a message itself, so the archive reads one shape.
+// two when it dead-letters a message itself, so the archive reads one shape;
+// the names are the archive's (shared/deadletter), so they cannot drift.
 const (
-	AttrDeadLetterDeliveryCount = "CloudPubSubDeadLetterSourceDeliveryCount"
-	AttrDeadLetterSubscription  = "CloudPubSubDeadLetterSourceSubscription"
+	AttrDeadLetterDeliveryCount = deadletter.AttrSourceDeliveryCount
+	AttrDeadLetterSubscription  = deadletter.AttrSourceSubscription
 	// AttrDeadLetterReason says why Retry dead-lettered without retrying.
-	AttrDeadLetterReason = "dead_letter_reason"
+	AttrDeadLetterReason = deadletter.AttrDeadLetterReason
+	// AttrOriginalEnv keeps the foreign env attribute of a message from
+	// another environment (the guard restamps env with this one's).
+	AttrOriginalEnv = "original_env"
 )
 
 // Reasons Retry itself gives.
@@ -124,6 +129,9 @@ func (r *Retry) deadLetter(ctx context.Context, log *slog.Logger, m message.Mess
 	if e != nil {
 		attrs[failure.AttrReason] = e.Reason
 		attrs[failure.AttrRetryable] = strconv.FormatBool(e.Retryable)
+	}
+	if got := attrs[publish.AttrEnv]; got != "" && got != string(r.env) {
+		attrs[AttrOriginalEnv] = got
 	}
 	delete(attrs, publish.AttrEnv) // the guard stamps this environment's
 	if _, err := r.pub.Publish(ctx, r.env.Names().DLQTopic, publish.Message{Data: data, Attributes: attrs, OrderingKey: m.OrderingKey}); err != nil {
