@@ -8,8 +8,6 @@ import (
 // Verbs not built yet. Each moves to its own file when it is.
 var errNotBuilt = errors.New("not built yet")
 
-func runServe(ctx context.Context, c *cli, args []string) error     { return errNotBuilt }
-func runDev(ctx context.Context, c *cli, args []string) error       { return errNotBuilt }
 func runProvision(ctx context.Context, c *cli, args []string) error { return errNotBuilt }
 func runBench(ctx context.Context, c *cli, args []string) error     { return errNotBuilt }
 func runOutbox(ctx context.Context, c *cli, args []string) error    { return errNotBuilt }

@@ -91,6 +91,19 @@ var ErrUndecodable = errors.New("not a Pub/Sub push request or messagePublished 
 // Decode reads a push request (JSON envelope), a binary-mode CloudEvent
 // (ce-* headers) or a structured-mode CloudEvent.
 func Decode(r *http.Request) (Message, error) {
+	m, err := decode(r)
+	if err != nil {
+		return m, err
+	}
+	// Checked after the CloudEvent fallbacks: a CloudEvent may carry the id
+	// only in its own id attribute.
+	if m.ID == "" {
+		return Message{}, fmt.Errorf("%w: message has no messageId", ErrUndecodable)
+	}
+	return m, nil
+}
+
+func decode(r *http.Request) (Message, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxRequestBytes+1))
 	if err != nil {
 		return Message{}, fmt.Errorf("read request: %w", err)
@@ -110,7 +123,7 @@ func Decode(r *http.Request) (Message, error) {
 			m.ID = r.Header.Get("Ce-Id")
 		}
 		if m.PublishTime.IsZero() {
-			m.PublishTime, _ = time.Parse(time.RFC3339Nano, r.Header.Get("Ce-Time"))
+			m.PublishTime = parseTime(r.Header.Get("Ce-Time"))
 		}
 		return m, nil
 	case strings.HasPrefix(ct, "application/cloudevents+json"):
@@ -130,7 +143,7 @@ func Decode(r *http.Request) (Message, error) {
 			m.ID = ce.ID
 		}
 		if m.PublishTime.IsZero() {
-			m.PublishTime, _ = time.Parse(time.RFC3339Nano, ce.Time)
+			m.PublishTime = parseTime(ce.Time)
 		}
 		return m, nil
 	default:
@@ -167,10 +180,17 @@ func decodeEnvelope(body []byte) (Message, error) {
 		}
 		m.PublishTime = t.UTC()
 	}
-	if m.ID == "" {
-		return Message{}, fmt.Errorf("%w: message has no messageId", ErrUndecodable)
-	}
 	return m, nil
+}
+
+// parseTime reads a CloudEvent time; a missing or bad one is the zero time
+// (the publish time is informative, never worth refusing a message for).
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t.UTC()
 }
 
 func first(a, b string) string {

@@ -1,0 +1,381 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2/pstest"
+	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/logging"
+	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/pushbridge"
+	"github.com/backbone-sync/backbone/shared/standin"
+	"github.com/backbone-sync/backbone/shared/store/mysql"
+	"github.com/backbone-sync/backbone/shared/topology"
+)
+
+// Dev defaults: everything on loopback, credentials that only the stand-ins
+// accept.
+const (
+	devDefaultDSN      = "root@tcp(127.0.0.1:3306)/backbone_dev"
+	devProject         = "backbone-dev"
+	devWorkerUser      = "backbone_dev_worker"
+	devWorkerPassword  = "backbone-dev-only"
+	devSuiteXSecret    = "dev-suitex-signing-secret"
+	devNetSuiteAccount = "DEV_ACCOUNT"
+)
+
+// devOptions configure the local stack.
+type devOptions struct {
+	env          config.Env
+	dsn          string // privileged DSN of the dev database (created and migrated)
+	emulatorHost string // use this Pub/Sub emulator instead of embedded pstest
+	pubsubPort   int    // embedded pstest port (0: any)
+	funcAddr     string // where the functions listen ("127.0.0.1:8080"; port 0: any)
+	netsuiteURL  string // real NetSuite base URL; empty: a stand-in
+	suitexURL    string
+	minBackoff   time.Duration
+	maxBackoff   time.Duration
+	log          *slog.Logger
+	// serve starts the functions' HTTP server; nil means the Functions
+	// Framework, exactly as deployed. Tests pass an in-process server (the
+	// framework's registry is process-global and cannot be reset).
+	serve func(handlers map[string]http.Handler, ln net.Listener) (stop func(), err error)
+	// getenv supplies the sink credentials when real targets are used.
+	getenv func(string) string
+}
+
+// devStack is the running backbone.
+type devStack struct {
+	cfg       config.Config
+	app       *app
+	pstest    *pstest.Server
+	pubsub    *publish.PubSub
+	bridge    *pushbridge.Bridge
+	netsuite  *standin.Target
+	suitex    *standin.Target
+	funcURL   string
+	emulator  string
+	changes   topology.Changes
+	stopFuncs []func()
+	stopped   chan struct{}
+	cancel    context.CancelFunc
+}
+
+// startDev brings the stack up: database, Pub/Sub, topology, stand-ins,
+// functions, push bridge.
+func startDev(ctx context.Context, o devOptions) (_ *devStack, err error) {
+	if o.log == nil {
+		o.log = slog.New(slog.DiscardHandler)
+	}
+	if o.getenv == nil {
+		o.getenv = func(string) string { return "" }
+	}
+	d := &devStack{stopped: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+
+	// 1. Database: create, migrate, and a least-privilege user for the
+	// functions, so dev runs with the production grants.
+	workerDSN, err := prepareDevDB(ctx, o.dsn)
+	if err != nil {
+		return nil, err
+	}
+
+	// 2. Pub/Sub: embedded pstest unless an emulator is given.
+	d.emulator = o.emulatorHost
+	if d.emulator == "" {
+		d.pstest = pstest.NewServerWithPort(o.pubsubPort)
+		d.stopFuncs = append(d.stopFuncs, func() { _ = d.pstest.Close() })
+		d.emulator = d.pstest.Addr
+	}
+	if d.pubsub, err = publish.NewPubSub(ctx, devProject, d.emulator); err != nil {
+		return nil, err
+	}
+	d.stopFuncs = append(d.stopFuncs, func() { _ = d.pubsub.Close() })
+
+	// 3. Topology, with the code `provision` uses (pull subscriptions: the
+	// bridge below pushes).
+	want, err := topology.Desired(o.env, nil, topology.Options{})
+	if err != nil {
+		return nil, err
+	}
+	if d.changes, err = topology.Apply(ctx, d.pubsub.Client(), want, topology.Mode{}); err != nil {
+		return nil, fmt.Errorf("provision %s on the emulator: %w", o.env, err)
+	}
+
+	// 4. Stand-in targets unless real ones are given.
+	vars := map[string]string{
+		"BACKBONE_ENV":         string(o.env),
+		"GCP_PROJECT":          devProject,
+		"PUBSUB_EMULATOR_HOST": d.emulator,
+		"EVENT_STORE_DSN":      workerDSN,
+	}
+	if o.netsuiteURL == "" {
+		var h http.Handler
+		d.netsuite, h = standin.NetSuite(devNetSuiteAccount, o.log)
+		url, stop, err := listenLocal(h)
+		if err != nil {
+			return nil, err
+		}
+		d.stopFuncs = append(d.stopFuncs, stop)
+		for k, v := range map[string]string{"NETSUITE_BASE_URL": url, "NETSUITE_ACCOUNT_ID": devNetSuiteAccount,
+			"NETSUITE_CONSUMER_KEY": "dev-consumer-key", "NETSUITE_CONSUMER_SECRET": "dev-consumer-secret",
+			"NETSUITE_TOKEN_ID": "dev-token-id", "NETSUITE_TOKEN_SECRET": "dev-token-secret"} {
+			vars[k] = v
+		}
+	} else {
+		vars["NETSUITE_BASE_URL"] = o.netsuiteURL
+		for _, k := range []string{"NETSUITE_ACCOUNT_ID", "NETSUITE_AUTH", "NETSUITE_CONSUMER_KEY", "NETSUITE_CONSUMER_SECRET", "NETSUITE_TOKEN_ID",
+			"NETSUITE_TOKEN_SECRET", "NETSUITE_CLIENT_ID", "NETSUITE_CERTIFICATE_ID", "NETSUITE_PRIVATE_KEY", "NETSUITE_RECORD_MAPPING"} {
+			vars[k] = o.getenv(k)
+		}
+	}
+	if o.suitexURL == "" {
+		var h http.Handler
+		d.suitex, h = standin.SuiteX(devSuiteXSecret, o.log)
+		url, stop, err := listenLocal(h)
+		if err != nil {
+			return nil, err
+		}
+		d.stopFuncs = append(d.stopFuncs, stop)
+		vars["SUITEX_BASE_URL"], vars["SUITEX_SIGNING_SECRET"] = url, devSuiteXSecret
+	} else {
+		vars["SUITEX_BASE_URL"], vars["SUITEX_SIGNING_SECRET"] = o.suitexURL, o.getenv("SUITEX_SIGNING_SECRET")
+	}
+	vars["NETSUITE_TIMEOUT"], vars["SUITEX_TIMEOUT"] = "10s", "10s"
+	if d.cfg, err = config.Load(func(k string) string { return vars[k] }); err != nil {
+		return nil, err
+	}
+	d.cfg.DB.MaxOpenConns = 32
+
+	// 5. The five functions.
+	if d.app, err = wire(ctx, d.cfg, config.Targets, o.log, wireOptions{pubsub: d.pubsub}); err != nil {
+		return nil, err
+	}
+	d.stopFuncs = append(d.stopFuncs, func() { _ = d.app.store.Close() })
+	handlers := map[string]http.Handler{}
+	for t, h := range d.app.handlers {
+		handlers[t] = message.HTTP(o.log.With("function", t), devProject, h)
+	}
+	ln, err := net.Listen("tcp", o.funcAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for the functions on %s: %w", o.funcAddr, err)
+	}
+	serve := o.serve
+	if serve == nil {
+		serve = serveFunctionsFramework
+	}
+	stopServe, err := serve(handlers, ln)
+	if err != nil {
+		return nil, err
+	}
+	d.stopFuncs = append(d.stopFuncs, stopServe)
+	d.funcURL = "http://" + ln.Addr().String()
+
+	// 6. Push-style delivery to the functions.
+	var routes []pushbridge.Route
+	for _, s := range o.env.Names().Subscriptions() {
+		routes = append(routes, pushbridge.Route{Subscription: s.Name, Endpoint: d.funcURL + "/" + s.Target})
+	}
+	d.bridge = pushbridge.New(d.pubsub.Client(), devProject, routes, pushbridge.Options{
+		MinBackoff: o.minBackoff, MaxBackoff: o.maxBackoff, Log: o.log})
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.cancel = cancel
+	go func() {
+		_ = d.bridge.Run(bctx)
+		close(d.stopped)
+	}()
+	return d, nil
+}
+
+// stop shuts down in order: the bridge stops pulling and settles every
+// request in flight (nothing in flight is lost), then the servers, the
+// clients and the emulator.
+func (d *devStack) stop() {
+	if d.cancel != nil {
+		d.cancel()
+		<-d.stopped
+	}
+	d.close()
+}
+
+func (d *devStack) close() {
+	for i := len(d.stopFuncs) - 1; i >= 0; i-- {
+		d.stopFuncs[i]()
+	}
+	d.stopFuncs = nil
+}
+
+// prepareDevDB creates and migrates the database of dsn and returns the DSN
+// of a least-privilege user on it (the production grant set).
+func prepareDevDB(ctx context.Context, dsn string) (string, error) {
+	mc, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		return "", fmt.Errorf("EVENT_STORE_DSN is not a valid DSN: %w", err)
+	}
+	if mc.DBName == "" {
+		return "", errors.New("EVENT_STORE_DSN names no database")
+	}
+	server := mc.Clone()
+	server.DBName = ""
+	sdb, closeS, err := mysql.Open(ctx, config.DB{DSN: server.FormatDSN(), MaxOpenConns: 2})
+	if err != nil {
+		return "", err
+	}
+	defer closeS()
+	if err := sdb.PingContext(ctx); err != nil {
+		return "", fmt.Errorf("the database server at %s is not reachable (start MariaDB/MySQL, or set EVENT_STORE_DSN): %w", mc.Addr, err)
+	}
+	if _, err := sdb.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS `"+mc.DBName+"` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"); err != nil {
+		return "", fmt.Errorf("create database %s: %w", mc.DBName, err)
+	}
+	db, closeDB, err := mysql.Open(ctx, config.DB{DSN: mc.FormatDSN(), MaxOpenConns: 2})
+	if err != nil {
+		return "", err
+	}
+	defer closeDB()
+	m, err := mysql.NewMigrator(db)
+	if err != nil {
+		return "", err
+	}
+	if _, err := m.Up(ctx); err != nil {
+		return "", err
+	}
+	user := devWorkerUser
+	if err := mysql.ApplyGrants(ctx, db, mc.DBName, user, "%", devWorkerPassword); err != nil {
+		return "", err
+	}
+	// A user left from an earlier run keeps its password: set it again.
+	if _, err := db.ExecContext(ctx, "ALTER USER '"+user+"'@'%' IDENTIFIED BY '"+devWorkerPassword+"'"); err != nil {
+		return "", fmt.Errorf("set the dev worker password: %w", err)
+	}
+	wc := mc.Clone()
+	wc.User, wc.Passwd = user, devWorkerPassword
+	return wc.FormatDSN(), nil
+}
+
+// listenLocal serves h on a free loopback port.
+func listenLocal(h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+// serveFunctionsFramework registers the handlers with the Functions
+// Framework and serves them at /{Name}, as Cloud Run does with
+// FUNCTION_TARGET unset.
+func serveFunctionsFramework(handlers map[string]http.Handler, ln net.Listener) (func(), error) {
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	_ = ln.Close() // the framework listens itself
+	for name, h := range handlers {
+		if err := funcframework.RegisterHTTPFunctionContext(context.Background(), "/"+name, h.ServeHTTP); err != nil {
+			return nil, fmt.Errorf("register %s: %w", name, err)
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- funcframework.StartHostPort("127.0.0.1", port) }()
+	// Wait until it answers (or failed to listen).
+	for i := 0; i < 100; i++ {
+		select {
+		case err := <-errc:
+			return nil, fmt.Errorf("functions framework: %w", err)
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 100*time.Millisecond); err == nil {
+			_ = c.Close()
+			return func() {}, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil, errors.New("functions framework did not start listening")
+}
+
+func runDev(ctx context.Context, c *cli, args []string) error {
+	fs := newFlags(c, "dev", "[--env sandbox] [--port 8080] [--pubsub-port 8085] [--min-backoff 200ms] [--max-backoff 5s] [--debug]\n\nRuns the whole backbone on this machine: embedded Pub/Sub (pstest) unless PUBSUB_EMULATOR_HOST is set,\nthe event store at EVENT_STORE_DSN (default "+devDefaultDSN+", created and migrated),\nthe topology provisioned, the five functions served by the Functions Framework and fed push-style,\nand stand-ins for NetSuite and SuiteX unless NETSUITE_BASE_URL / SUITEX_BASE_URL are set. Ctrl-C stops it.")
+	envName := fs.String("env", "", "environment (default: BACKBONE_ENV, else sandbox)")
+	port := fs.Int("port", 8080, "port of the functions (0: any free port)")
+	psPort := fs.Int("pubsub-port", 8085, "port of the embedded Pub/Sub emulator (0: any)")
+	minB := fs.Duration("min-backoff", 200*time.Millisecond, "first redelivery delay (Pub/Sub: 10s)")
+	maxB := fs.Duration("max-backoff", 5*time.Second, "longest redelivery delay (Pub/Sub: 600s)")
+	debug := fs.Bool("debug", false, "log every delivery attempt")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	e := *envName
+	if e == "" {
+		e = c.getenv("BACKBONE_ENV")
+	}
+	if e == "" {
+		e = string(config.Sandbox)
+	}
+	env, err := config.ParseEnv(e)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	dsn := c.getenv("EVENT_STORE_DSN")
+	if dsn == "" {
+		dsn = devDefaultDSN
+	}
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := logging.New(c.stderr, level)
+	d, err := startDev(ctx, devOptions{env: env, dsn: dsn, emulatorHost: c.getenv("PUBSUB_EMULATOR_HOST"), pubsubPort: *psPort,
+		funcAddr: "127.0.0.1:" + strconv.Itoa(*port), netsuiteURL: c.getenv("NETSUITE_BASE_URL"), suitexURL: c.getenv("SUITEX_BASE_URL"),
+		minBackoff: *minB, maxBackoff: *maxB, log: log, getenv: c.getenv})
+	if err != nil {
+		return err
+	}
+	d.printBanner(c.stdout, dsn)
+	<-ctx.Done()
+	fmt.Fprintln(c.stdout, "\nstopping: finishing deliveries in flight ...")
+	d.stop()
+	fmt.Fprintln(c.stdout, "stopped")
+	return nil
+}
+
+func (d *devStack) printBanner(w io.Writer, dsn string) {
+	env := d.cfg.Env
+	fmt.Fprintf(w, "backbone dev is running (%s)\n\n", env)
+	fmt.Fprintf(w, "  Pub/Sub emulator   %s  (project %s; topology: %d changes applied)\n", d.emulator, devProject, len(d.changes))
+	fmt.Fprintf(w, "  event store        %s  (functions connect as %s)\n", dsn, devWorkerUser)
+	fmt.Fprintf(w, "  functions          %s/{Merge,NetSuiteSink,SuiteXSink,Retry,DLQArchive}\n", d.funcURL)
+	fmt.Fprintf(w, "  NetSuite           %s%s\n", d.cfg.NetSuite.BaseURL, standinNote(d.netsuite))
+	fmt.Fprintf(w, "  SuiteX             %s%s\n", d.cfg.SuiteX.BaseURL, standinNote(d.suitex))
+	fmt.Fprintf(w, "\nPublish and trace from another shell:\n\n")
+	fmt.Fprintf(w, "  export BACKBONE_ENV=%s PUBSUB_EMULATOR_HOST=%s EVENT_STORE_DSN='%s'\n", env, d.emulator, dsn)
+	fmt.Fprintf(w, "  go run ./cmd/backbone publish examples/customer-create.json\n")
+	fmt.Fprintf(w, "  go run ./cmd/backbone trace customer:C-1001\n")
+	fmt.Fprintf(w, "  go run ./cmd/backbone dlq list\n\nCtrl-C stops it.\n")
+}
+
+func standinNote(t *standin.Target) string {
+	if t != nil {
+		return "  (local stand-in: logs what it receives)"
+	}
+	return ""
+}

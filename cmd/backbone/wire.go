@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/backbone-sync/backbone/functions/dlqarchive"
+	mergefn "github.com/backbone-sync/backbone/functions/merge"
+	netsuitefn "github.com/backbone-sync/backbone/functions/netsuite"
+	"github.com/backbone-sync/backbone/functions/retry"
+	suitexfn "github.com/backbone-sync/backbone/functions/suitex"
+	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/failure"
+	"github.com/backbone-sync/backbone/shared/merge"
+	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/sink"
+	nssink "github.com/backbone-sync/backbone/shared/sink/netsuite"
+	sxsink "github.com/backbone-sync/backbone/shared/sink/suitex"
+	"github.com/backbone-sync/backbone/shared/store"
+	"github.com/backbone-sync/backbone/shared/store/mysql"
+)
+
+// app is the wired backbone: the shared clients and the handlers of the
+// functions one process serves.
+type app struct {
+	handlers map[string]message.Handler
+	store    store.Store
+	pubsub   *publish.PubSub
+	pub      publish.Publisher // guarded
+	engine   *merge.Engine     // nil unless Merge or Retry is served
+}
+
+func (a *app) Close() error {
+	var errs []error
+	if a.pubsub != nil {
+		errs = append(errs, a.pubsub.Close())
+	}
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// wireOptions let dev and tests reach in without touching the environment.
+type wireOptions struct {
+	pubsub   *publish.PubSub // reuse a client (dev); else one is opened
+	netsuite []nssink.Option
+	suitex   []sxsink.Option
+}
+
+// wire validates what the targets need and builds their handlers. Every
+// start-up error names the variable to fix.
+func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Logger, o wireOptions) (*app, error) {
+	need := func(t string) bool { return slices.Contains(targets, t) }
+	var errs []error
+	if err := cfg.RequireStore(); err != nil {
+		errs = append(errs, err)
+	}
+	if need(config.TargetNetSuite) || need(config.TargetRetry) {
+		errs = append(errs, cfg.RequireNetSuite())
+	}
+	if need(config.TargetSuiteX) || need(config.TargetRetry) {
+		errs = append(errs, cfg.RequireSuiteX())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	a := &app{handlers: map[string]message.Handler{}}
+	db, closeDB, err := mysql.Open(ctx, cfg.DB)
+	if err != nil {
+		return nil, err
+	}
+	a.store = mysql.New(db, closeDB)
+	a.pubsub = o.pubsub
+	if a.pubsub == nil {
+		if a.pubsub, err = publish.NewPubSub(ctx, projectOrDefault(cfg), cfg.EmulatorHost); err != nil {
+			_ = a.Close()
+			return nil, err
+		}
+	}
+	a.pub = publish.Guard(cfg.Env, a.pubsub)
+	reporter := failure.NewReporter(cfg.Env, a.pub)
+
+	if need(config.TargetMerge) || need(config.TargetRetry) {
+		a.engine = merge.New(a.store, a.pub, cfg.Env, cfg.Sources, log)
+	}
+	runners := map[string]*sink.Runner{}
+	if need(config.TargetNetSuite) || need(config.TargetRetry) {
+		t, err := nssink.New(cfg.NetSuite, o.netsuite...)
+		if err != nil {
+			_ = a.Close()
+			return nil, fmt.Errorf("%s: %w", config.TargetNetSuite, err)
+		}
+		runners[config.TargetNetSuite] = sink.NewRunner(cfg.Env, t, a.store, log)
+	}
+	if need(config.TargetSuiteX) || need(config.TargetRetry) {
+		t, err := sxsink.New(cfg.SuiteX, o.suitex...)
+		if err != nil {
+			_ = a.Close()
+			return nil, fmt.Errorf("%s: %w", config.TargetSuiteX, err)
+		}
+		runners[config.TargetSuiteX] = sink.NewRunner(cfg.Env, t, a.store, log)
+	}
+	for _, t := range targets {
+		flog := log.With("function", t)
+		switch t {
+		case config.TargetMerge:
+			a.handlers[t] = mergefn.New(mergefn.Deps{Engine: a.engine, Reporter: reporter, Log: flog})
+		case config.TargetNetSuite:
+			a.handlers[t] = netsuitefn.New(runners[t], reporter, flog)
+		case config.TargetSuiteX:
+			a.handlers[t] = suitexfn.New(runners[t], reporter, flog)
+		case config.TargetRetry:
+			eng := a.engine
+			stages := map[string]retry.Stage{
+				store.StageMerge: func(ctx context.Context, m message.Message) error {
+					_, err := eng.Process(ctx, m)
+					return err
+				},
+			}
+			for target, stage := range map[string]string{config.TargetNetSuite: store.StageNetSuite, config.TargetSuiteX: store.StageSuiteX} {
+				r := runners[target]
+				stages[stage] = func(ctx context.Context, m message.Message) error {
+					_, err := r.Deliver(ctx, m)
+					return err
+				}
+			}
+			a.handlers[t] = retry.New(cfg.Env, stages, a.pub, a.store, flog)
+		case config.TargetDLQArchive:
+			a.handlers[t] = dlqarchive.New(a.store, flog, dlqarchive.WithEnv(cfg.Env))
+		default:
+			_ = a.Close()
+			return nil, fmt.Errorf("unknown function target %q: accepted values are %v", t, config.Targets)
+		}
+	}
+	return a, nil
+}

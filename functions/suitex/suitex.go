@@ -1,0 +1,42 @@
+// Package suitex is the SuiteXSink function: triggered by
+// events.merged.{env}-suitex-sub, it delivers merged changes to SuiteX
+// (SPEC §7). It is a thin handler over the sink machinery: shared/sink runs
+// the delivery, shared/sink/suitex speaks to SuiteX.
+package suitex
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/failure"
+	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/sink"
+	sxsink "github.com/backbone-sync/backbone/shared/sink/suitex"
+	"github.com/backbone-sync/backbone/shared/store"
+)
+
+// Name is the function target.
+const Name = config.TargetSuiteX
+
+// New returns the push handler: deliver; report a failure to
+// events.error.{env} and ack; nack only if the report fails.
+func New(r *sink.Runner, rep sink.Reporter, log *slog.Logger) message.Handler {
+	return sink.Handler(r, rep, log)
+}
+
+// FromConfig is the function's start-up: it checks the SuiteX settings,
+// builds the target, and wires it to the store and the error topic. pub must
+// be guarded (publish.Guard).
+func FromConfig(cfg config.Config, st store.Store, pub publish.Publisher, log *slog.Logger, opts ...sxsink.Option) (message.Handler, error) {
+	if err := cfg.RequireSuiteX(); err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	t, err := sxsink.New(cfg.SuiteX, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	r := sink.NewRunner(cfg.Env, t, st, log)
+	return New(r, failure.NewReporter(cfg.Env, pub), log), nil
+}

@@ -1,0 +1,148 @@
+package suitex_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/backbone-sync/backbone/functions/suitex"
+	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/event"
+	"github.com/backbone-sync/backbone/shared/failure"
+	"github.com/backbone-sync/backbone/shared/logging"
+	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/pubsubtest"
+	"github.com/backbone-sync/backbone/shared/sink/sinktest"
+	"github.com/backbone-sync/backbone/shared/store"
+	"github.com/backbone-sync/backbone/shared/testdb"
+)
+
+const secret = "sx-SECRET-f0e1d2c3b4a5968778695a4b3c2d1e0f"
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func mergedMsg(t *testing.T, rid, source string, version uint64) (message.Message, event.Merged) {
+	t.Helper()
+	ev := event.Merged{ID: uuid.NewString(), RecordType: "customer", RecordID: rid, Source: source,
+		Timestamp: event.NewTime(time.Now()), BaseVersion: version - 1, Version: version,
+		Changes: map[string]json.RawMessage{"email": json.RawMessage(`"ada@example.com"`)}}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return message.Message{Data: data, ID: uuid.NewString(), OrderingKey: "customer:" + rid,
+		Attributes:   map[string]string{"env": "sandbox", "source": source, "record_type": "customer", "event_id": ev.ID},
+		Subscription: pubsubtest.SubPath(config.Sandbox.Names().SuiteXSub)}, ev
+}
+
+func push(t *testing.T, url string, m message.Message) int {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", bytes.NewReader(message.PushBody(m)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestSuiteXSinkEndToEnd(t *testing.T) {
+	t.Parallel()
+	ps := pubsubtest.New(t, config.Sandbox, true)
+	d := testdb.New(t)
+	logs := &syncBuffer{}
+	log := logging.New(logs, slog.LevelDebug)
+	fake := &sinktest.SuiteX{Secret: secret, Respond: func(r *http.Request, body []byte) (int, string) {
+		if strings.Contains(string(body), `"record_id":"C-422"`) {
+			return 422, `{"error":"rejected","signature":"` + r.Header.Get("X-Backbone-Signature") + `","secret":"` + secret + `"}`
+		}
+		return 0, ""
+	}}
+	srv := fake.Start(t)
+	cfg := config.Config{Env: config.Sandbox, SuiteX: config.SuiteX{BaseURL: srv.URL, SigningSecret: secret, Timeout: 5 * time.Second}}
+	worker, _ := d.Worker(t)
+	handler, err := suitex.FromConfig(cfg, worker, ps.Publisher(t), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn := httptest.NewServer(message.HTTP(log, pubsubtest.Project, handler))
+	t.Cleanup(fn.Close)
+	ctx := context.Background()
+
+	m, ev := mergedMsg(t, "C-1", "netsuite", 1)
+	if code := push(t, fn.URL, m); code != http.StatusNoContent {
+		t.Fatalf("delivery answered %d", code)
+	}
+	// The fake checked the signature and idempotency key and stored the event.
+	if got := fake.Event(ev.ID); !bytes.Equal(got, m.Data) {
+		t.Fatalf("SuiteX got %s, want the merged event %s (refused: %v)", got, m.Data, fake.Refused())
+	}
+	if last, _ := d.Store.LastDelivered(ctx, "customer", "C-1", store.StageSuiteX); last != 1 {
+		t.Fatalf("LastDelivered %d", last)
+	}
+
+	// Echo: a change from SuiteX is not sent back.
+	echo, _ := mergedMsg(t, "C-2", "suitex", 1)
+	if code := push(t, fn.URL, echo); code != http.StatusNoContent || len(fake.Requests()) != 1 {
+		t.Fatalf("echo answered %d, %d requests", code, len(fake.Requests()))
+	}
+
+	// Permanent failure: reported and acked, secrets redacted.
+	bad, badEv := mergedMsg(t, "C-422", "netsuite", 1)
+	if code := push(t, fn.URL, bad); code != http.StatusNoContent {
+		t.Fatalf("failure answered %d", code)
+	}
+	got := ps.Drain(t, ps.Names.RetrySub)
+	if len(got) != 1 {
+		t.Fatalf("%d error messages", len(got))
+	}
+	e, err := failure.Decode(got[0].Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Stage != "suitex" || e.Retryable || e.Reason != "http_422" || e.EventID != badEv.ID || !bytes.Equal(e.Original.Data, bad.Data) ||
+		got[0].OrderingKey != "customer:C-422" || got[0].Attributes["env"] != "sandbox" {
+		t.Fatalf("error message %+v attrs %v", e, got[0].Attributes)
+	}
+	if strings.Contains(string(got[0].Data), secret) || strings.Contains(logs.String(), secret) {
+		t.Fatal("signing secret leaked into the error message or logs")
+	}
+	rows, _ := d.Store.AuditForEvent(ctx, badEv.ID)
+	if len(rows) != 1 || rows[0].Outcome != store.OutcomeFailed || strings.Contains(rows[0].Detail, secret) {
+		t.Fatalf("audit %+v", rows)
+	}
+}
+
+func TestFromConfigNamesMissingSettings(t *testing.T) {
+	t.Parallel()
+	_, err := suitex.FromConfig(config.Config{Env: config.Sandbox}, nil, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "SUITEX_BASE_URL") || !strings.Contains(err.Error(), "SUITEX_SIGNING_SECRET") {
+		t.Fatalf("error %v", err)
+	}
+	if suitex.Name != "SuiteXSink" {
+		t.Fatalf("Name %q", suitex.Name)
+	}
+}

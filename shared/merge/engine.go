@@ -1,0 +1,621 @@
+// Package merge is the heart of the backbone (SPEC §5): it validates a raw
+// event, fingerprints it, deduplicates it, drops echoes of the backbone's own
+// deliveries, resolves concurrent edits, appends the accepted change to the
+// event store and publishes the merged event, with an outbox flag so that a
+// crash between commit and publish loses nothing.
+//
+// The engine knows Pub/Sub only as a publish.Publisher and the trigger only
+// as a message.Message. It does not publish error messages: it returns a
+// *failure.Failure and the caller (the Merge function, or Retry re-running
+// the stage) decides how to park it.
+package merge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"unicode/utf8"
+
+	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/event"
+	"github.com/backbone-sync/backbone/shared/failure"
+	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/store"
+)
+
+// Reasons of the merge stage's own failures (validation failures carry the
+// event.Reason* codes). Stable: operators filter on them.
+const (
+	ReasonWrongEnv         = "wrong_env"
+	ReasonIDConflict       = "id_conflict"
+	ReasonVersionGap       = "version_gap"
+	ReasonStoreUnavailable = "store_unavailable"
+	ReasonStoreError       = "store_error"
+	ReasonPublishFailed    = "publish_failed"
+	ReasonInternal         = "internal_error"
+)
+
+// Conflict resolutions and rules (event.Conflict).
+const (
+	ResolutionIncomingWon     = "incoming_won"
+	ResolutionIncomingDropped = "incoming_dropped"
+	RuleLaterTimestamp        = "later_timestamp"
+	RuleSourcePriority        = "source_priority"
+	RuleStoredValueStays      = "stored_value_stays"
+	RuleEcho                  = "echo"
+)
+
+// maxRounds bounds how often one message re-runs its transaction for work
+// done between rounds (publishing an unpublished predecessor, rebuilding a
+// state, a concurrent insert of the same id). InTx has its own retries for
+// deadlocks and lost version races.
+const maxRounds = 4
+
+// deliveredPage is how many deliveries the echo test reads at a time.
+const deliveredPage = 50
+
+// Engine merges raw events. It is safe for concurrent use; one per process.
+type Engine struct {
+	store   store.Store
+	pub     publish.Publisher
+	env     config.Env
+	topic   string
+	sources []string
+	log     *slog.Logger
+	locks   *keyLocks
+}
+
+// New builds an engine over st, publishing through pub (already wrapped in
+// publish.Guard) to env's merged topic. sources are the accepted sources in
+// priority order (config.Config.Sources): on equal timestamps the earlier
+// one wins a conflict.
+func New(st store.Store, pub publish.Publisher, env config.Env, sources []string, log *slog.Logger) *Engine {
+	return &Engine{
+		store:   st,
+		pub:     pub,
+		env:     env,
+		topic:   env.Names().MergedTopic,
+		sources: slices.Clone(sources),
+		log:     log,
+		locks:   newKeyLocks(),
+	}
+}
+
+// Result says what Process did with a message.
+type Result struct {
+	// Outcome is the audit outcome: accepted, merged, duplicate, echo, noop,
+	// superseded (and rejected or deferred alongside a failure).
+	Outcome     string
+	RecordType  string
+	RecordID    string
+	Fingerprint string
+	// EventID is the stored event (accepted, merged), the earlier event
+	// (duplicate) or the incoming event's id otherwise.
+	EventID string
+	// Version is the version created (accepted, merged), the earlier event's
+	// (duplicate) or the record's current version otherwise.
+	Version   uint64
+	Conflicts []event.Conflict
+	// Published lists the events this call published to the merged topic, in
+	// order: an earlier event left unpublished (outbox recovery), then the
+	// new one.
+	Published []string
+}
+
+// Process runs SPEC §5 on one raw message and writes its audit row. A nil
+// error means the message is done (ack). Otherwise the error is a
+// *failure.Failure: permanent for bad input (rejected), retryable for
+// version_gap (deferred), store_unavailable, store_error and publish_failed.
+func (e *Engine) Process(ctx context.Context, m message.Message) (Result, error) {
+	raw, derr := event.DecodeRaw(m.Data, e.sources)
+	res := Result{RecordType: raw.RecordType, RecordID: raw.RecordID}
+	if derr == nil {
+		res.Fingerprint = event.Fingerprint(raw)
+	} else {
+		// Not fingerprintable: the audit row still needs one, and the hash of
+		// the data ties every redelivery of the same bad message together.
+		res.Fingerprint = event.HashHex(m.Data)
+	}
+	if env := m.Attributes[publish.AttrEnv]; env != "" && env != string(e.env) {
+		return e.reject(ctx, m, res, ReasonWrongEnv,
+			fmt.Sprintf("message env attribute is %q, this is the %s backbone: another environment's message must never merge here", env, e.env))
+	}
+	if derr != nil {
+		ve, ok := event.AsValidation(derr)
+		if !ok {
+			return e.reject(ctx, m, res, event.ReasonInvalidJSON, derr.Error())
+		}
+		return e.reject(ctx, m, res, ve.Reason, ve.Detail)
+	}
+	probeID := raw.ID != ""
+	if !probeID {
+		// A derived id is a function of the fingerprint: the fingerprint
+		// probe finds every earlier copy, so the id probe is skipped.
+		raw.ID = event.DerivedID(res.Fingerprint)
+	}
+	res.EventID = raw.ID
+
+	unlock, err := e.locks.lock(ctx, publish.OrderingKey(raw.RecordType, raw.RecordID))
+	if err != nil {
+		return res, e.storeFailure(res, fmt.Errorf("wait for record %s:%s: %w", raw.RecordType, raw.RecordID, err))
+	}
+	defer unlock()
+	return e.merge(ctx, m, raw, res, probeID)
+}
+
+// reject audits a permanent failure and returns it. If even the audit row
+// cannot be written the failure becomes retryable: Retry runs the stage
+// again and the rejection is audited then (every message gets its row).
+func (e *Engine) reject(ctx context.Context, m message.Message, res Result, reason, detail string) (Result, error) {
+	res.Outcome = store.OutcomeRejected
+	f := failure.Permanent(event.StageMerge, reason, detail)
+	f.RecordType, f.RecordID = res.RecordType, res.RecordID
+	err := e.store.AppendAudit(ctx, store.Audit{
+		Fingerprint: res.Fingerprint,
+		RecordType:  res.RecordType,
+		RecordID:    res.RecordID,
+		Outcome:     store.OutcomeRejected,
+		Stage:       store.StageMerge,
+		MessageID:   messageID(m.ID),
+		Detail:      reason + ": " + detail,
+	})
+	if err != nil {
+		return res, e.storeFailure(res, fmt.Errorf("audit rejection (%s: %s): %w", reason, detail, err))
+	}
+	return res, f
+}
+
+// decision is what one run of the merge transaction decided.
+type decision struct {
+	outcome   string
+	head      store.Head
+	event     store.Event // stored (accepted, merged) or earlier (duplicate)
+	conflicts []event.Conflict
+	fail      *failure.Failure
+	// pending is the record's newest event, still unpublished: it must go
+	// out before a newer one is stored (errPending).
+	pending *store.Event
+}
+
+var (
+	// errPending rolls the transaction back so the unpublished predecessor
+	// can be published outside it, then the merge runs again.
+	errPending = errors.New("predecessor not yet published")
+	// errRebuild rolls back so the record state can be rebuilt from the
+	// events outside the transaction (no second connection held inside).
+	errRebuild = errors.New("record state must be rebuilt")
+	// errRerun: another writer inserted this event id concurrently; run
+	// again and let the id probe see it.
+	errRerun = errors.New("event id inserted concurrently")
+)
+
+func (e *Engine) merge(ctx context.Context, m message.Message, raw event.Raw, res Result, probeID bool) (Result, error) {
+	var (
+		d       decision
+		rebuilt *recordState
+	)
+	for round := 0; ; round++ {
+		err := e.store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			d = decision{}
+			return e.decide(ctx, tx, m, raw, res.Fingerprint, probeID, rebuilt, &d)
+		})
+		if err == nil {
+			break
+		}
+		if round == maxRounds-1 {
+			if errors.Is(err, errPending) {
+				return res, e.publishFailure(res, d.pending.ID, fmt.Errorf("event %s is still unpublished after %d rounds", d.pending.ID, maxRounds))
+			}
+			return res, e.storeFailure(res, fmt.Errorf("merge gave up after %d rounds: %w", maxRounds, err))
+		}
+		switch {
+		case errors.Is(err, errPending):
+			// Outbox gate: the previous version was committed but never
+			// published (its publisher crashed or failed). Publish it first,
+			// so the merged topic sees this record in version order.
+			if err := e.republish(ctx, *d.pending, m.ID, "merge: published before a newer version of the record"); err != nil {
+				return res, e.classify(res, err)
+			}
+			res.Published = append(res.Published, d.pending.ID)
+		case errors.Is(err, errRebuild):
+			evs, err := e.store.History(ctx, raw.RecordType, raw.RecordID)
+			if err != nil {
+				return res, e.storeFailure(res, err)
+			}
+			if rebuilt, err = foldEvents(evs); err != nil {
+				return res, e.storeFailure(res, err)
+			}
+			e.log.WarnContext(ctx, "record state rebuilt from events", "record", raw.RecordType+":"+raw.RecordID, "version", rebuilt.Version)
+		case errors.Is(err, errRerun):
+			probeID = true
+		default:
+			return res, e.storeFailure(res, err)
+		}
+	}
+
+	res.Outcome = d.outcome
+	res.Conflicts = d.conflicts
+	res.Version = d.head.Version
+	if d.fail != nil {
+		d.fail.RecordType, d.fail.RecordID = raw.RecordType, raw.RecordID
+		if d.fail.EventID == "" {
+			d.fail.EventID = raw.ID
+		}
+		return res, d.fail
+	}
+	switch d.outcome {
+	case store.OutcomeDuplicate:
+		res.EventID, res.Version = d.event.ID, d.event.Version()
+		if !d.event.Processed {
+			// Outbox recovery: the earlier copy was stored, then its publish
+			// failed or its process died. Publish it now, exactly here.
+			if err := e.republish(ctx, d.event, m.ID, "merge: published on redelivery (outbox recovery)"); err != nil {
+				return res, e.classify(res, err)
+			}
+			res.Published = append(res.Published, d.event.ID)
+		}
+	case store.OutcomeAccepted, store.OutcomeMerged:
+		res.EventID, res.Version = d.event.ID, d.event.Version()
+		if err := e.publish(ctx, d.event, d.conflicts); err != nil {
+			return res, e.publishFailure(res, d.event.ID, err)
+		}
+		res.Published = append(res.Published, d.event.ID)
+		// Ack only after the flag is set: if this fails the event stays
+		// processed = 0 and the redelivery republishes it (a duplicate on
+		// the merged topic, which the sinks absorb by event id).
+		if err := e.store.MarkProcessed(ctx, d.event.ID); err != nil {
+			return res, e.storeFailure(res, fmt.Errorf("event %s published but not marked processed: %w", d.event.ID, err))
+		}
+	}
+	e.log.DebugContext(ctx, "merged", "outcome", res.Outcome, "record", raw.RecordType+":"+raw.RecordID,
+		"event_id", res.EventID, "version", res.Version, "conflicts", len(res.Conflicts))
+	return res, nil
+}
+
+// decide is one run of the merge transaction: SPEC §5 steps 1 to 6 up to
+// the commit. It must be repeatable until commit (InTx may run it again), so
+// it only writes through tx and into d.
+func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw event.Raw, fp string, probeID bool, rebuilt *recordState, d *decision) error {
+	rt, rid := raw.RecordType, raw.RecordID
+	head, err := tx.LockRecord(ctx, rt, rid)
+	if err != nil {
+		return err
+	}
+	d.head = head
+	audit := func(outcome, detail, eventID string, version uint64) error {
+		return tx.AppendAudit(ctx, store.Audit{
+			EventID: eventID, Fingerprint: fp, RecordType: rt, RecordID: rid,
+			Outcome: outcome, Stage: store.StageMerge, MessageID: messageID(m.ID), Version: version, Detail: detail,
+		})
+	}
+	duplicate := func(ev store.Event, why string) error {
+		d.outcome, d.event = store.OutcomeDuplicate, ev
+		return audit(store.OutcomeDuplicate, fmt.Sprintf("%s: event %s, version %d", why, ev.ID, ev.Version()), ev.ID, ev.Version())
+	}
+
+	// Step 1: duplicates. The same id must carry the same change.
+	if probeID {
+		ev, err := tx.EventByID(ctx, raw.ID)
+		switch {
+		case err == nil:
+			same, err := tx.EventByFingerprint(ctx, fp)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			if err == nil && same.ID == ev.ID {
+				return duplicate(ev, "same id and change as an event already stored")
+			}
+			d.outcome = store.OutcomeRejected
+			d.fail = failure.Permanent(event.StageMerge, ReasonIDConflict, fmt.Sprintf(
+				"event id %s is already stored for a different change (%s:%s version %d)", ev.ID, ev.RecordType, ev.RecordID, ev.Version()))
+			d.fail.EventID = ev.ID
+			return audit(store.OutcomeRejected, ReasonIDConflict+": "+d.fail.Detail, "", head.Version)
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+	}
+	if ev, err := tx.EventByFingerprint(ctx, fp); err == nil {
+		return duplicate(ev, "same change as an event already stored")
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+
+	// Step 2: a base ahead of the chain waits for the change before it.
+	if raw.BaseVersion > head.Version {
+		d.outcome = store.OutcomeDeferred
+		d.fail = failure.Retryable(event.StageMerge, ReasonVersionGap, fmt.Sprintf(
+			"base_version %d is ahead of record version %d: an earlier change is still in flight", raw.BaseVersion, head.Version))
+		return audit(store.OutcomeDeferred, ReasonVersionGap+": "+d.fail.Detail, "", head.Version)
+	}
+
+	st, ok := parseState(head)
+	if !ok {
+		if rebuilt == nil || rebuilt.Version != head.Version {
+			return errRebuild
+		}
+		st = rebuilt
+	}
+
+	// Step 1 (echo), 3 (conflicts) and 4 (no-op), field by field.
+	echoes, err := e.echoes(ctx, tx, raw, st)
+	if err != nil {
+		return err
+	}
+	effective := map[string]json.RawMessage{}
+	var (
+		conflicts []event.Conflict
+		det       detail
+	)
+	for _, f := range slices.Sorted(maps.Keys(raw.Changes)) {
+		v := raw.Changes[f]
+		if c, ok := echoes[f]; ok {
+			conflicts = append(conflicts, c)
+			det.Echo = append(det.Echo, f)
+			continue
+		}
+		cur := st.Fields[f]
+		if cur != nil && event.SameJSON(cur.Value, v) {
+			// Already the current value: nothing to change, nothing to
+			// weigh (an equal value is no conflict).
+			det.Noop = append(det.Noop, f)
+			continue
+		}
+		if cur != nil && cur.Version > raw.BaseVersion {
+			// An accepted event with base_version >= ours changed f: the
+			// source did not see that change when it made its own.
+			c := e.resolve(f, raw, cur)
+			conflicts = append(conflicts, c)
+			if c.Resolution == ResolutionIncomingDropped {
+				det.Superseded = append(det.Superseded, f)
+				continue
+			}
+		}
+		effective[f] = v
+	}
+	det.Conflicts = conflicts
+	d.conflicts = conflicts
+
+	// Step 5: nothing left.
+	if len(effective) == 0 {
+		switch {
+		case len(det.Superseded) > 0:
+			d.outcome = store.OutcomeSuperseded
+		case len(det.Echo) > 0:
+			d.outcome = store.OutcomeEcho
+		default:
+			d.outcome = store.OutcomeNoop
+		}
+		return audit(d.outcome, det.String(), "", head.Version)
+	}
+
+	// Outbox gate: never store version n+1 while version n is unpublished,
+	// so at most the newest event of a record is ever processed = 0 and the
+	// merged topic sees the record in version order.
+	if st.EventID != "" {
+		prev, err := tx.EventByID(ctx, st.EventID)
+		if err != nil {
+			return fmt.Errorf("newest event %s of %s:%s: %w", st.EventID, rt, rid, err)
+		}
+		if !prev.Processed {
+			d.pending = &prev
+			return errPending
+		}
+	}
+
+	// Step 6: append the event and its audit row (one transaction).
+	changes, err := json.Marshal(effective)
+	if err != nil {
+		return fmt.Errorf("encode changes of %s: %w", raw.ID, err)
+	}
+	ev := store.Event{
+		ID: raw.ID, RecordType: rt, RecordID: rid, Source: raw.Source,
+		Timestamp: raw.Timestamp.Time, BaseVersion: head.Version, Changes: changes,
+		FullSnapshotRef: raw.FullSnapshotRef,
+	}
+	state, err := json.Marshal(st.apply(ev, effective))
+	if err != nil {
+		return fmt.Errorf("encode state of %s:%s: %w", rt, rid, err)
+	}
+	outcome := store.OutcomeAccepted
+	if len(conflicts) > 0 {
+		outcome = store.OutcomeMerged
+	}
+	err = tx.AppendEvent(ctx, ev, store.Audit{
+		Fingerprint: fp, RecordType: rt, RecordID: rid, Outcome: outcome, Stage: store.StageMerge,
+		MessageID: messageID(m.ID), Detail: det.String(), State: state,
+	})
+	if errors.Is(err, store.ErrDuplicateID) {
+		// Someone inserted this id since the probes ran: a concurrent copy of
+		// a new record's first event (no row to lock yet), or another
+		// record's event. The next round's id probe tells which.
+		return errRerun
+	}
+	if err != nil {
+		return err
+	}
+	d.outcome, d.event = outcome, ev
+	return nil
+}
+
+// resolve weighs an incoming change of f against the accepted change cur
+// that the source did not see (SPEC §5 step 3): the later timestamp wins;
+// on equal timestamps the source earlier in the priority list wins; failing
+// that the stored value stays.
+func (e *Engine) resolve(f string, raw event.Raw, cur *fieldState) event.Conflict {
+	ts := cur.Timestamp
+	c := event.Conflict{Field: f, OtherSource: cur.Source, OtherVersion: cur.Version, OtherTimestamp: &ts}
+	switch in, stored := raw.Timestamp.Time, cur.Timestamp.Time; {
+	case in.After(stored):
+		c.Resolution, c.Rule = ResolutionIncomingWon, RuleLaterTimestamp
+	case in.Before(stored):
+		c.Resolution, c.Rule = ResolutionIncomingDropped, RuleLaterTimestamp
+	default:
+		pin, pstored := e.priority(raw.Source), e.priority(cur.Source)
+		switch {
+		case pin < pstored:
+			c.Resolution, c.Rule = ResolutionIncomingWon, RuleSourcePriority
+		case pin > pstored:
+			c.Resolution, c.Rule = ResolutionIncomingDropped, RuleSourcePriority
+		default:
+			c.Resolution, c.Rule = ResolutionIncomingDropped, RuleStoredValueStays
+		}
+	}
+	return c
+}
+
+// priority ranks a source: lower wins; unknown sources rank last.
+func (e *Engine) priority(source string) int {
+	if i := slices.Index(e.sources, source); i >= 0 {
+		return i
+	}
+	return len(e.sources)
+}
+
+// echoes finds the incoming fields that only repeat what the backbone
+// delivered to their source (SPEC §5 step 1): for field f from source X at
+// base b, the newest version <= b delivered to X that carried f carried
+// exactly this value, and X has not changed f itself since.
+//
+// The state tells, without a query, which fields can be echoes at all: f
+// must have been changed by another source after X last changed it
+// (deliveries to X carry other sources' changes). Only then are the
+// deliveries read, newest first, and never further back than X's own last
+// change of f — so a source that edits its own fields costs no query.
+func (e *Engine) echoes(ctx context.Context, tx store.Reader, raw event.Raw, st *recordState) (map[string]event.Conflict, error) {
+	x, b := raw.Source, raw.BaseVersion
+	// floor[f]: X's last change of f; a delivery at or below it is older
+	// than X's own change, so it cannot make f an echo.
+	floor := map[string]uint64{}
+	for f := range raw.Changes {
+		fs := st.Fields[f]
+		if fs == nil {
+			continue
+		}
+		own := fs.BySource[x]
+		if own >= b {
+			continue
+		}
+		for s, v := range fs.BySource {
+			if s != x && v > own {
+				floor[f] = own
+				break
+			}
+		}
+	}
+	if len(floor) == 0 {
+		return nil, nil
+	}
+	out := map[string]event.Conflict{}
+	maxVersion := b
+	for len(floor) > 0 {
+		evs, err := tx.DeliveredTo(ctx, raw.RecordType, raw.RecordID, x, maxVersion, deliveredPage)
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range evs {
+			v := ev.Version()
+			var carried map[string]json.RawMessage
+			if err := json.Unmarshal(ev.Changes, &carried); err != nil {
+				return nil, fmt.Errorf("changes of delivered event %s: %w", ev.ID, err)
+			}
+			for f, own := range floor {
+				if v <= own {
+					delete(floor, f)
+					continue
+				}
+				val, ok := carried[f]
+				if !ok {
+					continue
+				}
+				// The newest delivery to X that carried f decides.
+				if event.SameJSON(val, raw.Changes[f]) {
+					ts := event.NewTime(ev.Timestamp)
+					out[f] = event.Conflict{Field: f, Resolution: ResolutionIncomingDropped, Rule: RuleEcho,
+						OtherSource: ev.Source, OtherVersion: v, OtherTimestamp: &ts}
+				}
+				delete(floor, f)
+			}
+		}
+		if len(evs) < deliveredPage || evs[len(evs)-1].Version() <= 1 {
+			break
+		}
+		maxVersion = evs[len(evs)-1].Version() - 1
+	}
+	return out, nil
+}
+
+// detail is the audit detail of a merge outcome: what was dropped and why.
+type detail struct {
+	Conflicts  []event.Conflict `json:"conflicts,omitempty"`
+	Echo       []string         `json:"echo,omitempty"`
+	Noop       []string         `json:"noop,omitempty"`
+	Superseded []string         `json:"superseded,omitempty"`
+}
+
+func (d detail) String() string {
+	if len(d.Conflicts) == 0 && len(d.Echo) == 0 && len(d.Noop) == 0 && len(d.Superseded) == 0 {
+		return ""
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+// conflictsOf reads the conflicts back from an accepted or merged audit row
+// (to rebuild a merged message for outbox recovery).
+func conflictsOf(a store.Audit) []event.Conflict {
+	var d detail
+	if a.Detail == "" || json.Unmarshal([]byte(a.Detail), &d) != nil {
+		return nil
+	}
+	return d.Conflicts
+}
+
+// storeFailure classifies a store error. Every store failure is retryable:
+// the database being down is the common case; anything else (a statement
+// refused) is retried by Retry and dead-lettered if it persists.
+func (e *Engine) storeFailure(res Result, err error) *failure.Failure {
+	reason := ReasonStoreError
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		reason = ReasonStoreUnavailable
+	}
+	f := failure.Retryable(event.StageMerge, reason, err.Error())
+	f.RecordType, f.RecordID, f.EventID = res.RecordType, res.RecordID, res.EventID
+	return f
+}
+
+func (e *Engine) publishFailure(res Result, eventID string, err error) *failure.Failure {
+	f := failure.Retryable(event.StageMerge, ReasonPublishFailed,
+		fmt.Sprintf("event %s is stored but not yet published (processed = 0; a redelivery or `backbone outbox flush` publishes it): %v", eventID, err))
+	f.RecordType, f.RecordID, f.EventID = res.RecordType, res.RecordID, eventID
+	return f
+}
+
+// classify turns an error of republish into a failure.
+func (e *Engine) classify(res Result, err error) *failure.Failure {
+	var pe *publishError
+	if errors.As(err, &pe) {
+		return e.publishFailure(res, pe.eventID, pe.err)
+	}
+	return e.storeFailure(res, err)
+}
+
+// messageID bounds a message id to its column (VARCHAR(255)); Pub/Sub ids
+// are short, but the push endpoint should not trust that.
+func messageID(id string) string {
+	if len(id) <= 255 {
+		return id
+	}
+	cut := 255
+	for cut > 0 && !utf8.RuneStart(id[cut]) {
+		cut--
+	}
+	return id[:cut]
+}

@@ -1,0 +1,50 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/backbone-sync/backbone/shared/event"
+	"github.com/backbone-sync/backbone/shared/failure"
+	"github.com/backbone-sync/backbone/shared/message"
+)
+
+// Reporter parks a failure on events.error.{env}; *failure.Reporter is the
+// implementation.
+type Reporter interface {
+	Report(ctx context.Context, e event.Error) (string, error)
+}
+
+var _ Reporter = (*failure.Reporter)(nil)
+
+// Handler is the push handler of a sink function (NetSuiteSink, SuiteXSink):
+// run the delivery; on failure report it to the error topic and ack (Retry
+// takes it from there: retryable failures are re-run with backoff,
+// permanent ones go to the dead-letter archive); nack only when the report
+// itself fails, so that Pub/Sub redelivers the original and nothing is lost.
+func Handler(r *Runner, rep Reporter, log *slog.Logger) message.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return func(ctx context.Context, m message.Message) error {
+		_, err := r.Deliver(ctx, m)
+		if err == nil {
+			return nil
+		}
+		f, ok := failure.As(err)
+		if !ok {
+			// Runner returns only failures; keep the contract if that changes.
+			f = failure.Retryable(r.Target(), ReasonInternal, err.Error())
+		}
+		id, rerr := rep.Report(ctx, failure.Message(f, m))
+		if rerr != nil {
+			log.ErrorContext(ctx, "failure not reported: nack so Pub/Sub redelivers", "target", r.Target(),
+				"message_id", m.ID, "event_id", f.EventID, "reason", f.Reason, "error", rerr.Error())
+			return fmt.Errorf("%s: report failure %s of message %s: %w", r.Target(), f.Reason, m.ID, rerr)
+		}
+		log.InfoContext(ctx, "failure reported", "target", r.Target(), "message_id", m.ID,
+			"event_id", f.EventID, "reason", f.Reason, "retryable", f.Retryable, "error_message_id", id)
+		return nil
+	}
+}
