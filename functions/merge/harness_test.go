@@ -72,13 +72,28 @@ func newHarness(t *testing.T, opts ...option) *harness {
 	if o.reporterPub != nil {
 		reporterPub = o.reporterPub
 	}
+	h.eng, h.url = serve(t, h.store, mergePub, reporterPub)
+	return h
+}
+
+// serve runs one Merge function instance over HTTP.
+func serve(t *testing.T, st store.Store, mergePub, reporterPub publish.Publisher) (*engine.Engine, string) {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	h.eng = engine.New(h.store, mergePub, env, config.DefaultSources, log)
-	handler := merge.New(merge.Deps{Engine: h.eng, Reporter: failure.NewReporter(env, reporterPub), Log: log})
+	eng := engine.New(st, mergePub, env, config.DefaultSources, log)
+	handler := merge.New(merge.Deps{Engine: eng, Reporter: failure.NewReporter(env, reporterPub), Log: log})
 	srv := httptest.NewServer(message.HTTP(log, pubsubtest.Project, handler))
 	t.Cleanup(srv.Close)
-	h.url = srv.URL + "/" + merge.Name
-	return h
+	return eng, srv.URL + "/" + merge.Name
+}
+
+// secondInstance starts another Merge instance (another Cloud Run
+// instance: its own engine, pool and publisher) on the same database and
+// Pub/Sub, and returns its URL.
+func (h *harness) secondInstance() string {
+	st, _ := h.db.Worker(h.t)
+	pub := h.ps.Publisher(h.t)
+	_, url := serve(h.t, st, pub, pub)
+	return url
 }
 
 // raw is a raw event under construction.
@@ -124,7 +139,12 @@ func (h *harness) msg(data []byte) message.Message {
 // push sends m as a Pub/Sub push request and returns the status code.
 func (h *harness) push(m message.Message) int {
 	h.t.Helper()
-	resp, err := http.Post(h.url, "application/json", bytes.NewReader(message.PushBody(m)))
+	return h.pushTo(h.url, m)
+}
+
+func (h *harness) pushTo(url string, m message.Message) int {
+	h.t.Helper()
+	resp, err := http.Post(url, "application/json", bytes.NewReader(message.PushBody(m)))
 	if err != nil {
 		h.t.Fatalf("push: %v", err)
 	}

@@ -369,6 +369,40 @@ func TestEcho(t *testing.T) {
 	}
 }
 
+// TestEchoNotAfterOwnChange: the newest delivery to SuiteX carrying email
+// (v1) holds the incoming value, but SuiteX changed email itself after it
+// (v2), so sending that value again is SuiteX's user changing it back, not
+// an echo — even though NetSuite has changed email since (v4, not yet
+// delivered). Step 3 then decides: the later timestamp wins.
+func TestEchoNotAfterOwnChange(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	const rt, rid = "customer", "C-9"
+	delivered := func(v uint64) {
+		t.Helper()
+		ev := h.history(rt, rid)[v-1]
+		if err := h.db.Store.AppendAudit(ctx, store.Audit{EventID: ev.ID, Fingerprint: strings.Repeat("0", 64), RecordType: rt, RecordID: rid,
+			Outcome: store.OutcomeDelivered, Stage: store.StageSuiteX, Version: v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.send(raw{ID: newID(), RecordType: rt, RecordID: rid, Source: "netsuite", Base: 0, TS: t0, Changes: map[string]any{"email": "a@x"}})
+	delivered(1)
+	h.send(raw{ID: newID(), RecordType: rt, RecordID: rid, Source: "suitex", Base: 1, TS: t0.Add(time.Minute), Changes: map[string]any{"email": "b@x"}})
+	h.send(raw{ID: newID(), RecordType: rt, RecordID: rid, Source: "netsuite", Base: 2, TS: t0.Add(2 * time.Minute), Changes: map[string]any{"phone": "1"}})
+	delivered(3)
+	h.send(raw{ID: newID(), RecordType: rt, RecordID: rid, Source: "netsuite", Base: 3, TS: t0.Add(3 * time.Minute), Changes: map[string]any{"email": "c@x"}})
+	h.send(raw{ID: newID(), RecordType: rt, RecordID: rid, Source: "suitex", Base: 3, TS: t0.Add(4 * time.Minute), Changes: map[string]any{"email": "a@x"}})
+	evs := h.history(rt, rid)
+	if len(evs) != 5 || evs[4].Source != "suitex" || string(evs[4].Changes) != `{"email":"a@x"}` {
+		t.Fatalf("SuiteX's change back was not kept: %d events", len(evs))
+	}
+	if n := h.outcomes(rt, rid); n[store.OutcomeMerged] != 1 || n[store.OutcomeEcho] != 0 {
+		t.Errorf("outcomes %v: want the change back merged (it won a conflict with v4), no echo", n)
+	}
+}
+
 // TestEchoNeedsADelivery: without a `delivered` row, a stale SuiteX value is
 // a concurrent edit (step 3), not an echo: only deliveries count.
 func TestEchoNeedsADelivery(t *testing.T) {

@@ -54,7 +54,7 @@ func (r *recorder) called() int {
 func merged(rt, rid, source string, version uint64) event.Merged {
 	return event.Merged{
 		ID: uuid.NewString(), RecordType: rt, RecordID: rid, Source: source,
-		Timestamp: event.NewTime(time.Date(2026, 3, 13, 20, 0, 0, 123456000, time.UTC)),
+		Timestamp:   event.NewTime(time.Date(2026, 3, 13, 20, 0, 0, 123456000, time.UTC)),
 		BaseVersion: version - 1, Version: version,
 		Changes: map[string]json.RawMessage{"email": json.RawMessage(`"ada@example.com"`), "phone": json.RawMessage(`null`)},
 	}

@@ -44,6 +44,7 @@ type Target struct {
 	deliveries []Delivery
 	keys       map[string]bool
 	down       int // status to answer while down (0 = up)
+	downHits   int // requests answered with the outage status
 	rejected   int
 	onDelivery func(Delivery)
 }
@@ -92,11 +93,21 @@ func (t *Target) refuse(w http.ResponseWriter, status int, why string) {
 	http.Error(w, why, status)
 }
 
-// downStatus returns the outage status, if any.
+// downStatus returns the outage status, if any, and counts the hit.
 func (t *Target) downStatus() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.down != 0 {
+		t.downHits++
+	}
 	return t.down
+}
+
+// OutageHits counts the requests answered with the outage status.
+func (t *Target) OutageHits() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.downHits
 }
 
 func (t *Target) record(d Delivery) {

@@ -24,24 +24,26 @@ import (
 //	  "field_names": "camel"
 //	}
 //
-//   - types: per backbone record_type, the NetSuite record type ("type") and
-//     field renames ("fields": backbone field → NetSuite field; "" drops the
-//     field). With "only_mapped", fields not listed are not sent. An entry
-//     replaces the default entry of the same record_type whole.
-//   - strict: a record_type without an entry is a permanent failure
-//     (unmapped_record_type) instead of being sent under a derived type.
-//   - field_names: how a field without a rename is named. "camel" (default)
-//     turns snake_case into NetSuite's lowerCamelCase (company_name →
-//     companyName) and leaves names without '_' and NetSuite custom field ids
-//     (custentity_*, custbody_*, custcol_*, custitem_*, custrecord_*,
-//     custevent_*) as they are; "verbatim" sends every name unchanged.
+// types: per backbone record_type, the NetSuite record type ("type") and
+// field renames ("fields": backbone field → NetSuite field; "" drops the
+// field). With "only_mapped", fields not listed are not sent. An entry
+// replaces the default entry of the same record_type whole.
+//
+// strict: a record_type without an entry is a permanent failure
+// (unmapped_record_type) instead of being sent under a derived type.
+//
+// field_names: how a field without a rename is named. "camel" (default)
+// turns snake_case into NetSuite's lowerCamelCase (company_name →
+// companyName) and leaves names without '_' and NetSuite custom field ids
+// (custentity_*, custbody_*, custcol_*, custitem_*, custrecord_*,
+// custevent_*) as they are; "verbatim" sends every name unchanged.
 //
 // Defaults (DefaultMapping): customer, contact, vendor, employee, partner,
 // invoice → the NetSuite record of the same name; sales_order → salesOrder,
 // purchase_order → purchaseOrder, item_fulfillment → itemFulfillment; any
 // other record_type → its lowerCamelCase (custom record types, customrecord_*,
 // unchanged); fields named by the "camel" rule. Values are sent as they are:
-// null clears a field (SPEC §7).
+// null clears a field (SPEC §7). docs/sinks.md has the full description.
 type Mapping struct {
 	Types      map[string]TypeMapping `json:"types"`
 	Strict     bool                   `json:"strict"`

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -201,7 +202,7 @@ func (t *Target) Deliver(ctx context.Context, ev event.Merged) error {
 	rawURL := t.RecordURL(nsType, ev.RecordID)
 	what := http.MethodPut + " " + RecordPath + nsType + "/eid:" + ev.RecordID
 	for attempt := 0; ; attempt++ {
-		resp, err := t.put(ctx, rawURL, body, what)
+		resp, err := t.put(ctx, rawURL, body, what, ev)
 		if err != nil {
 			return err
 		}
@@ -216,13 +217,18 @@ func (t *Target) Deliver(ctx context.Context, ev event.Merged) error {
 	}
 }
 
-func (t *Target) put(ctx context.Context, rawURL string, body []byte, what string) (*sink.Response, error) {
+func (t *Target) put(ctx context.Context, rawURL string, body []byte, what string, ev event.Merged) (*sink.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, rawURL, bytes.NewReader(body))
 	if err != nil {
 		return nil, failure.Permanent(store.StageNetSuite, sink.ReasonBadRequest, what+": "+err.Error())
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
+	// NetSuite ignores these; they let logs, proxies and the local stand-in
+	// tie an upsert to the backbone event and version it carries (an upsert
+	// by external id has no other trace of it).
+	req.Header.Set(HeaderEventID, ev.ID)
+	req.Header.Set(HeaderVersion, strconv.FormatUint(ev.Version, 10))
 	if err := t.auth.authorize(ctx, req); err != nil {
 		return nil, err
 	}
@@ -232,6 +238,12 @@ func (t *Target) put(ctx context.Context, rawURL string, body []byte, what strin
 	}
 	return resp, nil
 }
+
+// Headers that identify the delivered event.
+const (
+	HeaderEventID = "X-Backbone-Event-Id"
+	HeaderVersion = "X-Backbone-Version"
+)
 
 // errorBody is NetSuite's REST error document (RFC 7807 plus o:errorDetails).
 type errorBody struct {

@@ -169,10 +169,11 @@ func (o *oauth2) fetch(ctx context.Context) (string, error) {
 		}
 		detail := fmt.Sprintf("token request to %s: HTTP %d", TokenPath, resp.Status)
 		if te.Error != "" {
-			detail += ": " + te.Error
+			msg := te.Error
 			if te.Description != "" {
-				detail += ": " + te.Description
+				msg += ": " + te.Description
 			}
+			detail += ": " + sink.Snippet([]byte(msg))
 		} else if s := sink.Snippet(resp.Body); s != "" {
 			detail += ": " + s
 		}
@@ -292,8 +293,8 @@ func signJWS(key crypto.Signer, alg string, input []byte) ([]byte, error) {
 
 // ParsePrivateKey reads NETSUITE_PRIVATE_KEY: a PEM block (PKCS#8, PKCS#1
 // RSA or SEC 1 EC), also when the deployment flattened its newlines to "\n".
-// It returns the key and its JWS algorithm: PS256 for RSA (NetSuite no longer
-// accepts RS256's PKCS#1 v1.5 signatures), ES256/ES384/ES512 for the P-256,
+// It returns the key and its JWS algorithm: PS256 for RSA (NetSuite has deprecated
+// RS256's PKCS#1 v1.5 signatures for this flow), ES256/ES384/ES512 for the P-256,
 // P-384 and P-521 curves. Errors never quote the key.
 func ParsePrivateKey(s string) (crypto.Signer, string, error) {
 	s = strings.TrimSpace(s)

@@ -175,3 +175,13 @@ func TestNonceIsUniqueAndAlphanumeric(t *testing.T) {
 		seen[n] = true
 	}
 }
+
+func BenchmarkTBASign(b *testing.B) {
+	s := &tba{realm: "123456_SB1", consumerKey: rfcConsumer, consumerSecret: rfcConsumerSecret,
+		tokenID: rfcToken, tokenSecret: rfcTokenSecret, now: time.Now, nonce: newNonce}
+	req, _ := http.NewRequest(http.MethodPut, "https://123456-sb1.suitetalk.api.netsuite.com/services/rest/record/v1/customer/eid:C-1001", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		s.sign(req, nil)
+	}
+}

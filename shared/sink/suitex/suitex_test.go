@@ -320,3 +320,12 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func BenchmarkSignature(b *testing.B) {
+	body, _ := json.Marshal(mergedEvent("C-1", "netsuite", 3))
+	key := []byte(secret)
+	b.ReportAllocs()
+	for b.Loop() {
+		suitex.Signature(key, fixed, body)
+	}
+}

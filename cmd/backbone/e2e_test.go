@@ -1,0 +1,405 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/event"
+	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/standin"
+	"github.com/backbone-sync/backbone/shared/store"
+	"github.com/backbone-sync/backbone/shared/testdb"
+)
+
+// serveMux serves the functions at /{Name} in-process (the Functions
+// Framework's registry is process-global, so tests cannot start it twice).
+func serveMux(handlers map[string]http.Handler, ln net.Listener) (func(), error) {
+	mux := http.NewServeMux()
+	for name, h := range handlers {
+		mux.Handle("/"+name, h)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }, nil
+}
+
+// e2e drives a dev stack from a test.
+type e2e struct {
+	t     *testing.T
+	d     *devStack
+	db    *testdb.DB
+	pub   publish.Publisher
+	mu    sync.Mutex
+	sent  []string // Pub/Sub message ids of every raw message published
+	clock time.Time
+}
+
+func (x *e2e) publish(data []byte, key string) {
+	x.t.Helper()
+	id, err := x.pub.Publish(context.Background(), x.d.cfg.Env.Names().RawTopic, publish.Message{Data: data, OrderingKey: key})
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	x.mu.Lock()
+	x.sent = append(x.sent, id)
+	x.mu.Unlock()
+}
+
+// raw publishes a raw event and returns its bytes (for redelivery).
+func (x *e2e) raw(id, rt, rid, source string, base uint64, changes map[string]any) []byte {
+	x.t.Helper()
+	x.clock = x.clock.Add(time.Millisecond + time.Microsecond)
+	ch := map[string]json.RawMessage{}
+	for k, v := range changes {
+		b, _ := json.Marshal(v)
+		ch[k] = b
+	}
+	data, err := json.Marshal(event.Raw{ID: id, RecordType: rt, RecordID: rid, Source: source, Timestamp: event.NewTime(x.clock), BaseVersion: base, Changes: ch})
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	x.publish(data, publish.OrderingKey(rt, rid))
+	return data
+}
+
+func (x *e2e) head(rt, rid string) uint64 {
+	x.t.Helper()
+	h, err := x.db.Store.Head(context.Background(), rt, rid)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	return h.Version
+}
+
+func (x *e2e) count(q string, args ...any) int {
+	x.t.Helper()
+	var n int
+	if err := x.db.Root.QueryRow(q, args...).Scan(&n); err != nil {
+		x.t.Fatal(err)
+	}
+	return n
+}
+
+// waitMerged waits until every published raw message has a final merge
+// outcome in the audit log (a version gap is deferred and retried).
+func (x *e2e) waitMerged(what string) {
+	x.t.Helper()
+	x.waitFor(what, func() bool {
+		x.mu.Lock()
+		ids := append([]string(nil), x.sent...)
+		x.mu.Unlock()
+		done := 0
+		for _, chunk := range chunks(ids, 500) {
+			q := "SELECT COUNT(DISTINCT message_id) FROM event_audit_log WHERE stage = 'merge' AND processing_outcome <> 'deferred' AND message_id IN (?" + strings.Repeat(",?", len(chunk)-1) + ")"
+			args := make([]any, len(chunk))
+			for i, c := range chunk {
+				args[i] = c
+			}
+			done += x.count(q, args...)
+		}
+		return done == len(ids)
+	})
+}
+
+// waitDelivered waits until every stored event reached the target it is
+// meant for (the other system) or was skipped there as stale.
+func (x *e2e) waitDelivered(what string) {
+	x.t.Helper()
+	x.waitFor(what, func() bool {
+		missing := x.count(`SELECT COUNT(*) FROM events e WHERE NOT EXISTS (
+			SELECT 1 FROM event_audit_log a WHERE a.event_id = e.id AND a.stage = IF(e.source = 'netsuite', 'suitex', 'netsuite')
+			AND a.processing_outcome IN ('delivered', 'stale'))`)
+		return missing == 0
+	})
+}
+
+func (x *e2e) waitFor(what string, cond func() bool) {
+	x.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			x.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func chunks(s []string, n int) [][]string {
+	var out [][]string
+	for len(s) > n {
+		out = append(out, s[:n])
+		s = s[n:]
+	}
+	if len(s) > 0 {
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestEndToEnd runs the dev stack with stand-in targets and a mixed batch of
+// over 500 raw events over 60 records: creates, updates, redeliveries,
+// repeats with new metadata, concurrent edits, echoes, poison messages, and a
+// SuiteX outage that recovers. Then it checks that nothing was lost.
+func TestEndToEnd(t *testing.T) {
+	t.Parallel()
+	db := testdb.Empty(t)
+	ctx := context.Background()
+	d, err := startDev(ctx, devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
+		minBackoff: 100 * time.Millisecond, maxBackoff: 2 * time.Second, serve: serveMux, log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	x := &e2e{t: t, d: d, db: db, pub: publish.Guard(config.Sandbox, d.pubsub), clock: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
+	const records = 60
+	rec := func(k int) (string, string) {
+		if k%2 == 0 {
+			return "customer", fmt.Sprintf("E2E-C-%03d", k)
+		}
+		return "sales_order", fmt.Sprintf("E2E-SO-%03d", k)
+	}
+
+	// Phase 1: creates from NetSuite; a third of them delivered twice.
+	for k := 0; k < records; k++ {
+		rt, rid := rec(k)
+		data := x.raw(uuid.NewString(), rt, rid, "netsuite", 0, map[string]any{"name": fmt.Sprintf("Record %d 😀 'q' \\", k), "n": 0})
+		if k%3 == 0 {
+			x.publish(data, publish.OrderingKey(rt, rid)) // redelivery: same id
+		}
+	}
+	x.waitMerged("creates")
+	x.waitDelivered("creates delivered")
+
+	// Phase 2: six rounds of updates from alternating sources, with
+	// concurrent edits in round 2, repeats with new metadata in round 3, and
+	// a SuiteX outage during round 3.
+	for round := 1; round <= 6; round++ {
+		if round == 3 {
+			d.suitex.SetDown(http.StatusServiceUnavailable)
+		}
+		for k := 0; k < records; k++ {
+			rt, rid := rec(k)
+			base := x.head(rt, rid)
+			src, other := "netsuite", "suitex"
+			if (k+round)%2 == 1 {
+				src, other = other, src
+			}
+			changes := map[string]any{"n": round, "by_" + src: fmt.Sprintf("r%d", round)}
+			x.raw(uuid.NewString(), rt, rid, src, base, changes)
+			switch {
+			case round == 2 && k%3 == 0:
+				// A concurrent edit at the same base: overlapping field n.
+				x.raw(uuid.NewString(), rt, rid, other, base, map[string]any{"n": 100 + round, "by_" + other: "concurrent"})
+			case round == 3 && k%4 == 0:
+				// The same change re-sent with no id and a later timestamp.
+				x.raw("", rt, rid, src, base, changes)
+			}
+		}
+		if round == 3 {
+			time.Sleep(400 * time.Millisecond)
+			d.suitex.SetDown(0)
+		}
+		x.waitMerged(fmt.Sprintf("round %d", round))
+		x.waitDelivered(fmt.Sprintf("round %d delivered", round))
+	}
+
+	// Phase 3: echoes. NetSuite sets an email, it reaches SuiteX, and SuiteX
+	// re-emits the same value later: an echo, never stored.
+	echoRecords := 20
+	for k := 0; k < echoRecords; k++ {
+		rt, rid := rec(k)
+		x.raw(uuid.NewString(), rt, rid, "netsuite", x.head(rt, rid), map[string]any{"email": fmt.Sprintf("e%d@example.com", k)})
+	}
+	x.waitMerged("echo setup")
+	x.waitDelivered("echo setup delivered")
+	for k := 0; k < echoRecords; k++ {
+		rt, rid := rec(k)
+		x.raw(uuid.NewString(), rt, rid, "suitex", x.head(rt, rid), map[string]any{"email": fmt.Sprintf("e%d@example.com", k)})
+	}
+
+	// Phase 4: poison messages.
+	poison := []string{
+		`{not json`,
+		`[]`,
+		`{"record_type":"customer","record_id":"P-1","source":"salesforce","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":{"a":1}}`,
+		`{"record_type":"Customer","record_id":"P-2","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":{"a":1}}`,
+		`{"record_type":"customer","record_id":"P-3","source":"netsuite","timestamp":"noon","base_version":0,"changes":{"a":1}}`,
+		`{"record_type":"customer","record_id":"P-4","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":-1,"changes":{"a":1}}`,
+		`{"record_type":"customer","record_id":"P-5","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":{}}`,
+		`{"record_type":"customer","record_id":"P-6","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":{"a":1},"extra":true}`,
+		`{"record_type":"customer","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":{"a":1}}`,
+		`{"record_type":"customer","record_id":"P-\u0007","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":{"a":1}}`,
+		`{"record_type":"customer","record_id":"P-8","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":"0","changes":{"a":1}}`,
+		`{"record_type":"customer","record_id":"P-9","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":[1]}`,
+		`{"id":"not-a-uuid","record_type":"customer","record_id":"P-10","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":{"a":1}}`,
+		`{"record_type":"customer","record_id":"P-11","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":1.5,"changes":{"a":1}}`,
+		`null`,
+		``,
+		`{"record_type":"customer","record_id":"","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":{"a":1}}`,
+		`{"record_type":"customer","record_id":"P-12","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":{"a":1},"full_snapshot_ref":7}`,
+		`{"RECORD_TYPE":"customer","record_id":"P-13","source":"netsuite","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":{"a":1}}`,
+		"\xff\xfe",
+	}
+	poisonIDs := map[string]bool{}
+	for _, p := range poison {
+		x.publish([]byte(p), "poison")
+		x.mu.Lock()
+		poisonIDs[x.sent[len(x.sent)-1]] = true
+		x.mu.Unlock()
+	}
+	x.waitMerged("echoes and poison")
+	x.waitFor("poison dead letters", func() bool {
+		return x.count("SELECT COUNT(*) FROM dead_letters") >= len(poison)
+	})
+	x.waitDelivered("everything delivered")
+
+	if n := len(x.sent); n < 500 {
+		t.Fatalf("published %d raw messages, want at least 500", n)
+	}
+	check(t, x, poisonIDs, records, echoRecords)
+}
+
+func check(t *testing.T, x *e2e, poisonIDs map[string]bool, records, echoRecords int) {
+	t.Helper()
+	ctx := context.Background()
+	// Every accepted change is stored once, in a gap-free chain.
+	var events []store.Event
+	type key struct{ rt, rid string }
+	perRecord := map[key][]store.Event{}
+	rows, err := x.db.Root.Query("SELECT DISTINCT record_type, record_id FROM events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []key
+	for rows.Next() {
+		var k key
+		_ = rows.Scan(&k.rt, &k.rid)
+		keys = append(keys, k)
+	}
+	rows.Close()
+	if len(keys) != records {
+		t.Errorf("%d records stored, want %d (poison must store nothing)", len(keys), records)
+	}
+	for _, k := range keys {
+		hist, err := x.db.Store.History(ctx, k.rt, k.rid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range hist {
+			if e.BaseVersion != uint64(i) {
+				t.Errorf("%s:%s has a gap at %d", k.rt, k.rid, i)
+			}
+			if !e.Processed {
+				t.Errorf("event %s never marked processed", e.ID)
+			}
+		}
+		perRecord[k] = hist
+		events = append(events, hist...)
+	}
+	if dup := x.count(`SELECT COUNT(*) FROM (SELECT fingerprint FROM event_audit_log WHERE processing_outcome IN ('accepted','merged') GROUP BY fingerprint HAVING COUNT(*) > 1) d`); dup != 0 {
+		t.Errorf("%d fingerprints stored twice", dup)
+	}
+	if n := x.count(`SELECT COUNT(*) FROM event_audit_log WHERE stage = 'merge' AND processing_outcome = 'duplicate'`); n < records/3+records/4 {
+		t.Errorf("%d duplicates audited, want at least %d", n, records/3+records/4)
+	}
+	if n := x.count(`SELECT COUNT(*) FROM event_audit_log WHERE stage = 'merge' AND processing_outcome = 'merged'`); n == 0 {
+		t.Error("no concurrent edit was resolved as a conflict (merged)")
+	}
+	if n := x.count(`SELECT COUNT(*) FROM event_audit_log WHERE stage = 'merge' AND processing_outcome = 'echo'`); n < echoRecords {
+		t.Errorf("%d echoes, want at least %d", n, echoRecords)
+	}
+
+	// The SuiteX outage happened, failed deliveries, and Retry recovered
+	// them (no dead letter but the poison ones, checked below).
+	if x.d.suitex.OutageHits() == 0 {
+		t.Error("the SuiteX outage answered no request")
+	}
+	if n := x.count(`SELECT COUNT(*) FROM event_audit_log WHERE stage = 'suitex' AND processing_outcome = 'failed'`); n == 0 {
+		t.Error("no SuiteX delivery failed during the outage")
+	}
+	if n := x.count(`SELECT COUNT(*) FROM event_audit_log WHERE stage = 'retry' AND processing_outcome = 'retried'`); n == 0 {
+		t.Error("Retry recovered nothing")
+	}
+
+	// Each target received each accepted change once, never an echo, never
+	// a regression.
+	byID := map[string]store.Event{}
+	for _, e := range events {
+		byID[e.ID] = e
+	}
+	for _, target := range []*standin.Target{x.d.suitex, x.d.netsuite} {
+		seen := map[string]int{}
+		last := map[string]uint64{}
+		for _, dv := range target.Deliveries() {
+			e, ok := byID[dv.EventID]
+			if !ok {
+				t.Errorf("%s received unknown event %q", dv.Target, dv.EventID)
+				continue
+			}
+			seen[e.ID]++
+			if e.Source == dv.Target {
+				t.Errorf("%s received its own change back (event %s)", dv.Target, e.ID)
+			}
+			k := e.RecordType + ":" + e.RecordID
+			if e.Version() <= last[k] {
+				t.Errorf("%s regressed %s: v%d after v%d", dv.Target, k, e.Version(), last[k])
+			}
+			last[k] = e.Version()
+		}
+		name := "suitex"
+		if target == x.d.netsuite {
+			name = "netsuite"
+		}
+		for _, e := range events {
+			if e.Source == name {
+				continue
+			}
+			if seen[e.ID] != 1 {
+				t.Errorf("%s received event %s (%s:%s v%d) %d times, want once", name, e.ID, e.RecordType, e.RecordID, e.Version(), seen[e.ID])
+			}
+		}
+	}
+
+	// Every poison message is in dead_letters; nothing else is.
+	dls, err := x.db.Store.DeadLetters(ctx, store.DeadLetterFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]bool{}
+	for _, dl := range dls {
+		var e event.Error
+		if err := json.Unmarshal(dl.Data, &e); err != nil {
+			t.Errorf("dead letter %s is not an error message: %v", dl.MessageID, err)
+			continue
+		}
+		if !poisonIDs[e.Original.MessageID] {
+			t.Errorf("unexpected dead letter: stage %s reason %s (%s)", dl.Stage, dl.Reason, dl.Detail)
+			continue
+		}
+		found[e.Original.MessageID] = true
+		if dl.Stage != "merge" || dl.Reason == "" {
+			t.Errorf("poison dead letter %+v", dl)
+		}
+	}
+	if len(found) != len(poisonIDs) {
+		t.Errorf("%d of %d poison messages in dead_letters", len(found), len(poisonIDs))
+	}
+	var reasons []string
+	for _, dl := range dls {
+		reasons = append(reasons, dl.Reason)
+	}
+	sort.Strings(reasons)
+	t.Logf("%d raw messages, %d events over %d records; poison reasons: %v", len(x.sent), len(events), len(perRecord), reasons)
+}
