@@ -130,7 +130,13 @@ func (x *e2e) waitFor(what string, cond func() bool) {
 	deadline := time.Now().Add(90 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			x.t.Fatalf("timed out waiting for %s", what)
+			var dl []string
+			if dls, err := x.db.Store.DeadLetters(context.Background(), store.DeadLetterFilter{}); err == nil {
+				for _, d := range dls {
+					dl = append(dl, d.Stage+"/"+d.Reason+": "+d.Detail)
+				}
+			}
+			x.t.Fatalf("timed out waiting for %s; dead letters: %v", what, dl)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -157,7 +163,7 @@ func TestEndToEnd(t *testing.T) {
 	db := testdb.Empty(t)
 	ctx := context.Background()
 	d, err := startDev(ctx, devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
-		minBackoff: 100 * time.Millisecond, maxBackoff: 2 * time.Second, serve: serveMux, log: slog.New(slog.DiscardHandler)})
+		minBackoff: 200 * time.Millisecond, maxBackoff: 2 * time.Second, serve: serveMux, log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +214,11 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}
 		if round == 3 {
-			time.Sleep(400 * time.Millisecond)
+			// Keep the outage short of Retry's budget (5 attempts with
+			// backoff 200ms..2s, about 3s): recover 200ms after the first
+			// refused delivery, however slow the machine is.
+			x.waitFor("the outage to refuse a delivery", func() bool { return d.suitex.OutageHits() > 0 })
+			time.Sleep(200 * time.Millisecond)
 			d.suitex.SetDown(0)
 		}
 		x.waitMerged(fmt.Sprintf("round %d", round))
