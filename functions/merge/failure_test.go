@@ -366,4 +366,3 @@ func TestPanicIsParked(t *testing.T) {
 
 // nilStore panics on every call, as a nil pointer would.
 type nilStore struct{ store.Store }
-
