@@ -106,7 +106,7 @@ func (c Change) String() string {
 	case ActionVerified:
 		s = "= " + c.Kind + " " + c.Name
 	case ActionSkipped:
-		s = "- " + c.Kind + " " + c.Name
+		s = "- " + c.Kind + " " + c.Name + ": skipped"
 	default:
 		s = string(c.Action) + " " + c.Kind + " " + c.Name
 	}
@@ -280,12 +280,12 @@ func (s Subscription) summary() string {
 	if s.Ordering {
 		parts = append(parts, "ordered")
 	}
-	parts = append(parts, "ack "+s.AckDeadline.String(), "retention "+s.Retention.String())
+	parts = append(parts, "ack "+fmtDuration(s.AckDeadline), "retention "+fmtDuration(s.Retention))
 	if s.DeadLetter != nil {
 		parts = append(parts, fmt.Sprintf("dead-letter to %s after %d attempts", s.DeadLetter.Topic, s.DeadLetter.MaxAttempts))
 	}
 	if s.Retry != nil {
-		parts = append(parts, fmt.Sprintf("backoff %s..%s", s.Retry.Min, s.Retry.Max))
+		parts = append(parts, fmt.Sprintf("backoff %s..%s", fmtDuration(s.Retry.Min), fmtDuration(s.Retry.Max)))
 	}
 	return strings.Join(parts, ", ")
 }

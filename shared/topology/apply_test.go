@@ -268,7 +268,7 @@ func TestApplyRepairsDrift(t *testing.T) {
 	}
 	var report strings.Builder
 	_ = cs.Write(&report)
-	if !strings.Contains(report.String(), "ack_deadline_seconds: 20s -> 1m0s") || !strings.Contains(report.String(), "retry_policy: backoff 1s..5s -> backoff 10s..10m0s") {
+	if !strings.Contains(report.String(), "ack_deadline_seconds: 20s -> 60s") || !strings.Contains(report.String(), "retry_policy: backoff 1s..5s -> backoff 10s..600s") {
 		t.Errorf("dry-run report does not show the diff:\n%s", report.String())
 	}
 	for name, s := range listSubs(t, srv.Client) {
@@ -383,13 +383,20 @@ func TestDeadLetterAfterFiveNacks(t *testing.T) {
 				}
 				srv.Nack(t, n.RetrySub, got[0].AckID)
 			}
+			dead := srv.Pull(t, n.DLQSub, 10, false)
+			if len(dead) == 0 {
+				t.Fatal("nothing reached the dead-letter subscription after 5 nacks")
+			}
+			if string(dead[0].Data) != `{"stage":"netsuite"}` || dead[0].Attributes["env"] != string(env) || dead[0].OrderingKey != "customer:C-1" {
+				t.Fatalf("dead letter = %+v", dead[0])
+			}
 			if got := srv.Pull(t, n.RetrySub, 10, false); len(got) != 0 {
-				t.Fatalf("after 5 nacks the retry subscription still delivers: %+v", got)
+				t.Fatalf("the retry subscription delivers a 6th time: %+v", got)
 			}
-			dead := srv.Drain(t, n.DLQSub)
-			if len(dead) != 1 || string(dead[0].Data) != `{"stage":"netsuite"}` || dead[0].Attributes["env"] != string(env) {
-				t.Fatalf("dead letters = %+v", dead)
-			}
+			// Not drained: pstest v2.9.0 removes a dead-lettered message
+			// from the source with its message id, which it ignores (a nack
+			// has cleared the message's ack id), so it dead-letters the same
+			// message again every 10ms, for as long as the server runs.
 		})
 	}
 }

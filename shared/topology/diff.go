@@ -49,10 +49,10 @@ func DiffSubscription(project string, want Subscription, have *pb.Subscription) 
 
 	// Mutable: fixed with UpdateSubscription and a field mask.
 	if h, w := time.Duration(have.GetAckDeadlineSeconds())*time.Second, want.AckDeadline; h != w {
-		add("ack_deadline_seconds", h.String(), w.String(), false)
+		add("ack_deadline_seconds", fmtDuration(h), fmtDuration(w), false)
 	}
 	if h := asDuration(have.GetMessageRetentionDuration()); h != want.Retention {
-		add("message_retention_duration", h.String(), want.Retention.String(), false)
+		add("message_retention_duration", fmtDuration(h), fmtDuration(want.Retention), false)
 	}
 	if have.GetRetainAckedMessages() {
 		add("retain_acked_messages", "true", "false", false)
@@ -75,6 +75,18 @@ func DiffSubscription(project string, want Subscription, have *pb.Subscription) 
 		add("enable_exactly_once_delivery", "true", "false", false)
 	}
 	return out
+}
+
+// fmtDuration prints whole days as "7d" and anything else in seconds
+// ("60s", "600s"), the units Pub/Sub's console and gcloud use.
+func fmtDuration(d time.Duration) string {
+	if d != 0 && d%(24*time.Hour) == 0 {
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	}
+	if d%time.Second == 0 {
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
+	return d.String()
 }
 
 func asDuration(d *durationpb.Duration) time.Duration {
@@ -106,7 +118,7 @@ func describeExpiration(p *pb.ExpirationPolicy) string {
 	if p == nil {
 		return "default (after 31 idle days)"
 	}
-	return "after " + asDuration(p.GetTtl()).String() + " idle"
+	return "after " + fmtDuration(asDuration(p.GetTtl())) + " idle"
 }
 
 func pushEqual(want *Push, have *pb.PushConfig) bool {
@@ -179,12 +191,12 @@ func describeRetry(p *pb.RetryPolicy) string {
 	if asDuration(p.GetMinimumBackoff()) == 0 && asDuration(p.GetMaximumBackoff()) == 0 {
 		return "none (redeliver at once)"
 	}
-	return fmt.Sprintf("backoff %s..%s", asDuration(p.GetMinimumBackoff()), asDuration(p.GetMaximumBackoff()))
+	return fmt.Sprintf("backoff %s..%s", fmtDuration(asDuration(p.GetMinimumBackoff())), fmtDuration(asDuration(p.GetMaximumBackoff())))
 }
 
 func describeWantRetry(r *Retry) string {
 	if r == nil {
 		return "none (redeliver at once)"
 	}
-	return fmt.Sprintf("backoff %s..%s", r.Min, r.Max)
+	return fmt.Sprintf("backoff %s..%s", fmtDuration(r.Min), fmtDuration(r.Max))
 }

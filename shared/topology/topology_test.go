@@ -163,7 +163,9 @@ func TestDiffSubscription(t *testing.T) {
 		{"message_retention_duration", false, func(p *pb.Subscription) { p.MessageRetentionDuration = durationpb.New(time.Hour) }},
 		{"retain_acked_messages", false, func(p *pb.Subscription) { p.RetainAckedMessages = true }},
 		{"expiration_policy", false, func(p *pb.Subscription) { p.ExpirationPolicy = nil }},
-		{"expiration_policy", false, func(p *pb.Subscription) { p.ExpirationPolicy = &pb.ExpirationPolicy{Ttl: durationpb.New(31 * 24 * time.Hour)} }},
+		{"expiration_policy", false, func(p *pb.Subscription) {
+			p.ExpirationPolicy = &pb.ExpirationPolicy{Ttl: durationpb.New(31 * 24 * time.Hour)}
+		}},
 		{"push_config", false, func(p *pb.Subscription) { p.PushConfig = &pb.PushConfig{} }},
 		{"push_config", false, func(p *pb.Subscription) { p.PushConfig.PushEndpoint = "https://elsewhere" }},
 		{"push_config", false, func(p *pb.Subscription) { p.PushConfig.AuthenticationMethod = nil }},
@@ -173,7 +175,9 @@ func TestDiffSubscription(t *testing.T) {
 		}},
 		{"dead_letter_policy", false, func(p *pb.Subscription) { p.DeadLetterPolicy = nil }},
 		{"dead_letter_policy", false, func(p *pb.Subscription) { p.DeadLetterPolicy.MaxDeliveryAttempts = 10 }},
-		{"dead_letter_policy", false, func(p *pb.Subscription) { p.DeadLetterPolicy.DeadLetterTopic = TopicPath(project, config.Sandbox.Names().DLQTopic) }},
+		{"dead_letter_policy", false, func(p *pb.Subscription) {
+			p.DeadLetterPolicy.DeadLetterTopic = TopicPath(project, config.Sandbox.Names().DLQTopic)
+		}},
 		{"retry_policy", false, func(p *pb.Subscription) { p.RetryPolicy = nil }},
 		{"retry_policy", false, func(p *pb.Subscription) { p.RetryPolicy.MaximumBackoff = durationpb.New(60 * time.Second) }},
 		{"enable_exactly_once_delivery", false, func(p *pb.Subscription) { p.EnableExactlyOnceDelivery = true }},
