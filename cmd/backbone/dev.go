@@ -361,7 +361,8 @@ func runDev(ctx context.Context, c *cli, args []string) error {
 func (d *devStack) printBanner(w io.Writer, dsn string) {
 	env := d.cfg.Env
 	fmt.Fprintf(w, "backbone dev is running (%s)\n\n", env)
-	fmt.Fprintf(w, "  Pub/Sub emulator   %s  (project %s; topology: %d changes applied)\n", d.emulator, devProject, len(d.changes))
+	made := d.changes.Count(topology.ActionCreate) + d.changes.Count(topology.ActionUpdate) + d.changes.Count(topology.ActionRecreate)
+	fmt.Fprintf(w, "  Pub/Sub emulator   %s  (project %s; topology provisioned: %d topics/subscriptions created or repaired)\n", d.emulator, devProject, made)
 	fmt.Fprintf(w, "  event store        %s  (functions connect as %s)\n", dsn, devWorkerUser)
 	fmt.Fprintf(w, "  functions          %s/{Merge,NetSuiteSink,SuiteXSink,Retry,DLQArchive}\n", d.funcURL)
 	fmt.Fprintf(w, "  NetSuite           %s%s\n", d.cfg.NetSuite.BaseURL, standinNote(d.netsuite))
