@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"time"
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
@@ -140,6 +141,35 @@ func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string
 		audit.Detail = "source is the target itself: not sent back"
 		return r.skip(ctx, log, audit, ev)
 	}
+	// The guard reads the last delivered version, delivers and audits: a
+	// check-then-act that must not interleave with another delivery of the
+	// same record to this target (the live subscription and Retry run in
+	// different services), or v3 could land after v5. A lock shared through
+	// the database serialises them.
+	var (
+		got  string
+		derr error
+	)
+	lerr := r.store.Exclusive(ctx, "deliver:"+stage+":"+ev.RecordType+":"+ev.RecordID, lockWait, func(ctx context.Context) error {
+		got, derr = r.guardedDeliver(ctx, log, audit, ev)
+		return nil
+	})
+	if lerr != nil {
+		f := r.fail(failure.Retryable(stage, ReasonStoreUnavailable, fmt.Sprintf("serialise delivery: %v", lerr)), ev)
+		log.WarnContext(ctx, "delivery failed", "reason", f.Reason, "retryable", true, "detail", f.Detail)
+		return store.OutcomeFailed, f
+	}
+	return got, derr
+}
+
+// lockWait bounds how long a delivery waits for another delivery of the
+// same record to the same target (at most one target request).
+const lockWait = 60 * time.Second
+
+// guardedDeliver is the regression guard and the delivery, run under the
+// record's delivery lock.
+func (r *Runner) guardedDeliver(ctx context.Context, log *slog.Logger, audit store.Audit, ev event.Merged) (string, error) {
+	stage := r.target.Name()
 	last, err := r.store.LastDelivered(ctx, ev.RecordType, ev.RecordID, stage)
 	if err != nil {
 		f := r.fail(failure.Retryable(stage, ReasonStoreUnavailable, fmt.Sprintf("read last delivery: %v", err)), ev)

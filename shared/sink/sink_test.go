@@ -407,3 +407,65 @@ func TestTargetPanicBecomesRetryableFailure(t *testing.T) {
 		t.Fatalf("%q %v", out, err)
 	}
 }
+
+// gate is a target whose delivery of one version blocks until released.
+type gate struct {
+	recorder
+	block   uint64
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gate) Deliver(ctx context.Context, ev event.Merged) error {
+	if ev.Version == g.block {
+		close(g.entered)
+		<-g.release
+	}
+	return g.recorder.Deliver(ctx, ev)
+}
+
+// TestConcurrentDeliveriesNeverRegress: the live subscription delivers v5
+// while Retry re-delivers v3 (two services, one database). v3 must not land
+// after v5: the guard's read and the delivery are serialised per record.
+func TestConcurrentDeliveriesNeverRegress(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	g := &gate{recorder: recorder{name: store.StageSuiteX}, block: 5, entered: make(chan struct{}), release: make(chan struct{})}
+	live := sink.NewRunner(config.Sandbox, g, db.Store, nil)
+	retrying := sink.NewRunner(config.Sandbox, g, db.Store, nil)
+	v3, v5 := merged("customer", "RACE-1", "netsuite", 3), merged("customer", "RACE-1", "netsuite", 5)
+	appendEvent(t, db.Store, v3)
+	appendEvent(t, db.Store, v5)
+	ctx := context.Background()
+	done5 := make(chan error, 1)
+	go func() {
+		_, err := live.Deliver(ctx, msg(t, config.Sandbox, v5))
+		done5 <- err
+	}()
+	<-g.entered // v5 is at the target, not yet audited
+	done3 := make(chan string, 1)
+	go func() {
+		out, err := retrying.Deliver(ctx, msg(t, config.Sandbox, v3))
+		if err != nil {
+			t.Error(err)
+		}
+		done3 <- out
+	}()
+	select {
+	case out := <-done3:
+		t.Fatalf("v3 finished (%s) while v5 was being delivered: the guard is not serialised", out)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(g.release)
+	if err := <-done5; err != nil {
+		t.Fatal(err)
+	}
+	if out := <-done3; out != store.OutcomeStale {
+		t.Errorf("v3 outcome %s, want stale", out)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.calls) != 1 || g.calls[0].Version != 5 {
+		t.Errorf("target received %d deliveries (first v%d), want only v5", len(g.calls), g.calls[0].Version)
+	}
+}

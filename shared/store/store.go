@@ -191,6 +191,12 @@ type Store interface {
 	DeadLetter(ctx context.Context, messageID string) (DeadLetter, error)
 	// DeadLetters returns dead letters matching f, newest first.
 	DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error)
+	// Exclusive runs fn while holding a lock named key that every process on
+	// the database shares, so a check-then-act sequence outside a
+	// transaction (the sinks' regression guard: read the last delivered
+	// version, deliver, audit) cannot interleave with another one on the
+	// same key. It waits at most wait for the lock (ErrUnavailable then).
+	Exclusive(ctx context.Context, key string, wait time.Duration, fn func(ctx context.Context) error) error
 	// Ping checks the database is reachable.
 	Ping(ctx context.Context) error
 	Close() error

@@ -354,6 +354,36 @@ func wrap(err error, what string) error {
 	return fmt.Errorf("%s: %w: %w", what, store.ErrUnavailable, err)
 }
 
+// Exclusive holds a GET_LOCK named after the database and key on a
+// dedicated connection while fn runs. GET_LOCK is a server-wide named lock in
+// both MySQL 8 and MariaDB, needs no privilege, and is released when the
+// connection ends, so a crashed holder cannot leave it behind. Names are at
+// most 64 characters, and server-wide: the name is the SHA-256 of the
+// database name and the key, so two backbone databases on one server do not
+// share locks.
+func (s *Store) Exclusive(ctx context.Context, key string, wait time.Duration, fn func(ctx context.Context) error) error {
+	const lockName = "SHA2(CONCAT_WS(':', 'backbone', DATABASE(), ?), 256)"
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return wrap(err, "lock "+key)
+	}
+	defer conn.Close()
+	secs := max(1, int((wait+time.Second-1)/time.Second))
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK("+lockName+", ?)", key, secs).Scan(&got); err != nil {
+		return wrap(err, "lock "+key)
+	}
+	if !got.Valid || got.Int64 != 1 {
+		return fmt.Errorf("lock %s not granted within %s: %w", key, wait, store.ErrUnavailable)
+	}
+	defer func() {
+		// Released on this connection even if ctx is done; closing the
+		// connection would release it too.
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK("+lockName+")", key)
+	}()
+	return fn(ctx)
+}
+
 func (s *Store) History(ctx context.Context, rt, rid string) ([]store.Event, error) {
 	return s.o().queryEvents(ctx, "history of "+rt+":"+rid,
 		"SELECT "+eventCols+" FROM events WHERE record_type = ? AND record_id = ? ORDER BY base_version", rt, rid)

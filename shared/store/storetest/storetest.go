@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore Factory) {
 		"DeadLettersIdempotent":    testDeadLetters,
 		"ConcurrentAppendsGapFree": testConcurrentAppends,
 		"TxRollsBackOnError":       testTxRollback,
+		"ExclusiveSerialises":      testExclusive,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -494,5 +495,64 @@ func testTxRollback(t *testing.T, s store.Store) {
 	}
 	if _, err := s.EventByID(ctx, e.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("rolled-back event visible: %v", err)
+	}
+}
+
+// testExclusive: holders of one key never overlap; other keys do not wait.
+func testExclusive(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	var (
+		mu      sync.Mutex
+		inside  int
+		overlap bool
+		wg      sync.WaitGroup
+	)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.Exclusive(ctx, "deliver:suitex:customer:C-1", 10*time.Second, func(ctx context.Context) error {
+				mu.Lock()
+				inside++
+				if inside > 1 {
+					overlap = true
+				}
+				mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+				mu.Lock()
+				inside--
+				mu.Unlock()
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if overlap {
+		t.Error("two holders of one key ran at once")
+	}
+	// A held key times out for another holder; a different key does not.
+	boom := errors.New("inner")
+	err := s.Exclusive(ctx, "k1", time.Second, func(ctx context.Context) error {
+		if err := s.Exclusive(ctx, "k2", time.Second, func(context.Context) error { return nil }); err != nil {
+			return fmt.Errorf("other key waited: %w", err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			done <- s.Exclusive(context.Background(), "k1", time.Second, func(context.Context) error { return nil })
+		}()
+		if err := <-done; !errors.Is(err, store.ErrUnavailable) {
+			return fmt.Errorf("held key granted twice: %v", err)
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Errorf("Exclusive = %v, want fn's error", err)
+	}
+	// Released after fn: the key is free again.
+	if err := s.Exclusive(ctx, "k1", time.Second, func(context.Context) error { return nil }); err != nil {
+		t.Errorf("key not released: %v", err)
 	}
 }
