@@ -50,8 +50,11 @@ type Bridge struct {
 	routes  []Route
 	o       Options
 
-	mu       sync.Mutex
-	attempts map[string]int // message id -> attempts, where the server does not count
+	mu sync.Mutex
+	// attempts counts deliveries where the server does not, per
+	// subscription and message id: a topic's subscriptions all see its
+	// message ids, and each counts its own attempts.
+	attempts map[string]int
 	// lastTry remembers, for subscriptions with a dead-letter policy, where
 	// and how often a message was last tried: pstest forwards a dead letter
 	// with its message id but without the CloudPubSubDeadLetterSource*
@@ -63,6 +66,7 @@ type Bridge struct {
 type try struct {
 	subscription string
 	attempt      int
+	ackID        string // of the last delivery there
 }
 
 // Attributes Pub/Sub sets on a dead-lettered message.
@@ -140,6 +144,7 @@ func (b *Bridge) subPath(name string) string {
 
 func (b *Bridge) runRoute(ctx context.Context, r Route) {
 	sub := b.subPath(r.Subscription)
+	maxAttempts := b.maxAttempts(ctx, sub)
 	sem := make(chan struct{}, b.o.Concurrency)
 	var inflight sync.WaitGroup
 	defer inflight.Wait()
@@ -179,7 +184,7 @@ func (b *Bridge) runRoute(ctx context.Context, r Route) {
 			inflight.Add(1)
 			go func() {
 				defer func() { <-sem; inflight.Done() }()
-				b.deliver(r, sub, rm)
+				b.deliver(r, sub, rm, maxAttempts)
 			}()
 		}
 	}
@@ -196,11 +201,12 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // deliver pushes one message and settles it. It deliberately does not use
 // the Run context: a request in flight at shutdown completes and is acked.
-func (b *Bridge) deliver(r Route, sub string, rm *pb.ReceivedMessage) {
+func (b *Bridge) deliver(r Route, sub string, rm *pb.ReceivedMessage, maxAttempts int) {
 	pm := rm.Message
 	attempt := int(rm.DeliveryAttempt)
 	attrs := pm.Attributes
 	b.mu.Lock()
+	var forwardedFrom *try
 	if prev, ok := b.lastTry[pm.MessageId]; ok && prev.subscription != r.Subscription {
 		// A dead letter forwarded from prev.subscription.
 		attrs = make(map[string]string, len(pm.Attributes)+2)
@@ -211,15 +217,30 @@ func (b *Bridge) deliver(r Route, sub string, rm *pb.ReceivedMessage) {
 			attrs[AttrDeadLetterDeliveryCount] = fmt.Sprint(prev.attempt)
 			attrs[AttrDeadLetterSubscription] = prev.subscription
 		}
-		delete(b.lastTry, pm.MessageId)
+		// Kept until this delivery is acked: until pstest has let go of the
+		// source (below), a second copy can be forwarded and delivered
+		// concurrently, and it must carry the same attributes.
+		forwardedFrom = &prev
 	}
+	attemptKey := r.Subscription + "/" + pm.MessageId
 	if attempt > 0 {
-		b.lastTry[pm.MessageId] = try{subscription: r.Subscription, attempt: attempt}
+		b.lastTry[pm.MessageId] = try{subscription: r.Subscription, attempt: attempt, ackID: rm.AckId}
 	} else {
-		b.attempts[pm.MessageId]++
-		attempt = b.attempts[pm.MessageId]
+		b.attempts[attemptKey]++
+		attempt = b.attempts[attemptKey]
 	}
 	b.mu.Unlock()
+	if forwardedFrom != nil {
+		// pstest (v2.9.0) forwards a dead letter without removing it from
+		// the source subscription: it "acks" it there by message id, which
+		// its ack-id check ignores as stale. Left there, the message is
+		// forwarded again on every pull and, with ordering, blocks every
+		// later message of its key for pstest's 10-minute retention (a
+		// redrive of the same record would not reach Retry). Pub/Sub removes
+		// it; ack it with its last ack id (kept valid by settle) so that the
+		// source subscription ends the same way.
+		b.settle(b.subPath(forwardedFrom.subscription), forwardedFrom.ackID, 0, true, false)
+	}
 	m := message.Message{
 		Data: pm.Data, Attributes: attrs, ID: pm.MessageId, PublishTime: pm.PublishTime.AsTime(),
 		OrderingKey: pm.OrderingKey, DeliveryAttempt: attempt, Subscription: sub,
@@ -228,10 +249,10 @@ func (b *Bridge) deliver(r Route, sub string, rm *pb.ReceivedMessage) {
 	defer cancel()
 	status, err := b.post(ctx, r.Endpoint, message.PushBody(m))
 	if err == nil && message.Acked(status) {
-		b.settle(sub, rm.AckId, 0, true)
+		b.settle(sub, rm.AckId, 0, true, false)
 		b.mu.Lock()
-		delete(b.attempts, pm.MessageId)
-		if rm.DeliveryAttempt > 0 {
+		delete(b.attempts, attemptKey)
+		if rm.DeliveryAttempt > 0 || forwardedFrom != nil {
 			delete(b.lastTry, pm.MessageId)
 		}
 		b.stats.Delivered++
@@ -245,7 +266,10 @@ func (b *Bridge) deliver(r Route, sub string, rm *pb.ReceivedMessage) {
 	b.stats.Nacked++
 	b.mu.Unlock()
 	// Release the slot now; the redelivery happens after the backoff.
-	time.AfterFunc(min(delay, 10*time.Second), func() { b.settle(sub, rm.AckId, delay, false) })
+	// The server dead-letters the message on its next pull after the last
+	// attempt; the nack must then leave pstest's ack id valid (see settle).
+	last := maxAttempts > 0 && int(rm.DeliveryAttempt) >= maxAttempts
+	time.AfterFunc(min(delay, 10*time.Second), func() { b.settle(sub, rm.AckId, delay, false, last) })
 }
 
 func (b *Bridge) post(ctx context.Context, url string, body []byte) (int, error) {
@@ -268,10 +292,26 @@ func (b *Bridge) post(ctx context.Context, url string, body []byte) (int, error)
 	return resp.StatusCode, nil
 }
 
+// maxAttempts returns the max delivery attempts of the subscription's
+// dead-letter policy; 0 when it has none (or it cannot be read: then the
+// bridge only loses the pstest workaround in deliver).
+func (b *Bridge) maxAttempts(ctx context.Context, sub string) int {
+	s, err := b.client.SubscriptionAdminClient.GetSubscription(ctx, &pb.GetSubscriptionRequest{Subscription: sub})
+	if err != nil {
+		b.o.Log.Warn("read subscription", "subscription", sub, "error", err.Error())
+		return 0
+	}
+	return int(s.GetDeadLetterPolicy().GetMaxDeliveryAttempts())
+}
+
 // settle acks, or makes the message available again. The caller has held
 // a nacked message for up to 10s of its delay (the server's deadline has a
-// granularity of a second); the rest is left to the ack deadline.
-func (b *Bridge) settle(sub, ackID string, delay time.Duration, ack bool) {
+// granularity of a second); the rest is left to the ack deadline. last
+// marks the nack of a message's last attempt before dead-lettering: a nack
+// by deadline 0 makes pstest forget the ack id, and the bridge needs it
+// valid to remove the dead letter from the source subscription once it has
+// been forwarded (deliver), so it expires the lease after a second instead.
+func (b *Bridge) settle(sub, ackID string, delay time.Duration, ack, last bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if ack {
@@ -283,6 +323,9 @@ func (b *Bridge) settle(sub, ackID string, delay time.Duration, ack bool) {
 	secs := int32(0)
 	if delay > 10*time.Second {
 		secs = int32((delay - 10*time.Second + time.Second - 1) / time.Second)
+	}
+	if last {
+		secs = max(secs, 1)
 	}
 	if err := b.client.SubscriptionAdminClient.ModifyAckDeadline(ctx, &pb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: []string{ackID}, AckDeadlineSeconds: secs}); err != nil {
 		b.o.Log.Warn("nack failed", "subscription", sub, "error", err.Error())

@@ -44,6 +44,8 @@ type Target struct {
 	deliveries []Delivery
 	keys       map[string]bool
 	down       int // status to answer while down (0 = up)
+	failNext   int // requests still to fail (FailNext), after which the target is up
+	failStatus int // status FailNext answers with
 	downHits   int // requests answered with the outage status
 	rejected   int
 	onDelivery func(Delivery)
@@ -62,6 +64,18 @@ func (t *Target) SetDown(status int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.down = status
+}
+
+// FailNext makes the next n requests fail with status (503: a transient
+// outage, 400: a permanent refusal), after which the target answers
+// normally again without anyone calling SetDown. A flaky target that
+// recovers by itself is what Retry exists for; timing a SetDown(0) from a
+// test could not say how many attempts failed. SetDown, while set, takes
+// precedence; FailNext(0, 0) cancels what is left.
+func (t *Target) FailNext(n, status int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.failNext, t.failStatus = max(n, 0), status
 }
 
 // OnDelivery registers a callback run for each accepted delivery.
@@ -93,17 +107,25 @@ func (t *Target) refuse(w http.ResponseWriter, status int, why string) {
 	http.Error(w, why, status)
 }
 
-// downStatus returns the outage status, if any, and counts the hit.
+// downStatus returns the outage status, if any (SetDown, else a pending
+// FailNext), and counts the hit.
 func (t *Target) downStatus() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.down != 0 {
 		t.downHits++
+		return t.down
 	}
-	return t.down
+	if t.failNext > 0 && t.failStatus != 0 {
+		t.failNext--
+		t.downHits++
+		return t.failStatus
+	}
+	return 0
 }
 
-// OutageHits counts the requests answered with the outage status.
+// OutageHits counts the requests answered with the outage status (SetDown
+// or FailNext).
 func (t *Target) OutageHits() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
