@@ -39,6 +39,7 @@ func Run(t *testing.T, newStore Factory) {
 		"ConcurrentAppendsGapFree": testConcurrentAppends,
 		"TxRollsBackOnError":       testTxRollback,
 		"ExclusiveSerialises":      testExclusive,
+		"ConcurrentMarkProcessed":  testConcurrentMark,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -554,5 +555,40 @@ func testExclusive(t *testing.T, s store.Store) {
 	// Released after fn: the key is free again.
 	if err := s.Exclusive(ctx, "k1", time.Second, func(context.Context) error { return nil }); err != nil {
 		t.Errorf("key not released: %v", err)
+	}
+}
+
+// testConcurrentMark: many concurrent MarkProcessed calls (grouped into
+// batches by a driver that can) each return only once their own flag is set.
+func testConcurrentMark(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const n = 60
+	ids := make([]string, n)
+	for i := range ids {
+		e := NewEvent("customer", fmt.Sprintf("M-%d", i), 0, `{"a":1}`)
+		if err := s.AppendEvent(ctx, e, accepted(e, fp(e.ID))); err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = e.ID
+	}
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.MarkProcessed(ctx, id); err != nil {
+				t.Error(err)
+				return
+			}
+			// Returned: the flag must be committed now.
+			e, err := s.EventByID(ctx, id)
+			if err != nil || !e.Processed {
+				t.Errorf("event %s: processed = %v after MarkProcessed returned (%v)", id, e.Processed, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if un, _ := s.Unprocessed(ctx, time.Now().Add(time.Hour), 100); len(un) != 0 {
+		t.Errorf("%d events still unprocessed", len(un))
 	}
 }
