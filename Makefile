@@ -26,8 +26,18 @@ dev: db
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRaw -fuzztime 60s ./shared/event/
 
-bench: db
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+# bench builds the binary and runs `backbone bench` (about 2-3 minutes): the
+# raw database limit, the merge path and the full path side by side, the
+# history-length curve and serve's start-up and memory, written to
+# bench-results/ (bench.json, bench.svg, bench.md). Then the merge engine's
+# Go benchmarks, which run even when the first step reported measurement
+# errors (it exits 1 then, and so does make). BENCH_FLAGS passes flags, e.g.
+# BENCH_FLAGS=--quick or BENCH_FLAGS=--profile (CPU profiles).
+bench: db build
+	@status=0; \
+	./$(BIN) bench --out bench-results $(BENCH_FLAGS) || status=$$?; \
+	$(GO) test -run '^$$' -bench . -benchmem ./shared/merge/... || status=$$?; \
+	exit $$status
 
 clean:
 	rm -rf bin

@@ -139,7 +139,7 @@ func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string
 	if ev.Source == stage {
 		audit.Outcome = store.OutcomeSkippedEcho
 		audit.Detail = "source is the target itself: not sent back"
-		return r.skip(ctx, log, audit, ev)
+		return r.skip(ctx, r.store, log, audit, ev)
 	}
 	// The guard reads the last delivered version, delivers and audits: a
 	// check-then-act that must not interleave with another delivery of the
@@ -150,8 +150,8 @@ func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string
 		got  string
 		derr error
 	)
-	lerr := r.store.Exclusive(ctx, "deliver:"+stage+":"+ev.RecordType+":"+ev.RecordID, lockWait, func(ctx context.Context) error {
-		got, derr = r.guardedDeliver(ctx, log, audit, ev)
+	lerr := r.store.Exclusive(ctx, "deliver:"+stage+":"+ev.RecordType+":"+ev.RecordID, lockWait, func(ctx context.Context, l store.Locked) error {
+		got, derr = r.guardedDeliver(ctx, l, log, audit, ev)
 		return nil
 	})
 	if lerr != nil {
@@ -168,9 +168,9 @@ const lockWait = 60 * time.Second
 
 // guardedDeliver is the regression guard and the delivery, run under the
 // record's delivery lock.
-func (r *Runner) guardedDeliver(ctx context.Context, log *slog.Logger, audit store.Audit, ev event.Merged) (string, error) {
+func (r *Runner) guardedDeliver(ctx context.Context, l store.Locked, log *slog.Logger, audit store.Audit, ev event.Merged) (string, error) {
 	stage := r.target.Name()
-	last, err := r.store.LastDelivered(ctx, ev.RecordType, ev.RecordID, stage)
+	last, err := l.LastDelivered(ctx, ev.RecordType, ev.RecordID, stage)
 	if err != nil {
 		f := r.fail(failure.Retryable(stage, ReasonStoreUnavailable, fmt.Sprintf("read last delivery: %v", err)), ev)
 		log.WarnContext(ctx, "delivery failed", "reason", f.Reason, "retryable", true, "detail", f.Detail)
@@ -180,13 +180,13 @@ func (r *Runner) guardedDeliver(ctx context.Context, log *slog.Logger, audit sto
 	case last > ev.Version:
 		audit.Outcome = store.OutcomeStale
 		audit.Detail = fmt.Sprintf("version %d already delivered: delivering %d would regress the target", last, ev.Version)
-		return r.skip(ctx, log, audit, ev)
+		return r.skip(ctx, l, log, audit, ev)
 	case last == ev.Version:
 		// A redelivery of what the target already has: skipping keeps the
 		// sink idempotent even for a target without idempotency keys.
 		audit.Outcome = store.OutcomeDuplicate
 		audit.Detail = fmt.Sprintf("version %d already delivered", last)
-		return r.skip(ctx, log, audit, ev)
+		return r.skip(ctx, l, log, audit, ev)
 	}
 
 	derr := r.target.Deliver(ctx, ev)
@@ -198,7 +198,7 @@ func (r *Runner) guardedDeliver(ctx context.Context, log *slog.Logger, audit sto
 		f = r.fail(f, ev)
 		audit.Outcome = store.OutcomeFailed
 		audit.Detail = truncate(f.Reason+": "+f.Detail, maxAuditDetail)
-		if aerr := r.store.AppendAudit(ctx, audit); aerr != nil {
+		if aerr := l.AppendAudit(ctx, audit); aerr != nil {
 			// The failure is what matters: it goes to the error topic either
 			// way; a missing `failed` row loses history, not data.
 			log.ErrorContext(ctx, "audit of failed delivery not written", "error", r.redact(aerr.Error()))
@@ -207,7 +207,7 @@ func (r *Runner) guardedDeliver(ctx context.Context, log *slog.Logger, audit sto
 		return store.OutcomeFailed, f
 	}
 	audit.Outcome = store.OutcomeDelivered
-	if err := r.store.AppendAudit(ctx, audit); err != nil {
+	if err := l.AppendAudit(ctx, audit); err != nil {
 		// The target has the change but the store does not know: report a
 		// retryable failure. The retry delivers again, which both targets
 		// accept (NetSuite upserts by external ID, SuiteX dedups on the
@@ -223,8 +223,8 @@ func (r *Runner) guardedDeliver(ctx context.Context, log *slog.Logger, audit sto
 }
 
 // skip audits a decision not to deliver and acks.
-func (r *Runner) skip(ctx context.Context, log *slog.Logger, a store.Audit, ev event.Merged) (string, error) {
-	if err := r.store.AppendAudit(ctx, a); err != nil {
+func (r *Runner) skip(ctx context.Context, st store.Locked, log *slog.Logger, a store.Audit, ev event.Merged) (string, error) {
+	if err := st.AppendAudit(ctx, a); err != nil {
 		f := r.fail(failure.Retryable(r.target.Name(), ReasonStoreUnavailable,
 			fmt.Sprintf("audit %s: %v", a.Outcome, err)), ev)
 		log.WarnContext(ctx, "skip not audited", "outcome", a.Outcome, "reason", f.Reason, "detail", f.Detail)

@@ -469,3 +469,40 @@ func TestConcurrentDeliveriesNeverRegress(t *testing.T) {
 		t.Errorf("target received %d deliveries (first v%d), want only v5", len(g.calls), g.calls[0].Version)
 	}
 }
+
+// TestDeliveriesDoNotExhaustTheirPool: each delivery holds the record's lock
+// on a pooled connection; with more concurrent deliveries than connections,
+// every one must still complete (the guard's reads and audits use the lock's
+// own connection, not a second one).
+func TestDeliveriesDoNotExhaustTheirPool(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	cfg := db.Cfg
+	cfg.MaxOpenConns = 2
+	conn, closeFn, err := mysql.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := mysql.New(conn, closeFn)
+	defer small.Close()
+	rec := &recorder{name: store.StageSuiteX}
+	r := sink.NewRunner(config.Sandbox, rec, small, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := 0; i < 12; i++ {
+		ev := merged("customer", fmt.Sprintf("POOL-%d", i), "netsuite", 1)
+		appendEvent(t, db.Store, ev)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if out, err := r.Deliver(ctx, msg(t, config.Sandbox, ev)); err != nil || out != store.OutcomeDelivered {
+				t.Errorf("delivery %s: %s, %v", ev.RecordID, out, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if rec.called() != 12 {
+		t.Errorf("%d deliveries reached the target, want 12", rec.called())
+	}
+}

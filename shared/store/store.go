@@ -153,6 +153,12 @@ type Writer interface {
 	AppendAudit(ctx context.Context, a Audit) error
 }
 
+// Locked is what a holder of an Exclusive lock may use.
+type Locked interface {
+	Reader
+	AppendAudit(ctx context.Context, a Audit) error
+}
+
 // Tx is a merge transaction (READ COMMITTED).
 type Tx interface {
 	Reader
@@ -196,7 +202,10 @@ type Store interface {
 	// transaction (the sinks' regression guard: read the last delivered
 	// version, deliver, audit) cannot interleave with another one on the
 	// same key. It waits at most wait for the lock (ErrUnavailable then).
-	Exclusive(ctx context.Context, key string, wait time.Duration, fn func(ctx context.Context) error) error
+	// fn must do its reads and appends through l, which uses the lock's own
+	// connection: taking a second one from the pool while holding the lock
+	// would deadlock once every pooled connection is a lock holder.
+	Exclusive(ctx context.Context, key string, wait time.Duration, fn func(ctx context.Context, l Locked) error) error
 	// Ping checks the database is reachable.
 	Ping(ctx context.Context) error
 	Close() error

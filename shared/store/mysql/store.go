@@ -363,7 +363,7 @@ func wrap(err error, what string) error {
 // most 64 characters, and server-wide: the name is the SHA-256 of the
 // database name and the key, so two backbone databases on one server do not
 // share locks.
-func (s *Store) Exclusive(ctx context.Context, key string, wait time.Duration, fn func(ctx context.Context) error) error {
+func (s *Store) Exclusive(ctx context.Context, key string, wait time.Duration, fn func(ctx context.Context, l store.Locked) error) error {
 	const lockName = "SHA2(CONCAT_WS(':', 'backbone', DATABASE(), ?), 256)"
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
@@ -383,7 +383,7 @@ func (s *Store) Exclusive(ctx context.Context, key string, wait time.Duration, f
 		// connection would release it too.
 		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK("+lockName+")", key)
 	}()
-	return fn(ctx)
+	return fn(ctx, ops{q: conn})
 }
 
 // execRC runs one statement in its own READ COMMITTED transaction.

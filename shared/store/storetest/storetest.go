@@ -512,7 +512,10 @@ func testExclusive(t *testing.T, s store.Store) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := s.Exclusive(ctx, "deliver:suitex:customer:C-1", 10*time.Second, func(ctx context.Context) error {
+			err := s.Exclusive(ctx, "deliver:suitex:customer:C-1", 10*time.Second, func(ctx context.Context, l store.Locked) error {
+				if _, err := l.LastDelivered(ctx, "customer", "C-1", store.StageSuiteX); err != nil {
+					return err
+				}
 				mu.Lock()
 				inside++
 				if inside > 1 {
@@ -536,13 +539,13 @@ func testExclusive(t *testing.T, s store.Store) {
 	}
 	// A held key times out for another holder; a different key does not.
 	boom := errors.New("inner")
-	err := s.Exclusive(ctx, "k1", time.Second, func(ctx context.Context) error {
-		if err := s.Exclusive(ctx, "k2", time.Second, func(context.Context) error { return nil }); err != nil {
+	err := s.Exclusive(ctx, "k1", time.Second, func(ctx context.Context, _ store.Locked) error {
+		if err := s.Exclusive(ctx, "k2", time.Second, func(context.Context, store.Locked) error { return nil }); err != nil {
 			return fmt.Errorf("other key waited: %w", err)
 		}
 		done := make(chan error, 1)
 		go func() {
-			done <- s.Exclusive(context.Background(), "k1", time.Second, func(context.Context) error { return nil })
+			done <- s.Exclusive(context.Background(), "k1", time.Second, func(context.Context, store.Locked) error { return nil })
 		}()
 		if err := <-done; !errors.Is(err, store.ErrUnavailable) {
 			return fmt.Errorf("held key granted twice: %v", err)
@@ -553,7 +556,7 @@ func testExclusive(t *testing.T, s store.Store) {
 		t.Errorf("Exclusive = %v, want fn's error", err)
 	}
 	// Released after fn: the key is free again.
-	if err := s.Exclusive(ctx, "k1", time.Second, func(context.Context) error { return nil }); err != nil {
+	if err := s.Exclusive(ctx, "k1", time.Second, func(context.Context, store.Locked) error { return nil }); err != nil {
 		t.Errorf("key not released: %v", err)
 	}
 }

@@ -1,0 +1,318 @@
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// RawLimit is mode (a): the merge transaction's irreducible database work
+// with no backbone around it, written with plain database/sql against the
+// backbone's schema. Per event, in one READ COMMITTED transaction (as the
+// store runs it):
+//
+//	SELECT … FOR UPDATE   the record's newest event (idx_events_aggregate)
+//	SELECT                the dedup probe (idx_audit_fingerprint)
+//	INSERT events         the event
+//	INSERT event_audit_log its audit row
+//	COMMIT
+//
+// Nothing else: no JSON decoding, no state, no publish, no outbox flag.
+type RawLimit struct {
+	db      *sql.DB
+	variant Variant
+	shape   sqlShape
+	// flag sets processed = 1 (VariantMergeSQL, VariantProposed): the
+	// store's own MarkProcessed, so the flag costs what it costs in the
+	// store (group-committed across concurrent merges); nil sends one
+	// autocommit UPDATE per event.
+	flag func(ctx context.Context, id string) error
+}
+
+// sqlShape is what a merge-SQL event sends beyond the raw transaction.
+type sqlShape struct {
+	headState  bool // the head query LEFT JOINs the audit row for its state
+	idProbe    bool // SELECT by event id
+	fpJoin     bool // the fingerprint probe joins events (else a bare probe)
+	gate       bool // the outbox gate reads the previous event
+	auditState bool // the audit row carries the state document
+	flag       bool // UPDATE processed = 1 after the commit
+	// proposed: the head query returns the head's id and processed too, and
+	// one UNION ALL query probes id and fingerprint (replaces idProbe,
+	// fpJoin and gate).
+	proposed bool
+}
+
+var shapes = map[Variant]sqlShape{
+	VariantMergeSQL:       {headState: true, idProbe: true, fpJoin: true, gate: true, auditState: true, flag: true},
+	VariantMergeSQLNoFlag: {headState: true, idProbe: true, fpJoin: true, gate: true, auditState: true},
+	VariantProposed:       {headState: true, auditState: true, proposed: true, flag: true},
+}
+
+// Variant selects the SQL one event sends.
+type Variant int
+
+const (
+	// VariantRaw is mode (a): lock, dedup probe, two inserts, commit.
+	VariantRaw Variant = iota
+	// VariantMergeSQL is every statement the merge engine sends for an
+	// accepted event, in its order and shape, with no Go work around them:
+	// the head with its folded state (LEFT JOIN, FOR UPDATE), the id and
+	// fingerprint probes, the outbox gate's read of the previous event, the
+	// inserts (the audit row carrying a state document of the engine's
+	// size), COMMIT, then the outbox flag (WithFlag). It mirrors
+	// store/mysql's statements: a diagnosis of how much of (b) is SQL, not a
+	// contract.
+	VariantMergeSQL
+	// VariantMergeSQLNoFlag is VariantMergeSQL without the outbox flag
+	// update: what the second durable commit per event costs.
+	VariantMergeSQLNoFlag
+	// VariantProposed is the SQL the merge would send with the fixes
+	// docs/bench.md proposes: the head query also returns the newest
+	// event's id and processed flag (no separate outbox-gate read), one
+	// probe for id and fingerprint (UNION ALL); the flag as in
+	// VariantMergeSQL.
+	VariantProposed
+)
+
+// NewRawLimit uses db (its DSN should be the store's normalised one, see
+// store/mysql.DSN, so the driver behaves as the store's does).
+func NewRawLimit(db *sql.DB) *RawLimit { return &RawLimit{db: db} }
+
+// WithVariant returns the same runner sending v's statements.
+func (r *RawLimit) WithVariant(v Variant) *RawLimit {
+	return &RawLimit{db: r.db, variant: v, shape: shapes[v], flag: r.flag}
+}
+
+// WithFlag returns the same runner setting the outbox flag with flag (the
+// store's MarkProcessed).
+func (r *RawLimit) WithFlag(flag func(ctx context.Context, id string) error) *RawLimit {
+	c := *r
+	c.flag = flag
+	return &c
+}
+
+// Op returns the closed-loop operation of one worker; prefix makes its
+// records unique in the run.
+func (r *RawLimit) Op(prefix string, worker int) Op {
+	s := NewStream(prefix, SourceOf(worker), RecordsPerWorker)
+	last := map[string]string{} // record -> newest event id (the outbox gate reads it)
+	return func(ctx context.Context) error {
+		e := s.Next()
+		var err error
+		if r.variant == VariantRaw {
+			err = r.event(ctx, e)
+		} else {
+			err = r.mergeSQL(ctx, e, last)
+		}
+		s.Done(err == nil)
+		return err
+	}
+}
+
+func (r *RawLimit) event(ctx context.Context, e Event) (err error) {
+	id := uuid.NewString()
+	data := e.Raw(id)
+	sum := sha256.Sum256(data)
+	fp := hex.EncodeToString(sum[:])
+	tx, err := r.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return fmt.Errorf("raw limit: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	var head uint64
+	err = tx.QueryRowContext(ctx, "SELECT base_version FROM events WHERE record_type = ? AND record_id = ? ORDER BY base_version DESC LIMIT 1 FOR UPDATE",
+		RecordType, e.RecordID).Scan(&head)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if e.Base != 0 {
+			return fmt.Errorf("raw limit: record %s has no events, expected version %d", e.RecordID, e.Base)
+		}
+	case err != nil:
+		return fmt.Errorf("raw limit: lock record %s: %w", e.RecordID, err)
+	case head+1 != e.Base:
+		return fmt.Errorf("raw limit: record %s is at version %d, expected %d", e.RecordID, head+1, e.Base)
+	}
+	var dup sql.NullString
+	err = tx.QueryRowContext(ctx, "SELECT event_id FROM event_audit_log WHERE fingerprint = ? LIMIT 1", fp).Scan(&dup)
+	if err == nil {
+		return fmt.Errorf("raw limit: fingerprint %s already stored", fp)
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("raw limit: dedup probe: %w", err)
+	}
+	changes := fmt.Sprintf(`{"email":"%s-%d@example.com","phone":"+1-555-%07d"}`, e.RecordID, e.Seq, e.Seq)
+	if _, err = tx.ExecContext(ctx, "INSERT INTO events (id, record_type, record_id, source, `timestamp`, base_version, changes, processed) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+		id, RecordType, e.RecordID, e.Source, time.Now().UTC().Truncate(time.Microsecond), e.Base, changes); err != nil {
+		return fmt.Errorf("raw limit: insert event: %w", err)
+	}
+	if _, err = tx.ExecContext(ctx, "INSERT INTO event_audit_log (id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, version) VALUES (?, ?, ?, ?, ?, 'accepted', 'merge', ?)",
+		uuid.NewString(), id, fp, RecordType, e.RecordID, e.Base+1); err != nil {
+		return fmt.Errorf("raw limit: insert audit: %w", err)
+	}
+	if err = tx.Commit(); err != nil {
+		return fmt.Errorf("raw limit: commit: %w", err)
+	}
+	return nil
+}
+
+// The store's statements (store/mysql), for VariantMergeSQL.
+const (
+	accepted   = "('accepted','merged')"
+	eventCols  = "id, record_type, record_id, source, `timestamp`, base_version, changes, full_snapshot_ref, processed, created_at"
+	eventColsE = "e.id, e.record_type, e.record_id, e.source, e.`timestamp`, e.base_version, e.changes, e.full_snapshot_ref, e.processed, e.created_at"
+	headSQL    = "SELECT e.base_version, a.state FROM events e LEFT JOIN event_audit_log a ON a.event_id = e.id AND a.processing_outcome IN " + accepted +
+		" WHERE e.record_type = ? AND e.record_id = ? ORDER BY e.base_version DESC LIMIT 1 FOR UPDATE"
+	byIDSQL = "SELECT " + eventCols + " FROM events WHERE id = ?"
+	byFPSQL = "SELECT " + eventColsE + " FROM event_audit_log a JOIN events e ON e.id = a.event_id WHERE a.fingerprint = ? AND a.processing_outcome IN " +
+		accepted + " LIMIT 1"
+	// The proposed statements (VariantProposed).
+	headFullSQL = "SELECT e.base_version, e.id, e.processed, a.state FROM events e LEFT JOIN event_audit_log a ON a.event_id = e.id AND a.processing_outcome IN " +
+		accepted + " WHERE e.record_type = ? AND e.record_id = ? ORDER BY e.base_version DESC LIMIT 1 FOR UPDATE"
+	probeSQL = "(SELECT 'id' AS hit, " + eventCols + " FROM events WHERE id = ?) UNION ALL (SELECT 'fingerprint', " + eventColsE +
+		" FROM event_audit_log a JOIN events e ON e.id = a.event_id WHERE a.fingerprint = ? AND a.processing_outcome IN " + accepted + " LIMIT 1)"
+)
+
+func (r *RawLimit) mergeSQL(ctx context.Context, e Event, last map[string]string) (err error) {
+	sh := r.shape
+	id := uuid.NewString()
+	data := e.Raw(id)
+	sum := sha256.Sum256(data)
+	fp := hex.EncodeToString(sum[:])
+	tx, err := r.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return fmt.Errorf("merge sql: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	probe := func(q string, args ...any) error {
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("merge sql: %w", err)
+		}
+		for rows.Next() {
+		}
+		return errors.Join(rows.Err(), rows.Close())
+	}
+	head := "SELECT base_version FROM events WHERE record_type = ? AND record_id = ? ORDER BY base_version DESC LIMIT 1 FOR UPDATE"
+	switch {
+	case sh.proposed:
+		head = headFullSQL
+	case sh.headState:
+		head = headSQL
+	}
+	if err = probe(head, RecordType, e.RecordID); err != nil {
+		return err
+	}
+	if sh.idProbe {
+		if err = probe(byIDSQL, id); err != nil {
+			return err
+		}
+	}
+	switch {
+	case sh.proposed:
+		err = probe(probeSQL, id, fp)
+	case sh.fpJoin:
+		err = probe(byFPSQL, fp)
+	default:
+		err = probe("SELECT event_id FROM event_audit_log WHERE fingerprint = ? LIMIT 1", fp)
+	}
+	if err != nil {
+		return err
+	}
+	if prev := last[e.RecordID]; sh.gate && prev != "" {
+		if err = probe(byIDSQL, prev); err != nil {
+			return err
+		}
+	}
+	ts := time.Now().UTC().Truncate(time.Microsecond)
+	changes := fmt.Sprintf(`{"email":"%s-%d@example.com","phone":"+1-555-%07d"}`, e.RecordID, e.Seq, e.Seq)
+	if _, err = tx.ExecContext(ctx, "INSERT INTO events (id, record_type, record_id, source, `timestamp`, base_version, changes, full_snapshot_ref, processed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		id, RecordType, e.RecordID, e.Source, ts, e.Base, changes, nil, false); err != nil {
+		return fmt.Errorf("merge sql: insert event: %w", err)
+	}
+	var st any
+	if sh.auditState {
+		// A folded state of the engine's shape and size for two fields.
+		field := func(v string) string {
+			return fmt.Sprintf(`{"value":%q,"version":%d,"source":%q,"timestamp":%q,"by_source":{%q:%d}}`, v, e.Base+1, e.Source, ts.Format(time.RFC3339Nano), e.Source, e.Base+1)
+		}
+		st = fmt.Sprintf(`{"format":1,"version":%d,"event_id":%q,"fields":{"email":%s,"phone":%s}}`, e.Base+1, id,
+			field(fmt.Sprintf("%s-%d@example.com", e.RecordID, e.Seq)), field(fmt.Sprintf("+1-555-%07d", e.Seq)))
+	}
+	if _, err = tx.ExecContext(ctx, "INSERT INTO event_audit_log (id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, message_id, version, detail, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		uuid.NewString(), id, fp, RecordType, e.RecordID, "accepted", "merge", id, e.Base+1, nil, st); err != nil {
+		return fmt.Errorf("merge sql: insert audit: %w", err)
+	}
+	if err = tx.Commit(); err != nil {
+		return fmt.Errorf("merge sql: commit: %w", err)
+	}
+	last[e.RecordID] = id
+	if sh.flag {
+		if r.flag != nil {
+			err = r.flag(ctx, id)
+		} else {
+			_, err = r.db.ExecContext(ctx, "UPDATE events SET processed = 1 WHERE id = ? AND processed = 0", id)
+		}
+		if err != nil {
+			return fmt.Errorf("merge sql: mark processed: %w", err)
+		}
+	}
+	return nil
+}
+
+// RunN does exactly n events with conc workers (newOp called once per
+// worker) and returns how many succeeded and the first error: the counted
+// passes, where the number of events matters, not the time.
+func RunN(ctx context.Context, conc, n int, newOp func(worker int) Op) (int, error) {
+	var (
+		mu        sync.Mutex
+		next      int
+		succeeded int
+		firstErr  error
+		wg        sync.WaitGroup
+	)
+	take := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if next >= n {
+			return false
+		}
+		next++
+		return true
+	}
+	for w := range conc {
+		op := newOp(w)
+		wg.Go(func() {
+			for ctx.Err() == nil && take() {
+				err := op(ctx)
+				mu.Lock()
+				if err == nil {
+					succeeded++
+				} else if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	return succeeded, firstErr
+}

@@ -1,0 +1,95 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"testing"
+
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/backbone-sync/backbone/shared/store/mysql"
+	"github.com/backbone-sync/backbone/shared/testdb"
+)
+
+// TestRawLimitVariants runs every variant of the raw limit on the real
+// server and pins what each sends: one worker, 16 events over its 4
+// records, so 4 events start a record and 12 extend one.
+func TestRawLimitVariants(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	mc, err := gomysql.ParseDSN(d.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := StartProxy(mc.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	dsn, err := WithAddr(d.DSN, p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := mysql.DSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("mysql", n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	ctx := context.Background()
+	if err := db.PingContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const events = 16
+	cases := []struct {
+		name       string
+		variant    Variant
+		statements int64 // for the 16 events
+		commits    int64
+		processed  int // events left processed = 1
+	}{
+		// SET TRANSACTION, START, lock, probe, 2 inserts, COMMIT.
+		{"raw", VariantRaw, 7 * events, events, 0},
+		// + id probe, + the outbox-gate read for the 12 events on existing
+		// records, + the flag through the store: alone (one worker) each
+		// flag is a READ COMMITTED transaction of its own (4 statements,
+		// one commit).
+		{"merge sql", VariantMergeSQL, 7*events + events + 12 + 4*events, 2 * events, events},
+		{"merge sql without flag", VariantMergeSQLNoFlag, 7*events + events + 12, events, 0},
+		// One probe for id and fingerprint, no gate read; the flag.
+		{"proposed", VariantProposed, 7*events + 4*events, 2 * events, events},
+	}
+	raw := NewRawLimit(db).WithFlag(mysql.New(db, func() error { return nil }).MarkProcessed)
+	for i, c := range cases {
+		r := raw
+		if c.variant != VariantRaw {
+			r = raw.WithVariant(c.variant)
+		}
+		prefix := fmt.Sprintf("v%d", i)
+		before := p.Counts()
+		got, err := RunN(ctx, 1, events, func(w int) Op { return r.Op(fmt.Sprintf("%s-w%d", prefix, w), w) })
+		if err != nil || got != events {
+			t.Fatalf("%s: %d events, %v", c.name, got, err)
+		}
+		delta := p.Counts().Sub(before)
+		if delta.Statements != c.statements || delta.Commits != c.commits {
+			t.Errorf("%s: %d statements, %d durable commits; want %d, %d (%v)", c.name, delta.Statements, delta.Commits, c.statements, c.commits, delta.ByKind)
+		}
+		var stored, processed int
+		if err := d.Root.QueryRowContext(ctx, "SELECT COUNT(*), COALESCE(SUM(processed), 0) FROM events WHERE record_id LIKE ?", prefix+"-%").Scan(&stored, &processed); err != nil {
+			t.Fatal(err)
+		}
+		var chains int
+		if err := d.Root.QueryRowContext(ctx, "SELECT COUNT(*) FROM events WHERE record_id LIKE ? AND base_version = 1", prefix+"-%").Scan(&chains); err != nil {
+			t.Fatal(err)
+		}
+		if stored != events || processed != c.processed || chains != RecordsPerWorker {
+			t.Errorf("%s: %d events stored (%d processed, %d at version 2); want %d (%d, %d)", c.name, stored, processed, chains, events, c.processed, RecordsPerWorker)
+		}
+	}
+}

@@ -1,0 +1,247 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/event"
+	"github.com/backbone-sync/backbone/shared/merge"
+	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/store"
+)
+
+// ScalePoint is the cost of a merge on records with a given history.
+type ScalePoint struct {
+	PriorEvents int        `json:"prior_events"`
+	Records     int        `json:"records"`
+	Latency     Latency    `json:"latency"`
+	Statements  Statements `json:"statements"`
+}
+
+// Scale is the history-length curve.
+type Scale struct {
+	Points []ScalePoint `json:"points"`
+	// Ratio is the mean merge cost at the longest history over the
+	// shortest; RatioP50 the same for the medians.
+	Ratio    float64 `json:"ratio_mean"`
+	RatioP50 float64 `json:"ratio_p50"`
+	// SeedSeconds is how long seeding the histories took.
+	SeedSeconds float64 `json:"seed_seconds"`
+	// Rebuilds counts the engine's warnings during the measured merges (a
+	// rebuilt state, anything unexpected): it must be 0, or the curve did
+	// not measure the normal path.
+	Warnings     int    `json:"engine_warnings"`
+	FirstWarning string `json:"first_warning,omitempty"`
+}
+
+// ScaleOptions configure MeasureScale.
+type ScaleOptions struct {
+	Priors  []int // histories, e.g. 10, 1000, 10000
+	Records int   // records per history length
+	Merges  int   // measured merges per history length
+	Counted int   // merges per history length in the counted pass
+	Env     config.Env
+	Sources []string
+}
+
+// MeasureScale seeds records with each history length through db (bulk
+// inserts), then merges on them one at a time through the engine over st and
+// times each merge. Publishing is a no-op here: its cost does not depend on
+// the history, and leaving it out keeps the ratio about the store.
+//
+// Each record's history alternates NetSuite and SuiteX, both changing email,
+// and every event was delivered to the other system — so each measured
+// merge (the other source's turn, as in the history) has an echo candidate
+// and runs the delivery lookup too: the most history-dependent path.
+//
+// Seeding stores no folded state (the engine's private format is the
+// engine's business): the first merge of each record, not timed, makes the
+// engine rebuild the state from the events and store it, as it does for
+// events appended by another tool. From then on it is the normal path.
+// counted, if set, is the same engine over a counting connection; proxy
+// counts its statements.
+func MeasureScale(ctx context.Context, db *sql.DB, st, counted store.Store, proxy *Proxy, o ScaleOptions) (Scale, error) {
+	var sc Scale
+	type rec struct {
+		id      string
+		version uint64
+	}
+	levels := make([][]*rec, len(o.Priors))
+	start := time.Now()
+	for i, p := range o.Priors {
+		for k := range o.Records {
+			r := &rec{id: fmt.Sprintf("scale-%d-%d", p, k), version: uint64(p)}
+			if err := seedHistory(ctx, db, r.id, p); err != nil {
+				return sc, err
+			}
+			levels[i] = append(levels[i], r)
+		}
+	}
+	sc.SeedSeconds = round3(time.Since(start).Seconds())
+
+	warn := &warnCounter{}
+	log := slog.New(warn)
+	nop := publish.Guard(o.Env, publish.Func(func(context.Context, string, publish.Message) (string, error) { return "nop", nil }))
+	eng := merge.New(st, nop, o.Env, o.Sources, log)
+	seq := 0
+	one := func(eng *merge.Engine, st store.Store, r *rec) (time.Duration, error) {
+		seq++
+		src, other := "netsuite", "suitex"
+		if r.version%2 == 1 {
+			src, other = "suitex", "netsuite"
+		}
+		e := Event{RecordID: r.id, Source: src, Base: r.version, Seq: seq}
+		m := message.Message{Data: e.Raw(uuid.NewString()), ID: fmt.Sprintf("scale-%d", seq), Attributes: map[string]string{}}
+		t := time.Now()
+		res, err := eng.Process(ctx, m)
+		d := time.Since(t)
+		if err != nil {
+			return d, fmt.Errorf("merge on %s (history %d): %w", r.id, r.version, err)
+		}
+		if res.Outcome != store.OutcomeAccepted && res.Outcome != store.OutcomeMerged {
+			return d, fmt.Errorf("merge on %s (history %d): outcome %s, want accepted", r.id, r.version, res.Outcome)
+		}
+		r.version++
+		// What the other system's sink records: keeps the history as the
+		// seed made it (not timed).
+		err = st.AppendAudit(ctx, store.Audit{EventID: res.EventID, Fingerprint: res.Fingerprint, RecordType: RecordType,
+			RecordID: r.id, Outcome: store.OutcomeDelivered, Stage: other, Version: res.Version})
+		return d, err
+	}
+	// Warm-up: one merge per record (rebuilds and stores the state).
+	for _, lv := range levels {
+		for _, r := range lv {
+			if _, err := one(eng, st, r); err != nil {
+				return sc, err
+			}
+		}
+	}
+	warn.reset()
+	lat := make([][]time.Duration, len(levels))
+	for i := range o.Merges {
+		// Interleave the history lengths, rotating who goes first, so that
+		// background noise on a shared machine falls on all of them alike.
+		for j := range levels {
+			k := (i + j) % len(levels)
+			r := levels[k][i%len(levels[k])]
+			d, err := one(eng, st, r)
+			if err != nil {
+				return sc, err
+			}
+			lat[k] = append(lat[k], d)
+		}
+	}
+	sc.Warnings, sc.FirstWarning = warn.get()
+	for k, p := range o.Priors {
+		sc.Points = append(sc.Points, ScalePoint{PriorEvents: p, Records: o.Records, Latency: Summarize(lat[k])})
+	}
+	if counted != nil && proxy != nil && o.Counted > 0 {
+		ceng := merge.New(counted, nop, o.Env, o.Sources, log)
+		for k := range levels {
+			before := proxy.Counts()
+			for i := range o.Counted {
+				// The counted store writes the delivery row too: take it
+				// out of the count below by counting it separately.
+				if _, err := one(ceng, counted, levels[k][i%len(levels[k])]); err != nil {
+					return sc, err
+				}
+			}
+			d := proxy.Counts().Sub(before)
+			// One autocommit INSERT per merge is the simulated delivery.
+			d.Statements -= int64(o.Counted)
+			d.Commits -= int64(o.Counted)
+			d.ByKind["INSERT"] -= int64(o.Counted)
+			s, err := PerEvent(d, o.Counted)
+			if err != nil {
+				return sc, err
+			}
+			sc.Points[k].Statements = s
+		}
+	}
+	if n := len(sc.Points); n >= 2 && sc.Points[0].Latency.MeanMS > 0 && sc.Points[0].Latency.P50MS > 0 {
+		sc.Ratio = round3(sc.Points[n-1].Latency.MeanMS / sc.Points[0].Latency.MeanMS)
+		sc.RatioP50 = round3(sc.Points[n-1].Latency.P50MS / sc.Points[0].Latency.P50MS)
+	}
+	return sc, nil
+}
+
+// seedHistory appends prior events to record rid in bulk: sources
+// alternating, both changing email and a field of their own, each event
+// audited accepted (no state) and delivered to the other system.
+func seedHistory(ctx context.Context, db *sql.DB, rid string, prior int) error {
+	const batch = 1000
+	ts := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	for from := 0; from < prior; from += batch {
+		to := min(prior, from+batch)
+		var (
+			evRows, auRows []string
+			evArgs, auArgs []any
+		)
+		for v := from; v < to; v++ {
+			src, other, own := "netsuite", "suitex", "credit_limit"
+			if v%2 == 1 {
+				src, other, own = "suitex", "netsuite", "nickname"
+			}
+			id := uuid.NewString()
+			changes := fmt.Sprintf(`{"email":"seed-%d@example.com","%s":%d}`, v, own, v)
+			fp := event.HashHex([]byte(id))
+			evRows = append(evRows, "(?, ?, ?, ?, ?, ?, ?, 1)")
+			evArgs = append(evArgs, id, RecordType, rid, src, ts.Add(time.Duration(v)*time.Second), v, changes)
+			auRows = append(auRows, "(?, ?, ?, ?, ?, 'accepted', 'merge', ?)", "(?, ?, ?, ?, ?, 'delivered', ?, ?)")
+			auArgs = append(auArgs, uuid.NewString(), id, fp, RecordType, rid, v+1,
+				uuid.NewString(), id, fp, RecordType, rid, other, v+1)
+		}
+		if _, err := db.ExecContext(ctx, "INSERT INTO events (id, record_type, record_id, source, `timestamp`, base_version, changes, processed) VALUES "+
+			strings.Join(evRows, ","), evArgs...); err != nil {
+			return fmt.Errorf("seed %s events %d-%d: %w", rid, from, to, err)
+		}
+		if _, err := db.ExecContext(ctx, "INSERT INTO event_audit_log (id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, version) VALUES "+
+			strings.Join(auRows, ","), auArgs...); err != nil {
+			return fmt.Errorf("seed %s audit %d-%d: %w", rid, from, to, err)
+		}
+	}
+	return nil
+}
+
+// warnCounter is a slog handler that counts warnings and errors.
+type warnCounter struct {
+	mu    sync.Mutex
+	n     int
+	first string
+}
+
+func (w *warnCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (w *warnCounter) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n++
+	if w.first == "" {
+		w.first = r.Message
+	}
+	return nil
+}
+
+func (w *warnCounter) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnCounter) WithGroup(string) slog.Handler      { return w }
+
+func (w *warnCounter) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n, w.first = 0, ""
+}
+
+func (w *warnCounter) get() (int, string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n, w.first
+}
