@@ -228,20 +228,12 @@ func (b *benchSession) scratchDB(ctx context.Context, name string) (rootDSN, wor
 	return rootDSN, workerDSN, err
 }
 
-// openPlain opens dsn with plain database/sql and the store's session
-// settings (UTC, utf8mb4, client-side interpolation).
+// openPlain opens dsn as a plain *sql.DB with the store's session settings
+// (UTC, utf8mb4, client-side interpolation, READ COMMITTED per session), so
+// the raw limit does the same transactional work on the same connections.
 func openPlain(dsn string, conns int) (*sql.DB, error) {
-	n, err := mysql.DSN(dsn)
-	if err != nil {
-		return nil, err
-	}
-	db, err := sql.Open("mysql", n)
-	if err != nil {
-		return nil, err
-	}
-	db.SetMaxOpenConns(conns)
-	db.SetMaxIdleConns(conns)
-	return db, nil
+	db, _, err := mysql.Open(context.Background(), config.DB{DSN: dsn, MaxOpenConns: conns})
+	return db, err
 }
 
 // refusedConnections reads the server's count of connections refused for

@@ -5,6 +5,7 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net"
@@ -68,7 +69,7 @@ func Open(ctx context.Context, c config.DB) (db *sql.DB, closeAll func() error, 
 		_ = cleanup()
 		return nil, nil, fmt.Errorf("event store connector: %w", err)
 	}
-	db = sql.OpenDB(conn)
+	db = sql.OpenDB(readCommitted{conn})
 	maxOpen := c.MaxOpenConns
 	if maxOpen <= 0 {
 		maxOpen = 8
@@ -81,6 +82,32 @@ func Open(ctx context.Context, c config.DB) (db *sql.DB, closeAll func() error, 
 	db.SetConnMaxLifetime(30 * time.Minute)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	return db, func() error { return errors.Join(db.Close(), cleanup()) }, nil
+}
+
+// readCommitted sets READ COMMITTED once per connection, when it is opened.
+// Every transaction of the store wants it (SPEC §5: REPEATABLE READ's gap
+// locks deadlock concurrent appends), and setting it per transaction costs a
+// round trip each (SET TRANSACTION before START TRANSACTION). The statement
+// is standard SQL on MySQL 8 and MariaDB; the variable's name differs
+// between them (transaction_isolation, tx_isolation), so it cannot go in the
+// DSN.
+type readCommitted struct{ driver.Connector }
+
+func (c readCommitted) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ex, ok := conn.(driver.ExecerContext)
+	if !ok {
+		_ = conn.Close()
+		return nil, errors.New("mysql driver connection cannot execute statements")
+	}
+	if _, err := ex.ExecContext(ctx, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", nil); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("set READ COMMITTED: %w", err)
+	}
+	return conn, nil
 }
 
 // normalise forces the session settings the store relies on, whatever the

@@ -319,7 +319,8 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx store.
 }
 
 func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) (err error) {
-	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	// READ COMMITTED is the session's level (set once per connection).
+	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return wrap(err, "begin")
 	}
@@ -388,7 +389,7 @@ func (s *Store) Exclusive(ctx context.Context, key string, wait time.Duration, f
 
 // execRC runs one statement in its own READ COMMITTED transaction.
 func (s *Store) execRC(ctx context.Context, q string, args ...any) error {
-	t, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	t, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}

@@ -22,3 +22,17 @@ func TestConformanceSyncWorker(t *testing.T) {
 		return s
 	})
 }
+
+// Every pooled connection runs READ COMMITTED (set once when it opens).
+func TestSessionsAreReadCommitted(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	var level string
+	err := d.Store.DB().QueryRow("SELECT @@transaction_isolation").Scan(&level)
+	if err != nil { // MariaDB before 11.1 names it tx_isolation
+		err = d.Store.DB().QueryRow("SELECT @@tx_isolation").Scan(&level)
+	}
+	if err != nil || level != "READ-COMMITTED" {
+		t.Errorf("session isolation %q, %v; want READ-COMMITTED", level, err)
+	}
+}
