@@ -122,7 +122,7 @@ func (r *RawLimit) event(ctx context.Context, e Event) (err error) {
 	data := e.Raw(id)
 	sum := sha256.Sum256(data)
 	fp := hex.EncodeToString(sum[:])
-	tx, err := r.db.BeginTx(ctx, nil) // READ COMMITTED is the session level (mysql.Open), as for the store
+	tx, err := r.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return fmt.Errorf("raw limit: begin: %w", err)
 	}
@@ -190,7 +190,7 @@ func (r *RawLimit) mergeSQL(ctx context.Context, e Event, last map[string]string
 	data := e.Raw(id)
 	sum := sha256.Sum256(data)
 	fp := hex.EncodeToString(sum[:])
-	tx, err := r.db.BeginTx(ctx, nil) // READ COMMITTED is the session level (mysql.Open), as for the store
+	tx, err := r.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return fmt.Errorf("merge sql: begin: %w", err)
 	}

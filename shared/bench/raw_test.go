@@ -53,16 +53,16 @@ func TestRawLimitVariants(t *testing.T) {
 		commits    int64
 		processed  int // events left processed = 1
 	}{
-		// START, lock, probe, 2 inserts, COMMIT (READ COMMITTED is the
-		// session's level, set when the connection opened).
-		{"raw", VariantRaw, 6 * events, events, 0},
+		// SET TRANSACTION, START, lock, probe, 2 inserts, COMMIT.
+		{"raw", VariantRaw, 7 * events, events, 0},
 		// + id probe, + the outbox-gate read for the 12 events on existing
 		// records, + the flag through the store: alone (one worker) each
-		// flag is a transaction of its own (3 statements, one commit).
-		{"merge sql", VariantMergeSQL, 6*events + events + 12 + 3*events, 2 * events, events},
-		{"merge sql without flag", VariantMergeSQLNoFlag, 6*events + events + 12, events, 0},
+		// flag is a READ COMMITTED transaction of its own (4 statements,
+		// one commit).
+		{"merge sql", VariantMergeSQL, 7*events + events + 12 + 4*events, 2 * events, events},
+		{"merge sql without flag", VariantMergeSQLNoFlag, 7*events + events + 12, events, 0},
 		// One probe for id and fingerprint, no gate read; the flag.
-		{"proposed", VariantProposed, 6*events + 3*events, 2 * events, events},
+		{"proposed", VariantProposed, 7*events + 4*events, 2 * events, events},
 	}
 	raw := NewRawLimit(db).WithFlag(mysql.New(db, func() error { return nil }).MarkProcessed)
 	for i, c := range cases {

@@ -84,13 +84,13 @@ func Open(ctx context.Context, c config.DB) (db *sql.DB, closeAll func() error, 
 	return db, func() error { return errors.Join(db.Close(), cleanup()) }, nil
 }
 
-// readCommitted sets READ COMMITTED once per connection, when it is opened.
-// Every transaction of the store wants it (SPEC §5: REPEATABLE READ's gap
-// locks deadlock concurrent appends), and setting it per transaction costs a
-// round trip each (SET TRANSACTION before START TRANSACTION). The statement
-// is standard SQL on MySQL 8 and MariaDB; the variable's name differs
-// between them (transaction_isolation, tx_isolation), so it cannot go in the
-// DSN.
+// readCommitted sets READ COMMITTED once per connection, when it is opened,
+// so that single statements outside the store's transactions (the outbox
+// flag, tools) avoid REPEATABLE READ's gap locks too (SPEC §5). The store's
+// transactions still ask for it explicitly, as a pool may come from
+// elsewhere. The statement is standard SQL on MySQL 8 and MariaDB; the
+// variable's name differs between them (transaction_isolation,
+// tx_isolation), so it cannot go in the DSN.
 type readCommitted struct{ driver.Connector }
 
 func (c readCommitted) Connect(ctx context.Context) (driver.Conn, error) {

@@ -319,8 +319,10 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx store.
 }
 
 func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) (err error) {
-	// READ COMMITTED is the session's level (set once per connection).
-	sqlTx, err := s.db.BeginTx(ctx, nil)
+	// Explicit, although Open also sets it per session: a pool opened
+	// another way (a wrapping or counting connector) must not fall back to
+	// REPEATABLE READ, whose gap locks deadlock concurrent appends.
+	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return wrap(err, "begin")
 	}
@@ -389,7 +391,7 @@ func (s *Store) Exclusive(ctx context.Context, key string, wait time.Duration, f
 
 // execRC runs one statement in its own READ COMMITTED transaction.
 func (s *Store) execRC(ctx context.Context, q string, args ...any) error {
-	t, err := s.db.BeginTx(ctx, nil)
+	t, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return err
 	}
