@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/backbone-sync/backbone/shared/store"
+	"github.com/backbone-sync/backbone/shared/store/storetest"
+	"github.com/backbone-sync/backbone/shared/testdb"
+)
+
+func TestTraceTimeline(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	s := db.Store
+	e := storetest.NewEvent("customer", "T:1", 0, `{"email":"a@example.com"}`)
+	audit := func(a store.Audit) {
+		t.Helper()
+		a.RecordType, a.RecordID = "customer", "T:1"
+		if a.Fingerprint == "" {
+			a.Fingerprint = strings.Repeat("a", 64)
+		}
+		if err := s.AppendAudit(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond) // distinct created_at, so the order is the writing order
+	}
+	if err := s.AppendEvent(ctx, e, store.Audit{Fingerprint: strings.Repeat("b", 64), RecordType: "customer", RecordID: "T:1",
+		Outcome: store.OutcomeAccepted, Stage: store.StageMerge, MessageID: "m1"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	audit(store.Audit{EventID: e.ID, Outcome: store.OutcomeDuplicate, Stage: store.StageMerge, MessageID: "m2", Version: 1})
+	audit(store.Audit{EventID: e.ID, Outcome: store.OutcomeSkippedEcho, Stage: store.StageNetSuite, Version: 1})
+	audit(store.Audit{EventID: e.ID, Outcome: store.OutcomeFailed, Stage: store.StageSuiteX, Version: 1, Detail: "http_503: down"})
+	if _, err := s.AppendDeadLetter(ctx, store.DeadLetter{MessageID: "dl-1", Subscription: "events.error.sandbox-retry-sub", DeliveryAttempts: 5,
+		Stage: "suitex", Reason: "http_503", EventID: e.ID, RecordType: "customer", RecordID: "T:1", Data: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	audit(store.Audit{EventID: e.ID, Outcome: store.OutcomeRedriven, Stage: store.StageRedrive, Version: 1})
+	audit(store.Audit{EventID: e.ID, Outcome: store.OutcomeDelivered, Stage: store.StageSuiteX, Version: 1})
+
+	envs := map[string]string{"EVENT_STORE_DSN": db.DSN}
+	var out, errb bytes.Buffer
+	c := &cli{stdout: &out, stderr: &errb, getenv: func(k string) string { return envs[k] }}
+	// record ids may contain colons: only the first one splits.
+	if code := run(ctx, c, []string{"trace", "customer:T:1"}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	text := out.String()
+	want := []string{"accepted", "duplicate", "skipped_echo", "failed", "suitex/http_503", "redriven", "delivered"}
+	last := -1
+	for _, w := range want {
+		i := strings.Index(text, w)
+		if i < 0 || i < last {
+			t.Fatalf("timeline misses %q or has it out of order:\n%s", w, text)
+		}
+		last = i
+	}
+	if !strings.Contains(text, "version 1") || !strings.Contains(text, `{"email":"a@example.com"}`) {
+		t.Errorf("timeline:\n%s", text)
+	}
+	out.Reset()
+	if code := run(ctx, c, []string{"trace", "--json", "customer:T:1"}); code != 0 {
+		t.Fatalf("--json exit %d: %s", code, errb.String())
+	}
+	var entries []traceEntry
+	if err := json.Unmarshal(out.Bytes(), &entries); err != nil || len(entries) != 7 {
+		t.Fatalf("--json: %d entries, %v\n%s", len(entries), err, out.String())
+	}
+	if code := run(ctx, c, []string{"trace", "customer:nope"}); code != 1 {
+		t.Errorf("unknown record: exit %d, want 1", code)
+	}
+	if code := run(ctx, c, []string{"trace", "no-colon"}); code != 2 {
+		t.Errorf("bad argument: exit %d, want 2", code)
+	}
+}
