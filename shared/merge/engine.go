@@ -429,10 +429,12 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 	// Outbox gate: never store version n+1 while version n is unpublished,
 	// so at most the newest event of a record is ever processed = 0 and the
 	// merged topic sees the record in version order.
-	if st.EventID != "" {
-		prev, err := tx.EventByID(ctx, st.EventID)
+	// The lock's head query read the newest event's flag; only an
+	// unpublished one (rare: a crash or a failed publish) is read whole.
+	if head.NewestID != "" && !head.NewestProcessed {
+		prev, err := tx.EventByID(ctx, head.NewestID)
 		if err != nil {
-			return fmt.Errorf("newest event %s of %s:%s: %w", st.EventID, rt, rid, err)
+			return fmt.Errorf("newest event %s of %s:%s: %w", head.NewestID, rt, rid, err)
 		}
 		if !prev.Processed {
 			d.pending = &prev

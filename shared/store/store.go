@@ -124,6 +124,10 @@ type Head struct {
 	// State is the Audit.State stored with the newest accepted event, nil for
 	// a new record.
 	State json.RawMessage
+	// NewestID and NewestProcessed describe the newest event (empty for a
+	// new record): the merge's outbox gate reads them with the lock.
+	NewestID        string
+	NewestProcessed bool
 }
 
 // Reader holds the queries available both inside and outside a transaction.

@@ -142,23 +142,25 @@ func (o ops) EventByFingerprint(ctx context.Context, fp string) (store.Event, er
 // headQuery reads the newest event of a record and the state stored with it.
 // The descending scan of idx_events_aggregate touches one row whatever the
 // history length.
-const headQuery = "SELECT e.base_version, a.state FROM events e" +
+const headQuery = "SELECT e.base_version, a.state, e.id, e.processed FROM events e" +
 	" LEFT JOIN event_audit_log a ON a.event_id = e.id AND a.processing_outcome IN " + acceptedOutcomes +
 	" WHERE e.record_type = ? AND e.record_id = ? ORDER BY e.base_version DESC LIMIT 1"
 
 func (o ops) head(ctx context.Context, rt, rid, suffix string) (store.Head, error) {
 	var (
-		base  uint64
-		state []byte
+		base      uint64
+		state     []byte
+		id        string
+		processed bool
 	)
-	err := o.q.QueryRowContext(ctx, headQuery+suffix, rt, rid).Scan(&base, &state)
+	err := o.q.QueryRowContext(ctx, headQuery+suffix, rt, rid).Scan(&base, &state, &id, &processed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Head{}, nil
 	}
 	if err != nil {
 		return store.Head{}, wrap(err, "head of "+rt+":"+rid)
 	}
-	h := store.Head{Version: base + 1}
+	h := store.Head{Version: base + 1, NewestID: id, NewestProcessed: processed}
 	if state != nil {
 		h.State = json.RawMessage(state)
 	}

@@ -307,8 +307,14 @@ func testHeadAndHistory(t *testing.T, s store.Store) {
 		}
 	}
 	h, err = s.Head(ctx, "customer", "H-1")
-	if err != nil || h.Version != 5 || string(h.State) != `{"v":5}` {
+	if err != nil || h.Version != 5 || string(h.State) != `{"v":5}` || h.NewestID != ids[4] || h.NewestProcessed {
 		t.Errorf("head = %+v (%s), %v", h, h.State, err)
+	}
+	if err := s.MarkProcessed(ctx, ids[4]); err != nil {
+		t.Fatal(err)
+	}
+	if h, err = s.Head(ctx, "customer", "H-1"); err != nil || !h.NewestProcessed {
+		t.Errorf("head after MarkProcessed = %+v, %v", h, err)
 	}
 	hist, err := s.History(ctx, "customer", "H-1")
 	if err != nil || len(hist) != 5 {
