@@ -332,30 +332,29 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 	}
 
 	// Step 1: duplicates. The same id must carry the same change.
-	if probeID {
-		ev, err := tx.EventByID(ctx, raw.ID)
-		switch {
-		case err == nil:
-			same, err := tx.EventByFingerprint(ctx, fp)
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-			if err == nil && same.ID == ev.ID {
-				return duplicate(ev, "same id and change as an event already stored")
-			}
-			d.outcome = store.OutcomeRejected
-			d.fail = failure.Permanent(event.StageMerge, ReasonIDConflict, fmt.Sprintf(
-				"event id %s is already stored for a different change (%s:%s version %d)", ev.ID, ev.RecordType, ev.RecordID, ev.Version()))
-			d.fail.EventID = ev.ID
-			return audit(store.OutcomeRejected, ReasonIDConflict+": "+d.fail.Detail, "", head.Version)
-		case !errors.Is(err, store.ErrNotFound):
-			return err
-		}
+	// One round trip for both probes: by id (when the id may be stored) and
+	// by fingerprint.
+	probe := raw.ID
+	if !probeID {
+		probe = "" // no event has an empty id
 	}
-	if ev, err := tx.EventByFingerprint(ctx, fp); err == nil {
-		return duplicate(ev, "same change as an event already stored")
-	} else if !errors.Is(err, store.ErrNotFound) {
+	byID, byFP, err := tx.Duplicates(ctx, probe, fp)
+	if err != nil {
 		return err
+	}
+	if byID != nil {
+		ev := *byID
+		if byFP != nil && byFP.ID == ev.ID {
+			return duplicate(ev, "same id and change as an event already stored")
+		}
+		d.outcome = store.OutcomeRejected
+		d.fail = failure.Permanent(event.StageMerge, ReasonIDConflict, fmt.Sprintf(
+			"event id %s is already stored for a different change (%s:%s version %d)", ev.ID, ev.RecordType, ev.RecordID, ev.Version()))
+		d.fail.EventID = ev.ID
+		return audit(store.OutcomeRejected, ReasonIDConflict+": "+d.fail.Detail, "", head.Version)
+	}
+	if byFP != nil {
+		return duplicate(*byFP, "same change as an event already stored")
 	}
 
 	// Step 2: a base ahead of the chain waits for the change before it.

@@ -137,6 +137,9 @@ type Reader interface {
 	// EventByFingerprint returns the accepted event whose raw message had this
 	// fingerprint, or ErrNotFound.
 	EventByFingerprint(ctx context.Context, fingerprint string) (Event, error)
+	// Duplicates looks an event up by id and, in the same round trip, the
+	// accepted event whose raw message had fingerprint: either may be nil.
+	Duplicates(ctx context.Context, id, fingerprint string) (byID, byFingerprint *Event, err error)
 	// Head returns the record's version and folded state (Version 0 for a
 	// new record).
 	Head(ctx context.Context, recordType, recordID string) (Head, error)

@@ -139,6 +139,45 @@ func (o ops) EventByFingerprint(ctx context.Context, fp string) (store.Event, er
 			" WHERE a.fingerprint = ? AND a.processing_outcome IN "+acceptedOutcomes+" LIMIT 1", fp)
 }
 
+// Duplicates runs the id probe and the fingerprint probe as one statement.
+func (o ops) Duplicates(ctx context.Context, id, fp string) (byID, byFP *store.Event, err error) {
+	rows, err := o.q.QueryContext(ctx,
+		"(SELECT 'id', "+eventCols+" FROM events WHERE id = ?)"+
+			" UNION ALL (SELECT 'fp', "+eventColsE+" FROM event_audit_log a JOIN events e ON e.id = a.event_id"+
+			" WHERE a.fingerprint = ? AND a.processing_outcome IN "+acceptedOutcomes+" LIMIT 1)", id, fp)
+	if err != nil {
+		return nil, nil, wrap(err, "duplicate probe for "+id)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind string
+		e, err := scanEvent(prefixed{rows, &kind})
+		if err != nil {
+			return nil, nil, wrap(err, "duplicate probe for "+id)
+		}
+		if kind == "id" {
+			byID = &e
+		} else {
+			byFP = &e
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, wrap(err, "duplicate probe for "+id)
+	}
+	return byID, byFP, nil
+}
+
+// prefixed scans one leading column into kind, then hands the rest to the
+// event scanner.
+type prefixed struct {
+	r    scanner
+	kind *string
+}
+
+func (p prefixed) Scan(dest ...any) error {
+	return p.r.Scan(append([]any{p.kind}, dest...)...)
+}
+
 // headQuery reads the newest event of a record and the state stored with it.
 // The descending scan of idx_events_aggregate touches one row whatever the
 // history length.
@@ -272,6 +311,9 @@ func (s *Store) EventByFingerprint(ctx context.Context, fp string) (store.Event,
 }
 func (s *Store) Head(ctx context.Context, rt, rid string) (store.Head, error) {
 	return s.o().Head(ctx, rt, rid)
+}
+func (s *Store) Duplicates(ctx context.Context, id, fp string) (*store.Event, *store.Event, error) {
+	return s.o().Duplicates(ctx, id, fp)
 }
 func (s *Store) DeliveredTo(ctx context.Context, rt, rid, target string, maxVersion uint64, limit int) ([]store.Event, error) {
 	return s.o().DeliveredTo(ctx, rt, rid, target, maxVersion, limit)

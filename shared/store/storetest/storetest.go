@@ -277,6 +277,22 @@ func testFingerprint(t *testing.T, s store.Store) {
 	if err != nil || got.ID != e.ID {
 		t.Errorf("by fingerprint: %+v, %v", got, err)
 	}
+	// Both probes in one round trip.
+	for _, c := range []struct {
+		id, fp       string
+		wantID, want bool
+	}{
+		{e.ID, fp("raw-1"), true, true},
+		{e.ID, fp("raw-2"), true, false},
+		{"", fp("raw-1"), false, true},
+		{uuid.NewString(), fp("nope"), false, false},
+	} {
+		byID, byFP, err := s.Duplicates(ctx, c.id, c.fp)
+		if err != nil || (byID != nil) != c.wantID || (byFP != nil) != c.want ||
+			(byID != nil && byID.ID != e.ID) || (byFP != nil && byFP.ID != e.ID) {
+			t.Errorf("Duplicates(%q, %q) = %v, %v, %v", c.id, c.fp, byID, byFP, err)
+		}
+	}
 	if _, err := s.EventByFingerprint(ctx, fp("raw-2")); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("rejected fingerprint found: %v", err)
 	}
