@@ -74,7 +74,7 @@ func TestSchemaMatchesSpec(t *testing.T) {
 			{"message_id", "varchar(255)", "YES", "null"},
 			{"version", "bigint(20) unsigned", "YES", "null"},
 			{"detail", "text", "YES", "null"},
-			{"state", "json", "YES", "null"},
+			{"state", "mediumblob", "YES", "null"},
 		},
 	}
 	for table, wantCols := range specs {
