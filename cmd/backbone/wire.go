@@ -90,20 +90,16 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 	}
 	runners := map[string]*sink.Runner{}
 	if need(config.TargetNetSuite) || need(config.TargetRetry) {
-		t, err := nssink.New(cfg.NetSuite, o.netsuite...)
-		if err != nil {
+		if runners[config.TargetNetSuite], err = netsuitefn.Runner(cfg, a.store, log, o.netsuite...); err != nil {
 			_ = a.Close()
-			return nil, fmt.Errorf("%s: %w", config.TargetNetSuite, err)
+			return nil, err
 		}
-		runners[config.TargetNetSuite] = sink.NewRunner(cfg.Env, t, a.store, log)
 	}
 	if need(config.TargetSuiteX) || need(config.TargetRetry) {
-		t, err := sxsink.New(cfg.SuiteX, o.suitex...)
-		if err != nil {
+		if runners[config.TargetSuiteX], err = suitexfn.Runner(cfg, a.store, log, o.suitex...); err != nil {
 			_ = a.Close()
-			return nil, fmt.Errorf("%s: %w", config.TargetSuiteX, err)
+			return nil, err
 		}
-		runners[config.TargetSuiteX] = sink.NewRunner(cfg.Env, t, a.store, log)
 	}
 	for _, t := range targets {
 		flog := log.With("function", t)

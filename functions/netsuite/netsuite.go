@@ -26,10 +26,10 @@ func New(r *sink.Runner, rep sink.Reporter, log *slog.Logger) message.Handler {
 	return sink.Handler(r, rep, log)
 }
 
-// FromConfig is the function's start-up: it checks every NetSuite setting
-// (one error naming all missing variables), builds the target, and wires it
-// to the store and the error topic. pub must be guarded (publish.Guard).
-func FromConfig(cfg config.Config, st store.Store, pub publish.Publisher, log *slog.Logger, opts ...nssink.Option) (message.Handler, error) {
+// Runner checks the NetSuite settings (one error naming every missing
+// variable) and builds the sink runner: the function's own start-up, and
+// Retry's, which re-runs deliveries.
+func Runner(cfg config.Config, st store.Store, log *slog.Logger, opts ...nssink.Option) (*sink.Runner, error) {
 	if err := cfg.RequireNetSuite(); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
@@ -37,6 +37,15 @@ func FromConfig(cfg config.Config, st store.Store, pub publish.Publisher, log *s
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
-	r := sink.NewRunner(cfg.Env, t, st, log)
+	return sink.NewRunner(cfg.Env, t, st, log), nil
+}
+
+// FromConfig is the function's start-up: Runner, wired to the error topic.
+// pub must be guarded (publish.Guard).
+func FromConfig(cfg config.Config, st store.Store, pub publish.Publisher, log *slog.Logger, opts ...nssink.Option) (message.Handler, error) {
+	r, err := Runner(cfg, st, log, opts...)
+	if err != nil {
+		return nil, err
+	}
 	return New(r, failure.NewReporter(cfg.Env, pub), log), nil
 }
