@@ -2,26 +2,31 @@ package main
 
 import (
 	"context"
-	"database/sql"
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
 
-// openDB opens the event store from the environment (EVENT_STORE_DSN or
-// CLOUD_SQL_INSTANCE). It does not need BACKBONE_ENV: migrate and grants run
-// before any environment-specific code.
-func openDB(ctx context.Context, c *cli, dsnFlag string) (*sql.DB, func() error, config.DB, error) {
-	cfg, _ := config.Load(c.getenv) // only the DB part is used; its own errors are checked below
-	if dsnFlag != "" {
-		cfg.DB.DSN = dsnFlag
-	}
+// openStore opens the event store cfg names (EVENT_STORE_DSN, or Cloud SQL
+// through CLOUD_SQL_INSTANCE). Close releases the pool and any dialer.
+func openStore(ctx context.Context, cfg config.Config) (*mysql.Store, error) {
 	if err := cfg.RequireStore(); err != nil {
-		return nil, nil, cfg.DB, err
+		return nil, err
 	}
 	db, closeFn, err := mysql.Open(ctx, cfg.DB)
 	if err != nil {
-		return nil, nil, cfg.DB, err
+		return nil, err
 	}
-	return db, closeFn, cfg.DB, nil
+	return mysql.New(db, closeFn), nil
+}
+
+// storeFromEnv opens the event store from the environment, or from dsnFlag
+// when given. It does not need BACKBONE_ENV: migrate, grants and the
+// read-only operator verbs run without environment-specific code.
+func storeFromEnv(ctx context.Context, c *cli, dsnFlag string) (*mysql.Store, error) {
+	cfg, _ := config.Load(c.getenv) // only the DB part is used; openStore checks it
+	if dsnFlag != "" {
+		cfg.DB.DSN = dsnFlag
+	}
+	return openStore(ctx, cfg)
 }

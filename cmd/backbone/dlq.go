@@ -116,11 +116,7 @@ func (f filterFlags) filter(now time.Time) (store.DeadLetterFilter, error) {
 
 // openArchive opens the event store the dead letters live in.
 func openArchive(ctx context.Context, c *cli, dsn string) (*mysql.Store, error) {
-	db, closeFn, _, err := openDB(ctx, c, dsn)
-	if err != nil {
-		return nil, err
-	}
-	return mysql.New(db, closeFn), nil
+	return storeFromEnv(ctx, c, dsn)
 }
 
 func dlqList(ctx context.Context, c *cli, args []string) error {

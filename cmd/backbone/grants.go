@@ -54,11 +54,12 @@ func runGrants(ctx context.Context, c *cli, args []string) error {
 			return fmt.Errorf("%s is empty: set it to the password of %s", *passEnv, *user)
 		}
 	}
-	db, closeFn, _, err := openDB(ctx, c, *dsn)
+	st, err := storeFromEnv(ctx, c, *dsn)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
+	defer st.Close()
+	db := st.DB()
 	if err := mysql.ApplyGrants(ctx, db, dbName, *user, *host, password); err != nil {
 		return err
 	}

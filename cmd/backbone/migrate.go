@@ -20,11 +20,12 @@ func runMigrate(ctx context.Context, c *cli, args []string) error {
 	if action != "up" && action != "down" && action != "status" {
 		return usagef("unknown action %q: want up, down or status", action)
 	}
-	db, closeFn, _, err := openDB(ctx, c, *dsn)
+	st, err := storeFromEnv(ctx, c, *dsn)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
+	defer st.Close()
+	db := st.DB()
 	m, err := mysql.NewMigrator(db)
 	if err != nil {
 		return err

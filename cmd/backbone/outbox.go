@@ -11,7 +11,6 @@ import (
 	"github.com/backbone-sync/backbone/shared/logging"
 	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/publish"
-	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
 
 const outboxSynopsis = `flush [--older-than 1m] [--limit N] [--dsn DSN]
@@ -52,18 +51,14 @@ func runOutbox(ctx context.Context, c *cli, args []string) error {
 	if *dsn != "" {
 		cfg.DB.DSN = *dsn
 	}
-	if err := cfg.RequireStore(); err != nil {
-		return err
-	}
 	project := projectOrDefault(cfg)
 	if project == "" {
 		return errors.New("GCP_PROJECT is not set: flush publishes to the project's events.merged topic")
 	}
-	db, closeDB, err := mysql.Open(ctx, cfg.DB)
+	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	st := mysql.New(db, closeDB)
 	defer st.Close()
 	ps, err := publish.NewPubSub(ctx, project, cfg.EmulatorHost)
 	if err != nil {

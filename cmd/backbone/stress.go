@@ -13,7 +13,6 @@ import (
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/store/mysql"
 	"github.com/backbone-sync/backbone/shared/stress"
 )
 
@@ -39,14 +38,11 @@ func runStress(ctx context.Context, c *cli, args []string) error {
 	if *dsn != "" {
 		cfg.DB.DSN = *dsn
 	}
-	if err := cfg.RequireStore(); err != nil {
-		return err
-	}
-	db, closeFn, err := mysql.Open(ctx, cfg.DB)
+	s, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	s := mysql.New(db, closeFn)
+	db := s.DB()
 	defer s.Close()
 	o := stress.Options{Appends: *n, Records: *records, Concurrency: *conc}
 	if !*asJSON {

@@ -9,10 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
 
 // traceEntry is one line of a record's timeline.
@@ -42,15 +40,10 @@ func runTrace(ctx context.Context, c *cli, args []string) error {
 	if !ok || rt == "" || rid == "" {
 		return usagef("%q is not RECORD_TYPE:RECORD_ID (e.g. customer:C-1001)", fs.Arg(0))
 	}
-	cfg, _ := config.Load(c.getenv)
-	if err := cfg.RequireStore(); err != nil {
-		return err
-	}
-	db, closeFn, err := mysql.Open(ctx, cfg.DB)
+	s, err := storeFromEnv(ctx, c, "")
 	if err != nil {
 		return err
 	}
-	s := mysql.New(db, closeFn)
 	defer s.Close()
 	entries, err := timeline(ctx, s, rt, rid)
 	if err != nil {

@@ -21,7 +21,6 @@ import (
 	nssink "github.com/backbone-sync/backbone/shared/sink/netsuite"
 	sxsink "github.com/backbone-sync/backbone/shared/sink/suitex"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
 
 // app is the wired backbone: the shared clients and the handlers of the
@@ -70,11 +69,11 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 		return nil, err
 	}
 	a := &app{handlers: map[string]message.Handler{}}
-	db, closeDB, err := mysql.Open(ctx, cfg.DB)
+	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	a.store = mysql.New(db, closeDB)
+	a.store = st
 	a.pubsub = o.pubsub
 	if a.pubsub == nil {
 		if a.pubsub, err = publish.NewPubSub(ctx, projectOrDefault(cfg), cfg.EmulatorHost); err != nil {

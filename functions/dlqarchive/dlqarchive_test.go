@@ -20,6 +20,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/logging"
+	"github.com/backbone-sync/backbone/shared/logging/logtest"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
@@ -34,47 +35,9 @@ const secret = "ada-secret@example.com"
 
 const eventID = "7d0c6b8e-3f5a-4c1e-9b7a-1e2d3c4b5a69"
 
-// syncBuffer is a log sink the handler (server goroutines) and the test
-// share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// lines returns the JSON log lines written so far.
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func errorLines(t *testing.T, logs *logtest.Buffer) []map[string]any {
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line is not JSON: %s", l)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func errorLines(t *testing.T, logs *syncBuffer) []map[string]any {
-	var out []map[string]any
-	for _, l := range logs.lines(t) {
+	for _, l := range logs.Lines(t) {
 		if l["severity"] == "ERROR" {
 			out = append(out, l)
 		}
@@ -83,9 +46,9 @@ func errorLines(t *testing.T, logs *syncBuffer) []map[string]any {
 }
 
 // serve runs DLQArchive over s behind the real push adapter.
-func serve(t *testing.T, s store.Store, opts ...dlqarchive.Option) (string, *syncBuffer) {
+func serve(t *testing.T, s store.Store, opts ...dlqarchive.Option) (string, *logtest.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	log := logging.New(logs, slog.LevelDebug)
 	srv := httptest.NewServer(message.HTTP(log, pubsubtest.Project, dlqarchive.New(s, log, opts...)))
 	t.Cleanup(srv.Close)

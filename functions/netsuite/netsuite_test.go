@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/logging"
+	"github.com/backbone-sync/backbone/shared/logging/logtest"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
@@ -41,34 +41,17 @@ const (
 
 var secrets = []string{consumerKey, consumerSecret, tokenID, tokenSecret}
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	ps   *pubsubtest.Server
 	db   *testdb.DB
 	fake *sinktest.NetSuite
 	fn   *httptest.Server
-	logs *syncBuffer
+	logs *logtest.Buffer
 }
 
 func setup(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{ps: pubsubtest.New(t, config.Sandbox, true), db: testdb.New(t), logs: &syncBuffer{}}
+	h := &harness{ps: pubsubtest.New(t, config.Sandbox, true), db: testdb.New(t), logs: &logtest.Buffer{}}
 	h.fake = &sinktest.NetSuite{Account: account, ConsumerKey: consumerKey, ConsumerSecret: consumerSecret,
 		TokenID: tokenID, TokenSecret: tokenSecret}
 	h.fake.Respond = func(r *http.Request, _ []byte) (int, string) {

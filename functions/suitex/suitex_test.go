@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/logging"
+	"github.com/backbone-sync/backbone/shared/logging/logtest"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
@@ -27,23 +27,6 @@ import (
 )
 
 const secret = "sx-SECRET-f0e1d2c3b4a5968778695a4b3c2d1e0f"
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func mergedMsg(t *testing.T, rid, source string, version uint64) (message.Message, event.Merged) {
 	t.Helper()
@@ -73,7 +56,7 @@ func TestSuiteXSinkEndToEnd(t *testing.T) {
 	t.Parallel()
 	ps := pubsubtest.New(t, config.Sandbox, true)
 	d := testdb.New(t)
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	log := logging.New(logs, slog.LevelDebug)
 	fake := &sinktest.SuiteX{Secret: secret, Respond: func(r *http.Request, body []byte) (int, string) {
 		if strings.Contains(string(body), `"record_id":"C-422"`) {

@@ -21,6 +21,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/logging"
+	"github.com/backbone-sync/backbone/shared/logging/logtest"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
@@ -163,7 +164,7 @@ func TestConflictIsSuccess(t *testing.T) {
 func TestSuiteXClassification(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	log := logging.New(&logs, slog.LevelDebug)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
@@ -302,23 +303,6 @@ func TestNewRejectsBadConfiguration(t *testing.T) {
 			t.Errorf("%+v: %v", c.BaseURL, err)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func BenchmarkSignature(b *testing.B) {
