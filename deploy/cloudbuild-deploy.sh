@@ -6,7 +6,8 @@
 # "Target=URL,..." to ENDPOINTS_FILE for `backbone provision --endpoints`.
 #
 # Every service runs as its own service account, refuses unauthenticated
-# calls, gets only the secrets its function uses, and connects to Cloud SQL
+# calls, gets only the secrets its function uses (each pinned to its newest
+# enabled version, checked before anything is deployed), and connects to Cloud SQL
 # as its own IAM database user. The NetSuite callers are capped so that they
 # stay under the NetSuite account's concurrency limit (checked first).
 set -euo pipefail
@@ -22,6 +23,29 @@ endpoints_file="$4"
 check_netsuite_capacity
 
 g() { gcloud "$@" --project="$PROJECT" --quiet; }
+
+# A secret without an enabled version makes the revision fail to start, and
+# would do so after the services before it were already replaced: check them
+# all first. Each is pinned to its newest enabled version rather than
+# "latest", so that every instance of a revision reads the same value and a
+# new value takes effect with the next deploy, which records it.
+declare -A secret_version=()
+missing=()
+read -r -a all_vars <<<"$(all_secret_vars)"
+for v in "${all_vars[@]}"; do
+  name="$(secret_name "$v")"
+  version="$(g secrets versions list "$name" --filter=state:ENABLED --sort-by=~createTime --limit=1 \
+    --format='value(name.basename())')" || die "cannot list the versions of secret $name"
+  if [[ "$version" =~ ^[0-9]+$ ]]; then
+    secret_version[$v]="$version"
+  else
+    missing+=("$name")
+  fi
+done
+if ((${#missing[@]})); then
+  die "secrets without an enabled version: ${missing[*]}; add each with" \
+    "gcloud secrets versions add NAME --data-file=FILE --project=$PROJECT (nothing was deployed)"
+fi
 
 endpoints=()
 for t in "${TARGETS[@]}"; do
@@ -48,7 +72,7 @@ for t in "${TARGETS[@]}"; do
   secrets=()
   read -r -a vars <<<"$(secret_vars_for "$t")"
   for v in "${vars[@]}"; do
-    secrets+=("$v=$(secret_name "$v"):latest")
+    secrets+=("$v=$(secret_name "$v"):${secret_version[$v]}")
   done
 
   args=(run deploy "$svc"
@@ -56,6 +80,9 @@ for t in "${TARGETS[@]}"; do
     --region="$REGION"
     --service-account="$(sa_email "$t")"
     --no-allow-unauthenticated
+    # A soft cap that Cloud Run may briefly exceed: the NetSuite share is
+    # enforced in the database (NETSUITE_MAX_CONCURRENCY); this is the second
+    # line of defence (lib.sh, check_netsuite_capacity).
     --max-instances="$(max_instances "$t")"
     --concurrency="$(concurrency "$t")"
     --timeout="${REQUEST_TIMEOUT}s"

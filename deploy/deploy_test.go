@@ -40,6 +40,32 @@ func invoker(env config.Env) string {
 func secretName(v string, env config.Env) string {
 	return "backbone-" + string(env) + "-" + strings.ReplaceAll(strings.ToLower(v), "_", "-")
 }
+func buildSAID(env config.Env) string { return "bb-build-" + string(env) }
+func buildSAEmail(env config.Env) string {
+	return buildSAID(env) + "@" + project + ".iam.gserviceaccount.com"
+}
+func buildMember(env config.Env) string { return "serviceAccount:" + buildSAEmail(env) }
+
+// secretVersion answers every version listing with version 3, a project
+// whose secrets all have a value.
+const secretVersion = "gcloud secrets versions list *\t0\t3"
+
+// submitCommand is the deploy command of env, built from its settings file:
+// production on its private pool (which needs --region), sandbox on the
+// default pool with the machine type on the command line.
+func submitCommand(t *testing.T, env config.Env) string {
+	t.Helper()
+	s := envFile(t, string(env))
+	cmd := []string{"gcloud", "builds", "submit", "--config=cloudbuild.yaml", "--substitutions=_ENV=" + string(env), "--region=" + s["REGION"]}
+	if env == config.Production {
+		cmd = append(cmd, "--worker-pool=projects/"+project+"/locations/"+s["REGION"]+"/workerPools/backbone-"+string(env))
+	} else {
+		cmd = append(cmd, "--machine-type="+s["BUILD_MACHINE_TYPE"])
+	}
+	cmd = append(cmd, "--service-account=projects/"+project+"/serviceAccounts/"+buildSAEmail(env),
+		"--gcs-source-staging-dir=gs://"+project+"_cloudbuild/source", "--project="+project)
+	return strings.Join(cmd, " ")
+}
 
 func otherEnv(env config.Env) config.Env {
 	if env == config.Sandbox {
@@ -272,7 +298,9 @@ func TestSetupEnvironment(t *testing.T) {
 				t.Errorf("instance name %s, want %s", sql.args[3], settings["SQL_INSTANCE"])
 			}
 			flags, _ := sql.flag("--database-flags")
-			for _, want := range []string{"log_bin_trust_function_creators=on", "cloudsql.iam_authentication=on"} {
+			// cloudsql_iam_authentication is the MySQL flag; the dotted
+			// cloudsql.iam_authentication is PostgreSQL's and MySQL refuses it.
+			for _, want := range []string{"log_bin_trust_function_creators=on", "cloudsql_iam_authentication=on"} {
 				if !slices.Contains(strings.Split(flags, ","), want) {
 					t.Errorf("--database-flags=%s lacks %s", flags, want)
 				}
@@ -323,7 +351,7 @@ func TestSetupEnvironment(t *testing.T) {
 			for _, tg := range config.Targets {
 				wantSAs = append(wantSAs, saID(tg, env))
 			}
-			wantSAs = append(wantSAs, "bb-push-"+string(env))
+			wantSAs = append(wantSAs, "bb-push-"+string(env), buildSAID(env))
 			if !slices.Equal(sas, wantSAs) {
 				t.Errorf("service accounts %v, want %v", sas, wantSAs)
 			}
@@ -384,20 +412,123 @@ func TestSetupEnvironment(t *testing.T) {
 				}
 			}
 
-			// Cloud SQL roles only on this environment's instance.
+			// Cloud SQL roles only on this environment's instance; the
+			// functions hold no other project role.
 			roles := map[string]int{}
+			projectRoles := map[string][]string{}
+			sqlCond := "resource.name == 'projects/" + project + "/instances/" + settings["SQL_INSTANCE"] + "'"
 			for _, c := range f.find(t, "gcloud", "projects", "add-iam-policy-binding", project) {
 				role, _ := c.flag("--role")
 				cond, _ := c.flag("--condition")
-				if !strings.Contains(cond, "resource.name == 'projects/"+project+"/instances/"+settings["SQL_INSTANCE"]+"'") {
-					t.Errorf("unconditioned project role: %s", c)
+				m, _ := c.flag("--member")
+				projectRoles[m] = append(projectRoles[m], role)
+				if strings.HasPrefix(role, "roles/cloudsql.") && !strings.Contains(cond, sqlCond) {
+					t.Errorf("Cloud SQL role not conditioned on the instance: %s", c)
 				}
-				roles[role]++
+				if m != buildMember(env) && m != settings["BUILD_SUBMITTER"] {
+					roles[role]++
+				}
 			}
-			if roles["roles/cloudsql.client"] != 5 || roles["roles/cloudsql.instanceUser"] != 5 {
-				t.Errorf("project roles %v, want cloudsql.client and cloudsql.instanceUser for the 5 functions", roles)
+			if len(roles) != 2 || roles["roles/cloudsql.client"] != 5 || roles["roles/cloudsql.instanceUser"] != 5 {
+				t.Errorf("function project roles %v, want cloudsql.client and cloudsql.instanceUser for the 5 functions only", roles)
 			}
-			tc := f.find(t, "gcloud", "iam", "service-accounts", "add-iam-policy-binding", invoker(env))
+			wantBuild := []string{"roles/run.admin", "roles/pubsub.admin", "roles/logging.logWriter", "roles/cloudsql.client"}
+			if got := projectRoles[buildMember(env)]; !slices.Equal(got, wantBuild) {
+				t.Errorf("build account project roles %v, want %v", got, wantBuild)
+			}
+			wantSubmitter := []string{"roles/cloudbuild.builds.editor", "roles/serviceusage.serviceUsageConsumer", "roles/logging.viewer"}
+			if env == config.Production {
+				wantSubmitter = append(wantSubmitter, "roles/cloudbuild.workerPoolUser")
+			}
+			if got := projectRoles[settings["BUILD_SUBMITTER"]]; !slices.Equal(got, wantSubmitter) {
+				t.Errorf("submitter project roles %v, want %v", got, wantSubmitter)
+			}
+
+			// The build account may act as the five function accounts (to
+			// deploy them) and as the push invoker (backbone provision
+			// creates OIDC push subscriptions); the submitter as the build
+			// account.
+			actAs := map[string][]string{}
+			for _, c := range f.find(t, "gcloud", "iam", "service-accounts", "add-iam-policy-binding") {
+				if role, _ := c.flag("--role"); role == "roles/iam.serviceAccountUser" {
+					m, _ := c.flag("--member")
+					actAs[m] = append(actAs[m], c.args[3])
+				}
+			}
+			var wantActAs []string
+			for _, tg := range config.Targets {
+				wantActAs = append(wantActAs, saEmail(tg, env))
+			}
+			wantActAs = append(wantActAs, invoker(env))
+			if got := actAs[buildMember(env)]; !slices.Equal(got, wantActAs) {
+				t.Errorf("build account acts as %v, want %v", got, wantActAs)
+			}
+			if got := actAs[settings["BUILD_SUBMITTER"]]; !slices.Equal(got, []string{buildSAEmail(env)}) {
+				t.Errorf("submitter acts as %v, want the build account only", got)
+			}
+			if len(actAs) != 2 {
+				t.Errorf("serviceAccountUser holders %v, want the build account and the submitter only", actAs)
+			}
+			// Build account: the migrator password, and viewer (list
+			// versions, no values) on the function secrets.
+			for _, c := range f.find(t, "gcloud", "secrets", "add-iam-policy-binding") {
+				m, _ := c.flag("--member")
+				role, _ := c.flag("--role")
+				want := "roles/secretmanager.viewer"
+				if c.args[2] == "backbone-"+string(env)+"-migrator-password" {
+					want = "roles/secretmanager.secretAccessor"
+				}
+				if m == buildMember(env) && role != want {
+					t.Errorf("build account gets %s on %s, want %s", role, c.args[2], want)
+				}
+			}
+			if ar := f.find(t, "gcloud", "artifacts", "repositories", "add-iam-policy-binding", settings["ARTIFACT_REPO"]); len(ar) != 1 {
+				t.Errorf("artifact registry bindings %v, want the build account as writer", ar)
+			} else if m, _ := ar[0].flag("--member"); m != buildMember(env) {
+				t.Errorf("artifact registry writer %s", m)
+			}
+			bucket := "gs://" + project + "_cloudbuild"
+			if len(f.find(t, "gcloud", "storage", "buckets", "create", bucket)) != 1 {
+				t.Errorf("staging bucket %s not created", bucket)
+			}
+			if n := len(f.find(t, "gcloud", "storage", "buckets", "add-iam-policy-binding", bucket)); n != 3 {
+				t.Errorf("%d staging bucket bindings, want 3 (build account reads, submitter writes)", n)
+			}
+
+			// The Pub/Sub service agent is made to exist before it is named.
+			ids := f.find(t, "gcloud", "beta", "services", "identity", "create")
+			if len(ids) != 1 || !ids[0].has("--service=pubsub.googleapis.com") {
+				t.Errorf("service identity calls %v, want one for pubsub.googleapis.com", ids)
+			}
+
+			// Production's private pool, peered with the VPC, sized on the pool.
+			pools := f.find(t, "gcloud", "builds", "worker-pools", "create")
+			switch env {
+			case config.Production:
+				if len(pools) != 1 {
+					t.Fatalf("worker pool creations: %v", pools)
+				}
+				netw, _ := pools[0].flag("--peered-network")
+				mt, _ := pools[0].flag("--worker-machine-type")
+				rg, _ := pools[0].flag("--region")
+				if pools[0].args[3] != "backbone-production" || netw != "projects/"+project+"/global/networks/"+settings["NETWORK"] ||
+					mt != settings["BUILD_MACHINE_TYPE"] || rg != settings["REGION"] {
+					t.Errorf("worker pool: %s", pools[0])
+				}
+			case config.Sandbox:
+				if len(pools) != 0 {
+					t.Errorf("sandbox has no VPC, so no pool: %v", pools)
+				}
+			}
+			if !strings.Contains(r.stdout, submitCommand(t, env)) {
+				t.Errorf("setup-env.sh does not print the deploy command %q:\n%s", submitCommand(t, env), r.stdout)
+			}
+			var tc []call
+			for _, c := range f.find(t, "gcloud", "iam", "service-accounts", "add-iam-policy-binding", invoker(env)) {
+				if role, _ := c.flag("--role"); role == "roles/iam.serviceAccountTokenCreator" {
+					tc = append(tc, c)
+				}
+			}
 			if len(tc) != 1 {
 				t.Fatalf("invoker token creator bindings: %d", len(tc))
 			}
@@ -418,7 +549,7 @@ func instanceJSON(availability string, public, binlog bool, flags ...string) str
 }
 
 // existing answers as a project where everything already exists.
-func existing(f *fake, env config.Env, instance string) {
+func existing(t *testing.T, f *fake, env config.Env, instance string) {
 	var users []string
 	for _, tg := range config.Targets {
 		users = append(users, saID(tg, env))
@@ -426,6 +557,7 @@ func existing(f *fake, env config.Env, instance string) {
 	users = append(users, "migrator", "root")
 	f.respond(
 		"gcloud sql instances describe *\t0\t"+instance,
+		"gcloud builds worker-pools describe *\t0\tprojects/"+projectNumber+"/global/networks/"+envFile(t, string(env))["NETWORK"],
 		"gcloud secrets versions list *\t0\tprojects/p/secrets/s/versions/1",
 		"gcloud sql users list *\t0\t"+strings.Join(users, `\n`),
 		"gcloud services vpc-peerings list *\t0\tservicenetworking.googleapis.com",
@@ -439,12 +571,16 @@ func TestSetupIsIdempotent(t *testing.T) {
 		f := newFake(t)
 		prod := env == config.Production
 		avail := map[bool]string{false: "ZONAL", true: "REGIONAL"}[prod]
-		existing(f, env, instanceJSON(avail, !prod, prod, "log_bin_trust_function_creators", "cloudsql.iam_authentication"))
+		existing(t, f, env, instanceJSON(avail, !prod, prod, "log_bin_trust_function_creators", "cloudsql_iam_authentication"))
 		r := f.run(t, "setup-env.sh", nil, string(env), project)
 		if r.code != 0 {
 			t.Fatalf("%s: %s", env, r)
 		}
 		for _, c := range f.calls(t) {
+			// identity create only makes sure the service agent exists.
+			if c.is("gcloud", "beta", "services", "identity", "create") {
+				continue
+			}
 			if c.has("create") || c.has("connect") || (len(c.args) > 2 && c.args[2] == "add") || c.has("set-password") {
 				t.Errorf("%s second run created something: %s", env, c)
 			}
@@ -454,7 +590,7 @@ func TestSetupIsIdempotent(t *testing.T) {
 
 func TestSetupRefusesAWrongInstance(t *testing.T) {
 	t.Parallel()
-	flags := []string{"log_bin_trust_function_creators", "cloudsql.iam_authentication"}
+	flags := []string{"log_bin_trust_function_creators", "cloudsql_iam_authentication"}
 	cases := []struct {
 		env      config.Env
 		instance string
@@ -462,14 +598,23 @@ func TestSetupRefusesAWrongInstance(t *testing.T) {
 	}{
 		{config.Sandbox, instanceJSON("REGIONAL", true, false, flags...), "availability type is not ZONAL"},
 		{config.Sandbox, instanceJSON("ZONAL", false, false, flags...), "public IP is not true"},
-		{config.Sandbox, instanceJSON("ZONAL", true, false, "cloudsql.iam_authentication"), "log_bin_trust_function_creators is not on"},
+		{config.Sandbox, instanceJSON("ZONAL", true, false, "cloudsql_iam_authentication"), "log_bin_trust_function_creators is not on"},
+		// The PostgreSQL spelling does not count.
+		{config.Sandbox, instanceJSON("ZONAL", true, false, "log_bin_trust_function_creators", "cloudsql.iam_authentication"), "cloudsql_iam_authentication is not on"},
 		{config.Production, instanceJSON("ZONAL", false, true, flags...), "availability type is not REGIONAL"},
 		{config.Production, instanceJSON("REGIONAL", true, true, flags...), "public IP is not false"},
 		{config.Production, instanceJSON("REGIONAL", false, false, flags...), "binary logging"},
 	}
+	// An existing pool peered with another network cannot reach Cloud SQL.
+	f := newFake(t)
+	f.respond("gcloud builds worker-pools describe *\t0\tprojects/1/global/networks/default")
+	existing(t, f, config.Production, instanceJSON("REGIONAL", false, true, flags...))
+	if r := f.run(t, "setup-env.sh", nil, "production", project); r.code == 0 || !strings.Contains(r.stderr, "not backbone-vpc") {
+		t.Errorf("production with a pool on another network: %s", r)
+	}
 	for _, c := range cases {
 		f := newFake(t)
-		existing(f, c.env, c.instance)
+		existing(t, f, c.env, c.instance)
 		r := f.run(t, "setup-env.sh", nil, string(c.env), project)
 		if r.code == 0 || !strings.Contains(r.stderr, c.want) {
 			t.Errorf("%s with %s: want failure %q; %s", c.env, c.instance, c.want, r)
@@ -522,6 +667,7 @@ func TestCloudbuildDeploy(t *testing.T) {
 			t.Parallel()
 			s := envFile(t, string(env))
 			f := newFake(t)
+			f.respond(secretVersion)
 			ep := filepath.Join(f.dir, "endpoints")
 			r := f.run(t, "cloudbuild-deploy.sh", nil, string(env), project, "build-7", ep)
 			if r.code != 0 {
@@ -591,7 +737,8 @@ func TestCloudbuildDeploy(t *testing.T) {
 					t.Errorf("%s secrets %v, want %v", tg, got, secretsOf(tg))
 				}
 				for _, v := range secretsOf(tg) {
-					if got[v] != secretName(v, env)+":latest" {
+					// Pinned to the newest enabled version, never "latest".
+					if got[v] != secretName(v, env)+":3" {
 						t.Errorf("%s: secret %s = %q", tg, v, got[v])
 					}
 				}
@@ -663,6 +810,29 @@ func TestCloudbuildDeploy(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDeployNeedsSecretValues: a mounted secret without an enabled version
+// stops the deploy before any service is touched.
+func TestDeployNeedsSecretValues(t *testing.T) {
+	t.Parallel()
+	for _, env := range config.Envs {
+		f := newFake(t)
+		empty := secretName("SUITEX_SIGNING_SECRET", env)
+		f.respond("gcloud secrets versions list "+empty+" *\t0\t", secretVersion)
+		r := f.run(t, "cloudbuild-deploy.sh", nil, string(env), project, "b-1", filepath.Join(f.dir, "endpoints"))
+		if r.code == 0 || !strings.Contains(r.stderr, "secrets without an enabled version: "+empty+";") {
+			t.Errorf("%s: want a failure naming %s; %s", env, empty, r)
+		}
+		if d := f.find(t, "gcloud", "run"); len(d) != 0 {
+			t.Errorf("%s: deployed with a secret missing: %v", env, d)
+		}
+		for _, c := range f.find(t, "gcloud", "secrets", "versions", "list") {
+			if !c.has("--filter=state:ENABLED") {
+				t.Errorf("version check counts disabled versions: %s", c)
+			}
+		}
 	}
 }
 
@@ -1190,6 +1360,7 @@ func TestCloudbuildPipelineRuns(t *testing.T) {
 	_, steps, _ := parseCloudbuild(t)
 	for _, env := range config.Envs {
 		f := newFake(t)
+		f.respond(secretVersion)
 		repl := strings.NewReplacer("$_ENV", string(env), "$PROJECT_ID", project, "$PROJECT_NUMBER", projectNumber, "$BUILD_ID", "b-42",
 			"/workspace/", f.dir+"/")
 		ran := 0

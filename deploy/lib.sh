@@ -28,7 +28,8 @@ SETTINGS=(
   SQL_BACKUP_START_TIME
   NETWORK
   SUBNET
-  BUILD_SERVICE_ACCOUNT
+  BUILD_SUBMITTER
+  BUILD_MACHINE_TYPE
   SERVICE_CPU
   SERVICE_MEMORY
   REQUEST_TIMEOUT
@@ -63,7 +64,7 @@ RUNTIME_VARS=(
 )
 
 # Settings that may be empty in a given environment.
-OPTIONAL_SETTINGS=(NETWORK SUBNET BUILD_SERVICE_ACCOUNT)
+OPTIONAL_SETTINGS=(NETWORK SUBNET)
 
 die() {
   printf 'error: %s\n' "$*" >&2
@@ -138,6 +139,16 @@ load_env_file() {
     tba | oauth2) ;;
     *) die "$file: NETSUITE_AUTH=$NETSUITE_AUTH is not valid: tba or oauth2" ;;
   esac
+  # The IAM member who runs `gcloud builds submit` (a user, a group or the
+  # account of a trigger); setup-env.sh grants it what submitting needs.
+  [[ "$BUILD_SUBMITTER" =~ ^(user|group|serviceAccount):[^@[:space:]]+@[^@[:space:]]+$ ]] ||
+    die "$file: BUILD_SUBMITTER=$BUILD_SUBMITTER is not an IAM member (user:, group: or serviceAccount: followed by an email)"
+  # One of the machine types `gcloud builds submit --machine-type` takes, so
+  # that sandbox (default pool) and production (private pool) build alike.
+  case "$BUILD_MACHINE_TYPE" in
+    e2-highcpu-8 | e2-highcpu-32 | e2-medium | n1-highcpu-8 | n1-highcpu-32) ;;
+    *) die "$file: BUILD_MACHINE_TYPE=$BUILD_MACHINE_TYPE is not a Cloud Build machine type (e2-highcpu-8, e2-highcpu-32, e2-medium, n1-highcpu-8, n1-highcpu-32)" ;;
+  esac
   [[ "$SQL_DATABASE_VERSION" =~ ^MYSQL_8_[0-9]+$ ]] || die "$file: SQL_DATABASE_VERSION=$SQL_DATABASE_VERSION: the backbone needs MySQL 8 (MYSQL_8_0 or MYSQL_8_4)"
   case "$ENV_NAME" in
     production)
@@ -168,6 +179,12 @@ load() {
 # stage) call it, so their worst case together must stay below the limit,
 # leaving NETSUITE_CONCURRENCY_RESERVE (at least 1) for everything else that
 # uses the account.
+#
+# This is the second line of defence, not the first: Cloud Run's
+# --max-instances is a soft cap that a scale-out or a revision roll-out can
+# briefly exceed. The backbone's share (NETSUITE_MAX_CONCURRENCY) is enforced
+# in the database across every instance and Retry (SPEC §7); these caps only
+# keep the number of instances that wait on it small.
 check_netsuite_capacity() {
   local sink=$((NETSUITE_SINK_MAX_INSTANCES * NETSUITE_SINK_CONCURRENCY))
   local retry=$((RETRY_MAX_INSTANCES * RETRY_CONCURRENCY))
@@ -203,6 +220,32 @@ sa_email() { echo "$(sa_id "$1")@$PROJECT.iam.gserviceaccount.com"; }
 # before the "@".
 db_user() { sa_id "$1"; }
 invoker_email() { echo "bb-push-$ENV_NAME@$PROJECT.iam.gserviceaccount.com"; }
+# The account every build of the environment runs as (gcloud builds submit
+# --service-account): setup-env.sh grants it exactly what cloudbuild.yaml's
+# steps do.
+build_sa_id() { echo "bb-build-$ENV_NAME"; }
+build_sa_email() { echo "$(build_sa_id)@$PROJECT.iam.gserviceaccount.com"; }
+# Production's private worker pool, peered with the VPC so that the migrate
+# step reaches the private IP. Sandbox builds on the default pool.
+worker_pool() { echo "backbone-$ENV_NAME"; }
+worker_pool_resource() { echo "projects/$PROJECT/locations/$REGION/workerPools/$(worker_pool)"; }
+# Where gcloud builds submit stages the source; the build account reads it.
+staging_bucket() { echo "${PROJECT}_cloudbuild"; }
+
+# submit_command: the exact command that deploys the environment; README.md
+# shows it and deploy_test.go replays it through the real gcloud. A private
+# pool sets its machine type on the pool (setup-env.sh), so only the default
+# pool is given --machine-type, and --worker-pool needs --region.
+submit_command() {
+  local cmd=(gcloud builds submit --config=cloudbuild.yaml "--substitutions=_ENV=$ENV_NAME" "--region=$REGION")
+  case "$ENV_NAME" in
+    production) cmd+=("--worker-pool=$(worker_pool_resource)") ;;
+    sandbox) cmd+=("--machine-type=$BUILD_MACHINE_TYPE") ;;
+  esac
+  cmd+=("--service-account=projects/$PROJECT/serviceAccounts/$(build_sa_email)"
+    "--gcs-source-staging-dir=gs://$(staging_bucket)/source" "--project=$PROJECT")
+  echo "${cmd[*]}"
+}
 sql_instance_connection() { echo "$PROJECT:$REGION:$SQL_INSTANCE"; }
 image_ref() { echo "$REGION-docker.pkg.dev/$PROJECT/$ARTIFACT_REPO/backbone:$1"; }
 # secret_name VAR: backbone-{env}-{var in kebab case}

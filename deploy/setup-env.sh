@@ -4,10 +4,12 @@
 # Google Cloud and that has no emulator: the Cloud SQL instance (sandbox:
 # ZONAL, public IP; production: REGIONAL, private IP, binary logging), the
 # database and its users, one service account per function plus the push
-# invoker, the Secret Manager secrets, and the IAM bindings that do not depend
-# on a deployed service or topic (those are made by cloudbuild-deploy.sh and
-# grant-publishers.sh). Run it once per environment by hand, and again at
-# will: every resource is looked up first and existing ones are kept.
+# invoker and the build account, the Secret Manager secrets, the bucket the
+# build source is staged in, production's private worker pool, and the IAM
+# bindings that do not depend on a deployed service or topic (those are made
+# by cloudbuild-deploy.sh and grant-publishers.sh). Run it once per
+# environment by hand, and again at will: every resource is looked up first
+# and existing ones are kept.
 #
 # Secret values are never printed and never put on a command line: a secret
 # that has no value yet takes it from the environment variable of the same
@@ -30,12 +32,15 @@ INSTANCE="$SQL_INSTANCE"
 
 step "APIs"
 apis=(run.googleapis.com sqladmin.googleapis.com pubsub.googleapis.com secretmanager.googleapis.com
-  artifactregistry.googleapis.com iam.googleapis.com cloudbuild.googleapis.com)
+  artifactregistry.googleapis.com iam.googleapis.com cloudbuild.googleapis.com storage.googleapis.com)
 case "$ENV_NAME" in
   production) apis+=(compute.googleapis.com servicenetworking.googleapis.com) ;;
   sandbox) ;;
 esac
 g services enable "${apis[@]}"
+# Enabling Pub/Sub does not always create its service agent at once, and the
+# bindings below (and backbone provision's dead-letter roles) name it.
+g beta services identity create --service=pubsub.googleapis.com --format=none
 
 PROJECT_NUMBER="$(g projects describe "$PROJECT" --format='value(projectNumber)')"
 [[ "$PROJECT_NUMBER" =~ ^[0-9]+$ ]] || die "could not read the project number of $PROJECT"
@@ -65,8 +70,9 @@ sql_flags=(
   --backup-start-time="$SQL_BACKUP_START_TIME"
   # Triggers enforce append-only (SPEC §4); with binary logging on, MySQL
   # refuses to create them without this flag. IAM authentication is how the
-  # functions log in.
-  --database-flags=log_bin_trust_function_creators=on,cloudsql.iam_authentication=on
+  # functions log in (cloudsql_iam_authentication is the MySQL flag;
+  # cloudsql.iam_authentication is PostgreSQL's spelling).
+  --database-flags=log_bin_trust_function_creators=on,cloudsql_iam_authentication=on
   # Only the Cloud SQL connectors (cloudsqlconn, the Auth Proxy) may connect:
   # nothing reaches the database with a bare TCP connection and a password.
   --connector-enforcement=REQUIRED
@@ -105,6 +111,22 @@ if [[ "$ENV_NAME" == production ]]; then
   else
     g services vpc-peerings connect --service=servicenetworking.googleapis.com --ranges="$psa_range" --network="$NETWORK"
   fi
+
+  # The migrate step reaches the private IP only from a private pool peered
+  # with the VPC (through the same private services access). The pool sets
+  # the machine type, so cloudbuild.yaml must not. It keeps public egress:
+  # the build pulls images and Go modules.
+  pool="$(worker_pool)"
+  step "Cloud Build private pool $pool"
+  if pool_net="$(gcloud builds worker-pools describe "$pool" --region="$REGION" --project="$PROJECT" \
+    --format='value(privatePoolV1Config.networkConfig.peeredNetwork)' 2>/dev/null)"; then
+    [[ "$pool_net" == */networks/"$NETWORK" ]] ||
+      die "worker pool $pool is peered with '$pool_net', not $NETWORK: the migrate step could not reach Cloud SQL"
+    echo "exists, peered with $NETWORK"
+  else
+    g builds worker-pools create "$pool" --region="$REGION" \
+      --peered-network="projects/$PROJECT/global/networks/$NETWORK" --worker-machine-type="$BUILD_MACHINE_TYPE"
+  fi
 fi
 
 step "Cloud SQL instance $INSTANCE"
@@ -116,8 +138,8 @@ if described="$(gcloud sql instances describe "$INSTANCE" --project="$PROJECT" -
     problems+=("availability type is not $want_availability (gcloud sql instances patch $INSTANCE --availability-type=$want_availability)")
   [[ "$described" =~ \"ipv4Enabled\":[[:space:]]*$want_public ]] ||
     problems+=("public IP is not $want_public")
-  for flag in log_bin_trust_function_creators cloudsql.iam_authentication; do
-    [[ "$described" =~ \"name\":[[:space:]]*\"${flag//./\\.}\",[[:space:]]*\"value\":[[:space:]]*\"on\" ]] ||
+  for flag in log_bin_trust_function_creators cloudsql_iam_authentication; do
+    [[ "$described" =~ \"name\":[[:space:]]*\"$flag\",[[:space:]]*\"value\":[[:space:]]*\"on\" ]] ||
       problems+=("database flag $flag is not on")
   done
   if [[ "$ENV_NAME" == production ]]; then
@@ -156,11 +178,21 @@ for t in "${TARGETS[@]}"; do
 done
 invoker="$(invoker_email)"
 ensure_sa "${invoker%@*}" "backbone Pub/Sub push invoker ($ENV_NAME)"
+ensure_sa "$(build_sa_id)" "backbone builds ($ENV_NAME)"
+
+step "build source bucket gs://$(staging_bucket)"
+if exists storage buckets describe "gs://$(staging_bucket)"; then
+  echo "exists"
+else
+  g storage buckets create "gs://$(staging_bucket)" --location="$REGION" --uniform-bucket-level-access
+fi
 
 # --- secrets ------------------------------------------------------------------
 
 # ensure_secret NAME [VAR]: the secret exists; when it has no enabled version
 # and VAR is set in this environment, VAR's value becomes its first version.
+# A secret still without one is only a warning here (its value may come
+# later); cloudbuild-deploy.sh refuses to deploy until it has one.
 ensure_secret() {
   local name="$1" var="${2-}" versions
   if ! exists secrets describe "$name"; then
@@ -173,7 +205,7 @@ ensure_secret() {
     printf '%s' "${!var}" | g secrets versions add "$name" --data-file=-
     echo "$name: value added from \$$var"
   else
-    echo "warning: $name has no value yet: add one with" \
+    echo "warning: $name has no value yet, and the deploy will refuse to run until it has one: add it with" \
       "gcloud secrets versions add $name --data-file=FILE --project=$PROJECT" >&2
   fi
 }
@@ -241,27 +273,53 @@ done
 g iam service-accounts add-iam-policy-binding "$invoker" --member="serviceAccount:$PUBSUB_AGENT" \
   --role=roles/iam.serviceAccountTokenCreator --format=none
 
-build_roles=(roles/run.admin roles/pubsub.admin roles/artifactregistry.writer roles/logging.logWriter)
-if [[ -n "$BUILD_SERVICE_ACCOUNT" ]]; then
-  build_member="serviceAccount:$BUILD_SERVICE_ACCOUNT"
-  for role in "${build_roles[@]}"; do
-    g projects add-iam-policy-binding "$PROJECT" --member="$build_member" --role="$role" --condition=None --format=none
-  done
-  g projects add-iam-policy-binding "$PROJECT" --member="$build_member" --role=roles/cloudsql.client \
-    --condition="$sql_condition" --format=none
-  g secrets add-iam-policy-binding "$migrator_secret_name" --member="$build_member" \
-    --role=roles/secretmanager.secretAccessor --format=none
-  # To deploy each service as its own account.
-  for t in "${TARGETS[@]}"; do
-    g iam service-accounts add-iam-policy-binding "$(sa_email "$t")" --member="$build_member" \
-      --role=roles/iam.serviceAccountUser --format=none
-  done
-else
-  echo "note: BUILD_SERVICE_ACCOUNT is empty in deploy/env/$ENV_NAME.env; the Cloud Build account needs" \
-    "${build_roles[*]}, roles/cloudsql.client, secretAccessor on $migrator_secret_name" \
-    "and serviceAccountUser on the five function accounts"
-fi
+# The build account: what cloudbuild.yaml's steps do, and no more. Cloud Run
+# services and Pub/Sub topics do not exist before the first deploy, so those
+# two roles are project-wide; the rest is bound to the one resource.
+build_member="serviceAccount:$(build_sa_email)"
+for role in roles/run.admin roles/pubsub.admin roles/logging.logWriter; do
+  g projects add-iam-policy-binding "$PROJECT" --member="$build_member" --role="$role" --condition=None --format=none
+done
+g projects add-iam-policy-binding "$PROJECT" --member="$build_member" --role=roles/cloudsql.client \
+  --condition="$sql_condition" --format=none
+g artifacts repositories add-iam-policy-binding "$ARTIFACT_REPO" --location="$REGION" --member="$build_member" \
+  --role=roles/artifactregistry.writer --format=none
+g storage buckets add-iam-policy-binding "gs://$(staging_bucket)" --member="$build_member" \
+  --role=roles/storage.objectViewer --format=none
+g secrets add-iam-policy-binding "$migrator_secret_name" --member="$build_member" \
+  --role=roles/secretmanager.secretAccessor --format=none
+# To check, before deploying, that every mounted secret has a version and to
+# pin it (viewer lists versions; it cannot read a value).
+for v in "${secret_vars[@]}"; do
+  g secrets add-iam-policy-binding "$(secret_name "$v")" --member="$build_member" \
+    --role=roles/secretmanager.viewer --format=none
+done
+# To deploy each service as its own account, and to create the OIDC push
+# subscriptions (backbone provision) that mint tokens as the invoker.
+for t in "${TARGETS[@]}"; do
+  g iam service-accounts add-iam-policy-binding "$(sa_email "$t")" --member="$build_member" \
+    --role=roles/iam.serviceAccountUser --format=none
+done
+g iam service-accounts add-iam-policy-binding "$invoker" --member="$build_member" \
+  --role=roles/iam.serviceAccountUser --format=none
+
+# The submitter: start builds (and follow their logs) as the build account,
+# stage the source (gcloud reads the bucket before uploading), and, in
+# production, use the private pool.
+submitter_roles=(roles/cloudbuild.builds.editor roles/serviceusage.serviceUsageConsumer roles/logging.viewer)
+case "$ENV_NAME" in
+  production) submitter_roles+=(roles/cloudbuild.workerPoolUser) ;;
+  sandbox) ;;
+esac
+for role in "${submitter_roles[@]}"; do
+  g projects add-iam-policy-binding "$PROJECT" --member="$BUILD_SUBMITTER" --role="$role" --condition=None --format=none
+done
+g iam service-accounts add-iam-policy-binding "$(build_sa_email)" --member="$BUILD_SUBMITTER" \
+  --role=roles/iam.serviceAccountUser --format=none
+for role in roles/storage.objectCreator roles/storage.legacyBucketReader; do
+  g storage buckets add-iam-policy-binding "gs://$(staging_bucket)" --member="$BUILD_SUBMITTER" --role="$role" --format=none
+done
 
 step "done"
-echo "environment $ENV_NAME is set up in $PROJECT; deploy with:"
-echo "  gcloud builds submit --config=cloudbuild.yaml --substitutions=_ENV=$ENV_NAME --project=$PROJECT"
+echo "environment $ENV_NAME is set up in $PROJECT; deploy from the repository root with:"
+echo "  $(submit_command)"
