@@ -45,7 +45,7 @@ func TestFingerprintVectors(t *testing.T) {
 		},
 		{
 			name:      "numbers in ES6 form",
-			data:      `{"record_type":"customer","record_id":"C-1","source":"suitex","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":{"n1":1.0,"n2":1e2,"n3":-0,"n4":0.1,"n5":1E-7,"n6":123456789012345678901,"n7":-12.50}}`,
+			data:      `{"record_type":"customer","record_id":"C-1","source":"suitex","timestamp":"2026-03-13T20:00:00Z","base_version":0,"changes":{"n1":1.0,"n2":1e2,"n3":-0,"n4":0.1,"n5":1E-7,"n6":1.2345678901234568e20,"n7":-12.50}}`,
 			canonical: `{"base_version":0,"changes":{"n1":1,"n2":100,"n3":0,"n4":0.1,"n5":1e-7,"n6":123456789012345680000,"n7":-12.5},"record_id":"C-1","record_type":"customer","source":"suitex"}`,
 		},
 		{

@@ -118,6 +118,9 @@ func DecodeRaw(data []byte, sources []string) (Raw, error) {
 	if !utf8.Valid(data) {
 		return r, invalid(ReasonInvalidUTF8, "", "data is not valid UTF-8")
 	}
+	if err := prescan(data); err != nil {
+		return r, err
+	}
 	if !json.Valid(data) {
 		return r, invalid(ReasonInvalidJSON, "", "data is not valid JSON: %s", syntaxDetail(data))
 	}
@@ -234,6 +237,15 @@ func decodeTimestamp(v json.RawMessage) (Time, error) {
 	if err != nil {
 		return Time{}, invalid(ReasonInvalidTimestamp, "timestamp", "timestamp %s is not a valid RFC 3339 date-time", quote(s))
 	}
+	// time.Parse takes any two-digit offset (+24:00, +23:60); RFC 3339
+	// zones are within ±23:59.
+	if z := s[len(s)-1]; z != 'Z' {
+		hh, _ := strconv.Atoi(s[len(s)-5 : len(s)-3])
+		mm, _ := strconv.Atoi(s[len(s)-2:])
+		if hh > 23 || mm > 59 {
+			return Time{}, invalid(ReasonInvalidTimestamp, "timestamp", "timestamp %s has the zone offset %s: offsets are within ±23:59", quote(s), s[len(s)-6:])
+		}
+	}
 	// The store keeps DATETIME(6): years 1000 to 9999, in UTC.
 	if y := t.UTC().Year(); y < 1000 || y > 9999 {
 		return Time{}, invalid(ReasonInvalidTimestamp, "timestamp", "timestamp %s is out of range (years 1000 to 9999 UTC)", quote(s))
@@ -280,9 +292,13 @@ func decodeChanges(v json.RawMessage) (map[string]json.RawMessage, error) {
 				return nil, invalid(ReasonInvalidFieldName, "changes", "field name %s has a control character", quote(k))
 			}
 		}
+		// Numbers must keep their value in RFC 8785 form, or equality,
+		// no-op and fingerprint would see another number than the source's.
+		if err := checkNumbers(k, val); err != nil {
+			return nil, err
+		}
 		// Every value must have an RFC 8785 form (the fingerprint and the
-		// merge's equality test need it): this refuses numbers no IEEE
-		// double holds, such as 1e400.
+		// merge's equality test need it).
 		if _, err := Canonical(val); err != nil {
 			return nil, invalid(ReasonInvalidChangeValue, "changes", "value of field %s has no canonical JSON form: %v", quote(k), err)
 		}

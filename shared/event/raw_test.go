@@ -54,6 +54,27 @@ func TestDecodeRaw(t *testing.T) {
 	}
 }
 
+// TestDecodeRawLimits: the edges that are accepted.
+func TestDecodeRawLimits(t *testing.T) {
+	t.Parallel()
+	withChanges := func(c string) string {
+		return `{"record_type":"a","record_id":"1","source":"suitex","timestamp":"2026-03-13T20:00:00-23:59","base_version":0,"changes":` + c + `}`
+	}
+	for name, c := range map[string]string{
+		"depth 16":             `{"d":` + strings.Repeat("[", 16) + strings.Repeat("]", 16) + `}`,
+		"2^53-1":               `{"n":9007199254740991,"m":-9007199254740991}`,
+		"spellings of one":     `{"a":1,"b":1.0,"c":1e0,"d":10e-1,"e":0.1e1,"f":-0,"g":0.0e5}`,
+		"doubles":              `{"a":0.1,"b":1e21,"c":5e-324,"d":1.7976931348623157e308,"e":123456789012345680000}`,
+		"surrogate pair":       `{"s":"\ud83d\ude00","\ud83d\ude00":"\u00e9"}`,
+		"field name 255 chars": `{"` + strings.Repeat("😀", 255) + `":1}`,
+		"numbers in strings":   `{"s":"9007199254740993 1e400"}`,
+	} {
+		if _, err := event.DecodeRaw([]byte(withChanges(c)), sources); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
 // TestDecodeRawRejects: every way a raw event can be wrong has its stable
 // reason, and the record is known whenever record_type/record_id were valid.
 func TestDecodeRawRejects(t *testing.T) {
@@ -117,8 +138,31 @@ func TestDecodeRawRejects(t *testing.T) {
 		{"changes null", set("changes", nil), event.ReasonWrongType, true},
 		{"empty field name", set("changes", map[string]int{"": 1}), event.ReasonInvalidFieldName, true},
 		{"control in field name", set("changes", map[string]int{"a\nb": 1}), event.ReasonInvalidFieldName, true},
-		{"unrepresentable number", set("changes", json.RawMessage(`{"n":1e400}`)), event.ReasonInvalidChangeValue, true},
-		{"lone surrogate value", set("changes", json.RawMessage(`{"s":"\ud800"}`)), event.ReasonInvalidChangeValue, true},
+		{"unrepresentable number", set("changes", json.RawMessage(`{"n":1e400}`)), event.ReasonUnsafeNumber, true},
+		{"integer beyond 2^53", set("changes", json.RawMessage(`{"n":9007199254740993}`)), event.ReasonUnsafeNumber, true},
+		{"negative integer beyond 2^53", set("changes", json.RawMessage(`{"n":[-9007199254740993]}`)), event.ReasonUnsafeNumber, true},
+		{"20-digit integer", set("changes", json.RawMessage(`{"n":{"deep":12345678901234567890}}`)), event.ReasonUnsafeNumber, true},
+		{"more digits than a double", set("changes", json.RawMessage(`{"n":0.10000000000000000555}`)), event.ReasonUnsafeNumber, true},
+		{"underflow", set("changes", json.RawMessage(`{"n":1e-400}`)), event.ReasonUnsafeNumber, true},
+		{"huge exponent", set("changes", json.RawMessage(`{"n":1e-99999999999}`)), event.ReasonUnsafeNumber, true},
+		{"lone surrogate value", set("changes", json.RawMessage(`{"s":"\ud800"}`)), event.ReasonInvalidUTF16, false},
+		{"lone low surrogate", set("changes", json.RawMessage(`{"s":"a\udc00b"}`)), event.ReasonInvalidUTF16, false},
+		{"reversed surrogate pair", set("changes", json.RawMessage(`{"s":"\ude00\ud83d"}`)), event.ReasonInvalidUTF16, false},
+		{"lone surrogate in field name", set("changes", json.RawMessage(`{"a\ud800":1}`)), event.ReasonInvalidUTF16, false},
+		{"lone surrogate in record_id", strings.Replace(valid, `"C-1001"`, `"BAD-\ud800"`, 1), event.ReasonInvalidUTF16, false},
+		{"field name 256 chars", set("changes", map[string]int{strings.Repeat("é", 256): 1}), event.ReasonInvalidFieldName, true},
+		{"depth 17", set("changes", json.RawMessage(`{"d":`+strings.Repeat("[", 17)+strings.Repeat("]", 17)+`}`)), event.ReasonTooDeep, false},
+		{"depth 17 objects", set("changes", json.RawMessage(`{"d":`+strings.Repeat(`{"a":`, 16)+`{}`+strings.Repeat("}", 16)+`}`)), event.ReasonTooDeep, false},
+		{"depth 20000", strings.Replace(valid, `"tags":[ 1, 2 ]`, `"tags":`+strings.Repeat("[", 20000)+strings.Repeat("]", 20000), 1), event.ReasonTooDeep, false},
+		{"unbalanced depth 20000", `{"changes":` + strings.Repeat("[", 20000), event.ReasonTooDeep, false},
+		{"offset +24:00", set("timestamp", "2026-03-13T20:00:00+24:00"), event.ReasonInvalidTimestamp, true},
+		{"offset +23:60", set("timestamp", "2026-03-13T20:00:00+23:60"), event.ReasonInvalidTimestamp, true},
+		{"offset -99:00", set("timestamp", "2026-03-13T20:00:00-99:00"), event.ReasonInvalidTimestamp, true},
+		{"leap second", set("timestamp", "2016-12-31T23:59:60Z"), event.ReasonInvalidTimestamp, true},
+		{"year 0", set("timestamp", "0000-01-01T00:00:00Z"), event.ReasonInvalidTimestamp, true},
+		{"year 10000", set("timestamp", "10000-01-01T00:00:00Z"), event.ReasonInvalidTimestamp, true},
+		{"february 30", set("timestamp", "2026-02-30T00:00:00Z"), event.ReasonInvalidTimestamp, true},
+		{"hour 24", set("timestamp", "2026-03-13T24:00:00Z"), event.ReasonInvalidTimestamp, true},
 		{"bad id", set("id", "not-a-uuid"), event.ReasonInvalidID, true},
 		{"id without dashes", set("id", "0b6f3c1e8d1f4a579a432f0d7d6b1c55"), event.ReasonInvalidID, true},
 		{"nil id", set("id", "00000000-0000-0000-0000-000000000000"), event.ReasonInvalidID, true},
@@ -151,6 +195,7 @@ var knownReasons = []string{
 	event.ReasonInvalidID, event.ReasonInvalidRecordType, event.ReasonInvalidRecordID, event.ReasonUnknownSource,
 	event.ReasonInvalidTimestamp, event.ReasonInvalidBaseVersion, event.ReasonEmptyChanges,
 	event.ReasonInvalidFieldName, event.ReasonInvalidChangeValue, event.ReasonInvalidSnapshotRef,
+	event.ReasonTooDeep, event.ReasonUnsafeNumber, event.ReasonInvalidUTF16,
 }
 
 var hex64 = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -201,4 +246,21 @@ func FuzzDecodeRaw(f *testing.F) {
 			t.Fatalf("round trip changed the event: %s", again)
 		}
 	})
+}
+
+// TestMarshalKeepsValues: stored and sent JSON is never HTML-escaped.
+func TestMarshalKeepsValues(t *testing.T) {
+	t.Parallel()
+	v := map[string]any{"raw": json.RawMessage(`"<a href='x'>&amp;</a>"`), "s": "<>&", "n": 1}
+	got, err := event.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"n":1,"raw":"<a href='x'>&amp;</a>","s":"<>&"}`; string(got) != want {
+		t.Errorf("Marshal = %s, want %s", got, want)
+	}
+	plain, _ := json.Marshal(v)
+	if strings.Contains(string(got), `\u003c`) || !strings.Contains(string(plain), `\u003c`) {
+		t.Errorf("escaping: event.Marshal %s, json.Marshal %s", got, plain)
+	}
 }
