@@ -7,7 +7,10 @@
 package message
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +19,9 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/cloudevents/sdk-go/v2"
 
 	"github.com/backbone-sync/backbone/shared/logging"
 )
@@ -29,7 +35,29 @@ type Message struct {
 	OrderingKey     string
 	DeliveryAttempt int    // 0 when Pub/Sub did not say (no dead-letter policy)
 	Subscription    string // as sent: usually projects/P/subscriptions/NAME
+	// Invalid is set when the request is a CloudEvent the backbone must not
+	// act on (another type, missing parts): bad input like any other (SPEC
+	// §3), to be audited, parked and acked, never a 4xx that Pub/Sub would
+	// redeliver forever. Data then holds what the request carried, and ID
+	// the CloudEvent's id (or a digest of the body when it has none). A
+	// handler must not process such a message.
+	Invalid *Invalid
 }
+
+// Invalid says why a request decoded only as a bad message.
+type Invalid struct {
+	Reason string // stable snake_case code
+	Detail string
+}
+
+// Reasons of an Invalid message (stable: operators filter on them).
+const (
+	ReasonUnexpectedEventType = "unexpected_event_type"
+	ReasonInvalidCloudEvent   = "invalid_cloudevent"
+)
+
+// TypeMessagePublished is the one CloudEvent type the backbone accepts.
+const TypeMessagePublished = "google.cloud.pubsub.topic.v1.messagePublished"
 
 // SubscriptionName returns the short subscription name.
 func (m Message) SubscriptionName() string {
@@ -74,16 +102,6 @@ type pushMessage struct {
 	OrderingSnake  string            `json:"ordering_key,omitempty"`
 }
 
-// cloudEvent is a structured-mode CloudEvent (application/cloudevents+json).
-type cloudEvent struct {
-	SpecVersion string          `json:"specversion"`
-	ID          string          `json:"id"`
-	Type        string          `json:"type"`
-	Time        string          `json:"time"`
-	Data        json.RawMessage `json:"data"`
-	DataBase64  []byte          `json:"data_base64"`
-}
-
 // ErrUndecodable marks a request that is not a Pub/Sub push nor a
 // messagePublished CloudEvent.
 var ErrUndecodable = errors.New("not a Pub/Sub push request or messagePublished CloudEvent")
@@ -111,44 +129,75 @@ func decode(r *http.Request) (Message, error) {
 	if len(body) > MaxRequestBytes {
 		return Message{}, fmt.Errorf("%w: body over %d bytes", ErrUndecodable, MaxRequestBytes)
 	}
-	ct := r.Header.Get("Content-Type")
-	switch {
-	case r.Header.Get("Ce-Specversion") != "":
-		// Binary mode: attributes in headers, the envelope is the body.
-		m, err := decodeEnvelope(body)
-		if err != nil {
-			return m, err
-		}
-		if m.ID == "" {
-			m.ID = r.Header.Get("Ce-Id")
-		}
-		if m.PublishTime.IsZero() {
-			m.PublishTime = parseTime(r.Header.Get("Ce-Time"))
-		}
-		return m, nil
-	case strings.HasPrefix(ct, "application/cloudevents+json"):
-		var ce cloudEvent
-		if err := json.Unmarshal(body, &ce); err != nil {
-			return Message{}, fmt.Errorf("%w: structured CloudEvent: %v", ErrUndecodable, err)
-		}
-		data := []byte(ce.Data)
-		if len(ce.DataBase64) > 0 {
-			data = ce.DataBase64
-		}
-		m, err := decodeEnvelope(data)
-		if err != nil {
-			return m, err
-		}
-		if m.ID == "" {
-			m.ID = ce.ID
-		}
-		if m.PublishTime.IsZero() {
-			m.PublishTime = parseTime(ce.Time)
-		}
-		return m, nil
-	default:
-		return decodeEnvelope(body)
+	if r.Header.Get("Ce-Specversion") != "" || strings.HasPrefix(strings.ToLower(r.Header.Get("Content-Type")), "application/cloudevents") {
+		return decodeCloudEvent(r, body), nil
 	}
+	return decodeEnvelope(body)
+}
+
+// decodeCloudEvent reads a binary-mode (ce-* headers, data in the body) or
+// structured-mode (application/cloudevents+json) CloudEvent with the
+// CloudEvents SDK. A messagePublished event carries a push envelope as its
+// data; any other type, or an event that is not valid, comes back as an
+// Invalid message so the handler parks it: it is a CloudEvent, so it came
+// through the Pub/Sub trigger, and a 4xx would be redelivered forever.
+func decodeCloudEvent(r *http.Request, body []byte) Message {
+	req := r.Clone(r.Context())
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.ContentLength = int64(len(body))
+	// The SDK's root package (named v2) re-exports its HTTP binding.
+	ev, err := v2.NewEventFromHTTPRequest(req)
+	if err == nil {
+		err = ev.Validate()
+	}
+	if err != nil {
+		id := r.Header.Get("Ce-Id")
+		if ev != nil && ev.ID() != "" {
+			id = ev.ID()
+		}
+		return invalidMessage(id, body, ReasonInvalidCloudEvent, "not a valid CloudEvent: "+err.Error())
+	}
+	if ev.Type() != TypeMessagePublished {
+		return invalidMessage(ev.ID(), ev.Data(), ReasonUnexpectedEventType,
+			fmt.Sprintf("CloudEvent type %q from %q: only %s is accepted", clip(ev.Type()), clip(ev.Source()), TypeMessagePublished))
+	}
+	m, err := decodeEnvelope(ev.Data())
+	if err != nil {
+		return invalidMessage(ev.ID(), ev.Data(), ReasonInvalidCloudEvent, "messagePublished CloudEvent without a Pub/Sub message: "+err.Error())
+	}
+	if m.ID == "" {
+		m.ID = ev.ID()
+	}
+	if m.PublishTime.IsZero() && !ev.Time().IsZero() {
+		m.PublishTime = ev.Time().UTC()
+	}
+	return m
+}
+
+// invalidMessage is a bad CloudEvent as a message to park. Without an id,
+// the body's digest stands in, so every redelivery gets the same one.
+func invalidMessage(id string, data []byte, reason, detail string) Message {
+	if id == "" {
+		sum := sha256.Sum256(data)
+		id = "cloudevent-" + hex.EncodeToString(sum[:8])
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	return Message{Data: data, Attributes: map[string]string{}, ID: clip(id), Invalid: &Invalid{Reason: reason, Detail: clip(detail)}}
+}
+
+// clip bounds a text taken from a request for ids and details.
+func clip(s string) string {
+	const max = 512
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func decodeEnvelope(body []byte) (Message, error) {
@@ -181,16 +230,6 @@ func decodeEnvelope(body []byte) (Message, error) {
 		m.PublishTime = t.UTC()
 	}
 	return m, nil
-}
-
-// parseTime reads a CloudEvent time; a missing or bad one is the zero time
-// (the publish time is informative, never worth refusing a message for).
-func parseTime(s string) time.Time {
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}
-	}
-	return t.UTC()
 }
 
 func first(a, b string) string {

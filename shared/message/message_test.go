@@ -134,8 +134,10 @@ func TestDecodeRejects(t *testing.T) {
 			t.Errorf("%s: err = %v, want ErrUndecodable", name, err)
 		}
 	}
-	if _, err := decode(t, `{"specversion":"1.0"`, http.Header{"Content-Type": {"application/cloudevents+json"}}); !errors.Is(err, message.ErrUndecodable) {
-		t.Errorf("broken structured CloudEvent: err = %v", err)
+	// A CloudEvent came through the trigger: a broken one is bad input to
+	// park (Invalid), never a 4xx Pub/Sub would redeliver forever.
+	if m, err := decode(t, `{"specversion":"1.0"`, http.Header{"Content-Type": {"application/cloudevents+json"}}); err != nil || m.Invalid == nil || m.Invalid.Reason != message.ReasonInvalidCloudEvent || m.ID == "" {
+		t.Errorf("broken structured CloudEvent: %+v, %v", m, err)
 	}
 	big := `{"message":{"messageId":"1","data":"` + strings.Repeat("A", message.MaxRequestBytes) + `"}}`
 	if _, err := decode(t, big, nil); !errors.Is(err, message.ErrUndecodable) {
@@ -198,6 +200,66 @@ func TestHTTPAckAndNack(t *testing.T) {
 		if message.Acked(code) != acked {
 			t.Errorf("Acked(%d) = %v", code, !acked)
 		}
+	}
+}
+
+// TestDecodeBadCloudEvents: every bad CloudEvent decodes as an Invalid
+// message with a stable reason, an id and the data it carried.
+func TestDecodeBadCloudEvents(t *testing.T) {
+	t.Parallel()
+	binary := func(drop string, set ...string) http.Header {
+		h := http.Header{
+			"Content-Type":   {"application/json"},
+			"Ce-Specversion": {"1.0"},
+			"Ce-Type":        {message.TypeMessagePublished},
+			"Ce-Source":      {"//pubsub.googleapis.com/projects/p/topics/t"},
+			"Ce-Id":          {"ce-7"},
+		}
+		h.Del(drop)
+		for i := 0; i+1 < len(set); i += 2 {
+			h.Set(set[i], set[i+1])
+		}
+		return h
+	}
+	structured := http.Header{"Content-Type": {"application/cloudevents+json"}}
+	ce := func(fields string) string { return `{"specversion":"1.0",` + fields + `}` }
+	cases := []struct {
+		name, body string
+		header     http.Header
+		reason     string
+	}{
+		{"binary: wrong type", envelope, binary("", "Ce-Type", "com.example.other"), message.ReasonUnexpectedEventType},
+		{"binary: no type", envelope, binary("Ce-Type"), message.ReasonInvalidCloudEvent},
+		{"binary: no source", envelope, binary("Ce-Source"), message.ReasonInvalidCloudEvent},
+		{"binary: no id", envelope, binary("Ce-Id"), message.ReasonInvalidCloudEvent},
+		{"binary: spec version 2.0", envelope, binary("", "Ce-Specversion", "2.0"), message.ReasonInvalidCloudEvent},
+		{"binary: no envelope", `{"subscription":"s"}`, binary(""), message.ReasonInvalidCloudEvent},
+		{"binary: empty body", ``, binary(""), message.ReasonInvalidCloudEvent},
+		{"structured: wrong type", ce(`"type":"com.example.other","source":"//x","id":"ce-8","data":` + envelope), structured, message.ReasonUnexpectedEventType},
+		{"structured: no type", ce(`"source":"//x","id":"ce-8","data":` + envelope), structured, message.ReasonInvalidCloudEvent},
+		{"structured: no id", ce(`"type":"` + message.TypeMessagePublished + `","source":"//x","data":` + envelope), structured, message.ReasonInvalidCloudEvent},
+		{"structured: no data", ce(`"type":"` + message.TypeMessagePublished + `","source":"//x","id":"ce-9"`), structured, message.ReasonInvalidCloudEvent},
+		{"structured: data without message", ce(`"type":"` + message.TypeMessagePublished + `","source":"//x","id":"ce-9","data":{"subscription":"s"}`), structured, message.ReasonInvalidCloudEvent},
+		{"structured: not json", `{"specversion":`, structured, message.ReasonInvalidCloudEvent},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := decode(t, c.body, c.header)
+			if err != nil {
+				t.Fatalf("err = %v, want an Invalid message", err)
+			}
+			if m.Invalid == nil || m.Invalid.Reason != c.reason || m.Invalid.Detail == "" || m.ID == "" || m.Attributes == nil {
+				t.Fatalf("decoded %+v (invalid %+v), want reason %s", m, m.Invalid, c.reason)
+			}
+			again, _ := decode(t, c.body, c.header)
+			if again.ID != m.ID {
+				t.Errorf("ids %q and %q: a redelivery must get the same id", m.ID, again.ID)
+			}
+		})
+	}
+	// A good CloudEvent is not Invalid.
+	if m, err := decode(t, envelope, binary("")); err != nil || m.Invalid != nil || m.ID != "1234567890" {
+		t.Errorf("good binary CloudEvent: %+v, %v", m, err)
 	}
 }
 
