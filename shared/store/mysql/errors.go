@@ -3,6 +3,7 @@ package mysql
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -14,6 +15,7 @@ const (
 	errDupEntry        = 1062
 	errLockWaitTimeout = 1205
 	errDeadlock        = 1213
+	errUnknown         = 1105 // ER_UNKNOWN_ERROR: classified by its message where it must be
 )
 
 // serverError is one row of the classification table.
@@ -36,6 +38,7 @@ var serverErrors = map[int]serverError{
 	// Connections: too many, refused, lost, killed, shutting down.
 	1040: {store.ClassTransient, "too_many_connections"},
 	1203: {store.ClassTransient, "too_many_user_connections"},
+	1226: {store.ClassTransient, "user_limit_reached"}, // max_user_connections and other per-user limits
 	1043: {store.ClassTransient, "bad_handshake"},
 	1053: {store.ClassTransient, "server_shutdown"},
 	1077: {store.ClassTransient, "normal_shutdown"},
@@ -139,11 +142,22 @@ func retryable(err error) bool {
 // a number the table does not know wraps store.ErrUnclassified. The server
 // error stays in the chain (errors.As *mysql.MySQLError still works).
 func wrap(err error, what string) error {
+	if errors.Is(err, mysql.ErrPktTooLarge) {
+		// The driver refuses, before sending, a packet over the server's
+		// max_allowed_packet: the server would have answered 1153.
+		return fmt.Errorf("%s: %w", what, &store.RefusedError{Number: 1153, Name: "packet_too_large", Err: err})
+	}
 	var me *mysql.MySQLError
 	if !errors.As(err, &me) {
 		return fmt.Errorf("%s: %w: %w", what, store.ErrUnavailable, err)
 	}
 	se, ok := classOf(int(me.Number))
+	if me.Number == errUnknown && strings.Contains(me.Message, "max_allowed_packet") {
+		// A parameter too large even for a prepared statement's long data
+		// (the driver's fallback once interpolation would overflow the
+		// packet): the server names no number of its own for it.
+		se, ok = serverError{store.ClassRefused, "packet_too_large"}, true
+	}
 	switch {
 	case !ok:
 		return fmt.Errorf("%s: %w: error %d: %w", what, store.ErrUnclassified, me.Number, err)
@@ -152,4 +166,13 @@ func wrap(err error, what string) error {
 	default:
 		return fmt.Errorf("%s: %w (%s): %w", what, store.ErrUnavailable, se.name, err)
 	}
+}
+
+// Classify wraps an error of a statement run outside the store (tools that
+// measure raw SQL, tests) with the same classification as the store's own.
+func Classify(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	return wrap(err, what)
 }

@@ -121,6 +121,11 @@ func normalise(mc *mysql.Config) {
 	mc.Collation = "utf8mb4_bin"
 	mc.InterpolateParams = true
 	mc.MultiStatements = false
+	// Read max_allowed_packet from the server at connect: a statement over
+	// it is then refused by the driver (ErrPktTooLarge, classified as the
+	// refusal it is) instead of the server cutting the connection mid-write,
+	// which would look like a lost connection and be retried forever.
+	mc.MaxAllowedPacket = 0
 	if mc.Params == nil {
 		mc.Params = map[string]string{}
 	}
