@@ -59,6 +59,12 @@ type NetSuite struct {
 	// types and fields to NetSuite's; empty means the documented defaults.
 	Mapping string
 	Timeout time.Duration
+	// MaxConcurrency is NETSUITE_MAX_CONCURRENCY: the backbone's share of
+	// the account-wide concurrency limit, across every instance and Retry.
+	MaxConcurrency int
+	// VersionField is NETSUITE_VERSION_FIELD: a NetSuite field the upsert
+	// sets to the record version it carries ("" = not sent).
+	VersionField string
 }
 
 // SuiteX configures the SuiteX sink.
@@ -166,6 +172,16 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.NetSuite.Timeout, err = parseDuration("NETSUITE_TIMEOUT", getenv("NETSUITE_TIMEOUT"), 30*time.Second)
 	errs = append(errs, err)
+	c.NetSuite.MaxConcurrency = 5
+	if v := getenv("NETSUITE_MAX_CONCURRENCY"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			errs = append(errs, fmt.Errorf("NETSUITE_MAX_CONCURRENCY=%q is not valid: accepted values are 1-1000 (the backbone's share of the account's concurrency limit)", v))
+		} else {
+			c.NetSuite.MaxConcurrency = n
+		}
+	}
+	c.NetSuite.VersionField = getenv("NETSUITE_VERSION_FIELD")
 	errs = append(errs, checkURL("NETSUITE_BASE_URL", c.NetSuite.BaseURL))
 
 	c.SuiteX = SuiteX{

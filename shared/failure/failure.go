@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/store"
 )
 
 // Failure is a classified failure of one stage. Reason is a stable code
@@ -25,6 +27,12 @@ type Failure struct {
 	Detail    string
 	// Known context, when there is any.
 	EventID, RecordType, RecordID string
+	// NotApplied: a delivery target clearly refused before acting (a 4xx,
+	// 429, a connection never made), so it did not apply the request. Any
+	// other failed attempt may have been applied (SPEC §7).
+	NotApplied bool
+	// RetryAfter is how long the target asked to wait (429 Retry-After).
+	RetryAfter time.Duration
 }
 
 func (f *Failure) Error() string {
@@ -75,7 +83,7 @@ func Message(f *Failure, m message.Message) event.Error {
 		Stage:      f.Stage,
 		Retryable:  f.Retryable,
 		Reason:     f.Reason,
-		Detail:     f.Detail,
+		Detail:     store.Truncate(f.Detail, store.MaxDetailBytes), // bounded whatever the input
 		Original:   Original(m),
 		EventID:    f.EventID,
 		RecordType: f.RecordType,
@@ -106,7 +114,7 @@ const (
 // An error here means the failure could not be parked: the caller must nack
 // so that Pub/Sub redelivers the original.
 func (r *Reporter) Report(ctx context.Context, e event.Error) (string, error) {
-	data, err := json.Marshal(e)
+	data, err := event.Marshal(e)
 	if err != nil {
 		return "", fmt.Errorf("encode error message: %w", err)
 	}

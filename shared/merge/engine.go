@@ -49,6 +49,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
@@ -80,14 +81,10 @@ const (
 // deadlocks and lost version races.
 const maxRounds = 4
 
-// Deliveries the echo test reads per query: few at first (the newest
-// delivery carrying the field usually decides, and the query scans the
-// record's audit rows from the base down until it has that many), more when
-// it must look further back.
-const (
-	firstDeliveredPage = 8
-	maxDeliveredPage   = 256
-)
+// echoWindow bounds the rows of a source's history that the echo rule and
+// the re-edit test read: an echo is a re-emission of a recent delivery, and
+// reading a fixed window keeps a merge's cost flat in the history length.
+const echoWindow = 64
 
 // Engine merges raw events. It is safe for concurrent use; one per process.
 type Engine struct {
@@ -213,6 +210,12 @@ type decision struct {
 	// pending is the record's newest event, still unpublished: it must go
 	// out before a newer one is stored (errPending).
 	pending *store.Event
+	// nudge: nothing was stored, but the source holds a value the store
+	// does not (a conflict loser, an echo of an old value): its sink must
+	// run to send the store's value back (SPEC §7).
+	nudge bool
+	// reEditID is the id derived for a genuine re-edit (SPEC §5 step 1).
+	reEditID string
 }
 
 var (
@@ -230,7 +233,7 @@ var (
 func (e *Engine) merge(ctx context.Context, m message.Message, raw event.Raw, res Result, probeID bool) (Result, error) {
 	var (
 		d       decision
-		rebuilt *recordState
+		rebuilt *record.State
 	)
 	for round := 0; ; round++ {
 		err := e.store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
@@ -260,7 +263,7 @@ func (e *Engine) merge(ctx context.Context, m message.Message, raw event.Raw, re
 			if err != nil {
 				return res, e.storeFailure(res, err)
 			}
-			if rebuilt, err = foldEvents(evs); err != nil {
+			if rebuilt, err = record.Fold(evs); err != nil {
 				return res, e.storeFailure(res, err)
 			}
 			e.log.WarnContext(ctx, "record state rebuilt from events", "record", raw.RecordType+":"+raw.RecordID, "version", rebuilt.Version)
@@ -292,6 +295,17 @@ func (e *Engine) merge(ctx context.Context, m message.Message, raw event.Raw, re
 			}
 			res.Published = append(res.Published, d.event.ID)
 		}
+	case store.OutcomeSuperseded, store.OutcomeEcho:
+		if d.nudge && d.head.NewestID != "" {
+			// Nothing stored, so no merged message would make the sinks
+			// run, yet the source now holds a value the store does not.
+			// Publishing the head again makes its sink send the store's
+			// value back; the other sink finds nothing missing (stale).
+			if err := e.nudgeSinks(ctx, d.head.NewestID); err != nil {
+				return res, e.classify(res, err)
+			}
+			res.Published = append(res.Published, d.head.NewestID)
+		}
 	case store.OutcomeAccepted, store.OutcomeMerged:
 		res.EventID, res.Version = d.event.ID, d.event.Version()
 		if err := e.publish(ctx, d.event, d.conflicts); err != nil {
@@ -313,7 +327,7 @@ func (e *Engine) merge(ctx context.Context, m message.Message, raw event.Raw, re
 // decide is one run of the merge transaction: SPEC §5 steps 1 to 6 up to
 // the commit. It must be repeatable until commit (InTx may run it again), so
 // it only writes through tx and into d.
-func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw event.Raw, fp string, probeID bool, rebuilt *recordState, d *decision) error {
+func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw event.Raw, fp string, probeID bool, rebuilt *record.State, d *decision) error {
 	rt, rid := raw.RecordType, raw.RecordID
 	head, err := tx.LockRecord(ctx, rt, rid)
 	if err != nil {
@@ -353,8 +367,37 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 		d.fail.EventID = ev.ID
 		return audit(store.OutcomeRejected, ReasonIDConflict+": "+d.fail.Detail, "", head.Version)
 	}
+	// The source's own history of this record: its reports and the
+	// deliveries to it (echo rule, re-edits). Read only when needed.
+	var (
+		hist   []store.Audit
+		loaded bool
+	)
+	history := func() ([]store.Audit, error) {
+		if loaded {
+			return hist, nil
+		}
+		var err error
+		hist, err = tx.SystemHistory(ctx, rt, rid, raw.Source, echoWindow)
+		loaded = err == nil
+		return hist, err
+	}
 	if byFP != nil {
-		return duplicate(*byFP, "same change as an event already stored")
+		h, err := history()
+		if err != nil {
+			return err
+		}
+		if !reEdit(h, *byFP, raw) {
+			return duplicate(*byFP, "same change as an event already stored")
+		}
+		// On, off, on again: the source reported another value of one of
+		// these fields since the matched event, so this is a genuine
+		// change back. A derived id must differ from the matched event's
+		// and stay the same for this re-edit's own redeliveries.
+		if !probeID {
+			raw.ID = event.DerivedID(fp + ":" + byFP.ID)
+			d.reEditID = raw.ID
+		}
 	}
 
 	// Step 2: a base ahead of the chain waits for the change before it.
@@ -365,7 +408,7 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 		return audit(store.OutcomeDeferred, ReasonVersionGap+": "+d.fail.Detail, "", head.Version)
 	}
 
-	st, ok := parseState(head)
+	st, ok := record.Parse(head)
 	if !ok {
 		if rebuilt == nil || rebuilt.Version != head.Version {
 			return errRebuild
@@ -374,10 +417,17 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 	}
 
 	// Step 1 (echo), 3 (conflicts) and 4 (no-op), field by field.
-	echoes, err := e.echoes(ctx, tx, raw, st)
-	if err != nil {
-		return err
+	var echoes map[string]event.Conflict
+	if mayEcho(raw, st) {
+		h, err := history()
+		if err != nil {
+			return err
+		}
+		echoes = findEchoes(h, raw)
 	}
+	// Every outcome below is the source's report of all the fields it sent
+	// (SPEC §7: the target holds them locally, accepted or dropped).
+	report := &store.FieldSet{Base: raw.BaseVersion, Fields: record.Digests(raw.Changes)}
 	effective := map[string]json.RawMessage{}
 	var (
 		conflicts []event.Conflict
@@ -422,7 +472,11 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 		default:
 			d.outcome = store.OutcomeNoop
 		}
-		return audit(d.outcome, det.String(), "", head.Version)
+		d.nudge = d.outcome != store.OutcomeNoop
+		return tx.AppendAudit(ctx, store.Audit{
+			EventID: raw.ID, Fingerprint: fp, RecordType: rt, RecordID: rid, Outcome: d.outcome, Stage: store.StageMerge,
+			MessageID: messageID(m.ID), Version: head.Version, Detail: det.String(), Source: raw.Source, Fields: report,
+		})
 	}
 
 	// Outbox gate: never store version n+1 while version n is unpublished,
@@ -442,7 +496,7 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 	}
 
 	// Step 6: append the event and its audit row (one transaction).
-	changes, err := json.Marshal(effective)
+	changes, err := event.Marshal(effective)
 	if err != nil {
 		return fmt.Errorf("encode changes of %s: %w", raw.ID, err)
 	}
@@ -451,7 +505,7 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 		Timestamp: raw.Timestamp.Time, BaseVersion: head.Version, Changes: changes,
 		FullSnapshotRef: raw.FullSnapshotRef,
 	}
-	state, err := json.Marshal(st.apply(ev, effective))
+	state, err := encodeState(st.Apply(ev, effective))
 	if err != nil {
 		return fmt.Errorf("encode state of %s:%s: %w", rt, rid, err)
 	}
@@ -461,7 +515,7 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 	}
 	err = tx.AppendEvent(ctx, ev, store.Audit{
 		Fingerprint: fp, RecordType: rt, RecordID: rid, Outcome: outcome, Stage: store.StageMerge,
-		MessageID: messageID(m.ID), Detail: det.String(), State: state,
+		MessageID: messageID(m.ID), Detail: det.String(), State: state, Source: raw.Source, Fields: report,
 	})
 	if errors.Is(err, store.ErrDuplicateID) {
 		// Someone inserted this id since the probes ran: a concurrent copy of
@@ -480,7 +534,7 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 // that the source did not see (SPEC §5 step 3): the later timestamp wins;
 // on equal timestamps the source earlier in the priority list wins; failing
 // that the stored value stays.
-func (e *Engine) resolve(f string, raw event.Raw, cur *fieldState) event.Conflict {
+func (e *Engine) resolve(f string, raw event.Raw, cur *record.Field) event.Conflict {
 	ts := cur.Timestamp
 	c := event.Conflict{Field: f, OtherSource: cur.Source, OtherVersion: cur.Version, OtherTimestamp: &ts}
 	switch in, stored := raw.Timestamp.Time, cur.Timestamp.Time; {
@@ -510,80 +564,6 @@ func (e *Engine) priority(source string) int {
 	return len(e.sources)
 }
 
-// echoes finds the incoming fields that only repeat what the backbone
-// delivered to their source (SPEC §5 step 1): for field f from source X at
-// base b, the newest version <= b delivered to X that carried f carried
-// exactly this value, and X has not changed f itself since.
-//
-// The state tells, without a query, which fields can be echoes at all: f
-// must have been changed by another source after X last changed it
-// (deliveries to X carry other sources' changes). Only then are the
-// deliveries read, newest first, and never further back than X's own last
-// change of f — so a source that edits its own fields costs no query.
-func (e *Engine) echoes(ctx context.Context, tx store.Reader, raw event.Raw, st *recordState) (map[string]event.Conflict, error) {
-	x, b := raw.Source, raw.BaseVersion
-	// floor[f]: X's last change of f; a delivery at or below it is older
-	// than X's own change, so it cannot make f an echo.
-	floor := map[string]uint64{}
-	for f := range raw.Changes {
-		fs := st.Fields[f]
-		if fs == nil {
-			continue
-		}
-		own := fs.BySource[x]
-		if own >= b {
-			continue
-		}
-		for s, v := range fs.BySource {
-			if s != x && v > own {
-				floor[f] = own
-				break
-			}
-		}
-	}
-	if len(floor) == 0 {
-		return nil, nil
-	}
-	out := map[string]event.Conflict{}
-	maxVersion, page := b, firstDeliveredPage
-	for len(floor) > 0 {
-		evs, err := tx.DeliveredTo(ctx, raw.RecordType, raw.RecordID, x, maxVersion, page)
-		if err != nil {
-			return nil, err
-		}
-		for _, ev := range evs {
-			v := ev.Version()
-			var carried map[string]json.RawMessage
-			if err := json.Unmarshal(ev.Changes, &carried); err != nil {
-				return nil, fmt.Errorf("changes of delivered event %s: %w", ev.ID, err)
-			}
-			for f, own := range floor {
-				if v <= own {
-					delete(floor, f)
-					continue
-				}
-				val, ok := carried[f]
-				if !ok {
-					continue
-				}
-				// The newest delivery to X that carried f decides.
-				if event.SameJSON(val, raw.Changes[f]) {
-					ts := event.NewTime(ev.Timestamp)
-					out[f] = event.Conflict{Field: f, Resolution: ResolutionIncomingDropped, Rule: RuleEcho,
-						OtherSource: ev.Source, OtherVersion: v, OtherTimestamp: &ts}
-				}
-				delete(floor, f)
-			}
-		}
-		if len(evs) < page || evs[len(evs)-1].Version() <= 1 {
-			break
-		}
-		maxVersion = evs[len(evs)-1].Version() - 1
-		page = min(page*4, maxDeliveredPage)
-	}
-	return out, nil
-}
-
 // detail is the audit detail of a merge outcome: what was dropped and why.
 type detail struct {
 	Conflicts  []event.Conflict `json:"conflicts,omitempty"`
@@ -596,7 +576,7 @@ func (d detail) String() string {
 	if len(d.Conflicts) == 0 && len(d.Echo) == 0 && len(d.Noop) == 0 && len(d.Superseded) == 0 {
 		return ""
 	}
-	b, err := json.Marshal(d)
+	b, err := event.Marshal(d)
 	if err != nil {
 		return ""
 	}
@@ -613,17 +593,12 @@ func conflictsOf(a store.Audit) []event.Conflict {
 	return d.Conflicts
 }
 
-// storeFailure classifies a store error. Every store failure is retryable:
-// the database being down is the common case; anything else (a statement
-// refused) is retried by Retry and dead-lettered if it persists.
+// storeFailure classifies a store error with the one table of SPEC §6
+// (classifyStoreFailure): transient errors are retried, a statement the
+// database refused for its content is rejected, never retried to
+// exhaustion.
 func (e *Engine) storeFailure(res Result, err error) *failure.Failure {
-	reason := ReasonStoreError
-	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		reason = ReasonStoreUnavailable
-	}
-	f := failure.Retryable(event.StageMerge, reason, err.Error())
-	f.RecordType, f.RecordID, f.EventID = res.RecordType, res.RecordID, res.EventID
-	return f
+	return classifyStoreFailure(res, err)
 }
 
 func (e *Engine) publishFailure(res Result, eventID string, err error) *failure.Failure {

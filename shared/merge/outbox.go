@@ -12,6 +12,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store"
+	"github.com/backbone-sync/backbone/shared/stress"
 )
 
 // MergedMessage renders a stored event as its message on events.merged.{env}
@@ -26,7 +27,7 @@ func MergedMessage(ev store.Event, conflicts []event.Conflict) (publish.Message,
 	if conflicts == nil {
 		conflicts = []event.Conflict{} // consumers get [], never null
 	}
-	data, err := json.Marshal(event.Merged{
+	data, err := event.Marshal(event.Merged{
 		ID:              ev.ID,
 		RecordType:      ev.RecordType,
 		RecordID:        ev.RecordID,
@@ -62,7 +63,21 @@ type publishError struct {
 func (e *publishError) Error() string { return fmt.Sprintf("publish event %s: %v", e.eventID, e.err) }
 func (e *publishError) Unwrap() error { return e.err }
 
+// OutcomeWithheld is the outbox audit outcome of a stress record: flagged
+// processed = 1 and never published.
+const OutcomeWithheld = "withheld"
+
+// publish is the one step through which a stored event reaches
+// events.merged (the merge, its outbox gate and recovery, and the outbox
+// flush all call it), so it is where stress's reserved record types are
+// stopped: the event is treated as published (the caller sets processed =
+// 1 and acks) but no message leaves, so no sink, Retry or redrive can ever
+// deliver it to a target, however it got into the store.
 func (e *Engine) publish(ctx context.Context, ev store.Event, conflicts []event.Conflict) error {
+	if stress.Reserved(ev.RecordType) {
+		e.log.InfoContext(ctx, "stress record withheld from the merged topic", "event_id", ev.ID, "record", ev.RecordType+":"+ev.RecordID)
+		return nil
+	}
 	msg, err := MergedMessage(ev, conflicts)
 	if err != nil {
 		return err
@@ -71,6 +86,17 @@ func (e *Engine) publish(ctx context.Context, ev store.Event, conflicts []event.
 		return &publishError{eventID: ev.ID, err: err}
 	}
 	return nil
+}
+
+// nudgeSinks publishes the record's head event again, so that both sinks
+// bring their target up to date with the store (SPEC §7: the message only
+// says which record). The outbox flag is left as it is.
+func (e *Engine) nudgeSinks(ctx context.Context, headID string) error {
+	ev, err := e.store.EventByID(ctx, headID)
+	if err != nil {
+		return fmt.Errorf("head event %s: %w", headID, err)
+	}
+	return e.publish(ctx, ev, nil)
 }
 
 // republish publishes an event left processed = 0, sets the flag and
@@ -103,9 +129,13 @@ func (e *Engine) republish(ctx context.Context, ev store.Event, msgID, why strin
 	if err := e.store.MarkProcessed(ctx, ev.ID); err != nil {
 		return fmt.Errorf("event %s republished but not marked processed: %w", ev.ID, err)
 	}
+	outcome := store.OutcomePublished
+	if stress.Reserved(ev.RecordType) {
+		outcome, why = OutcomeWithheld, why+": a stress record, marked processed and never published"
+	}
 	err = e.store.AppendAudit(ctx, store.Audit{
 		EventID: ev.ID, Fingerprint: fp, RecordType: ev.RecordType, RecordID: ev.RecordID,
-		Outcome: store.OutcomePublished, Stage: store.StageOutbox, MessageID: messageID(msgID),
+		Outcome: outcome, Stage: store.StageOutbox, MessageID: messageID(msgID),
 		Version: ev.Version(), Detail: why,
 	})
 	if err != nil {

@@ -1,6 +1,14 @@
-package merge
+// Package record holds a record's folded state (SPEC §5: S, all accepted
+// changes folded in version order) and the canonical digests of field
+// values that the merge and the sinks compare. The merge writes the state
+// after every accepted event; the sinks read it to know the value of every
+// field at the record's newest version N (SPEC §7). It is derived from
+// `events` alone and rebuildable from them (Fold).
+package record
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -9,78 +17,75 @@ import (
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
-// stateFormat versions the JSON of recordState. A state in another format
-// (or none) is rebuilt from the record's events.
+// stateFormat versions the JSON of State. A state in another format (or
+// none) is rebuilt from the record's events.
 const stateFormat = 1
 
-// recordState is the folded state of a record after one accepted event. It
-// is stored in that event's audit row (event_audit_log.state) and read back
+// State is the folded state of a record after one accepted event. It is
+// stored in that event's audit row (event_audit_log.state) and read back
 // with the record lock (store.Head), so a merge costs the same whatever the
-// record's history: one index probe gives everything steps 1, 3 and 4 of
-// SPEC §5 need. It is derived from `events` alone and rebuildable from them
-// (foldEvents).
+// record's history.
 //
 //	{"format":1,"version":5,"event_id":"…","fields":{"email":{"value":"a@x",
 //	 "version":5,"source":"netsuite","timestamp":"…","by_source":{"netsuite":5,"suitex":3}}}}
-type recordState struct {
+type State struct {
 	Format int `json:"format"`
 	// Version is the record version this state is after (V).
 	Version uint64 `json:"version"`
-	// EventID is the event that produced it: the record's newest event,
-	// which the outbox gate checks before storing a newer one.
-	EventID string                 `json:"event_id"`
-	Fields  map[string]*fieldState `json:"fields"`
+	// EventID is the event that produced it: the record's newest event.
+	EventID string            `json:"event_id"`
+	Fields  map[string]*Field `json:"fields"`
 }
 
-// fieldState is one field of the record.
-type fieldState struct {
+// Field is one field of the record.
+type Field struct {
 	// Value is the current value in canonical JSON (RFC 8785); null when the
 	// field was cleared.
 	Value json.RawMessage `json:"value"`
 	// Version, Source and Timestamp are of the accepted event that last
-	// changed the field: step 3 weighs an incoming change against them.
+	// changed the field: a concurrent change is weighed against them.
 	Version   uint64     `json:"version"`
 	Source    string     `json:"source"`
 	Timestamp event.Time `json:"timestamp"`
 	// BySource is, per source, the last version at which that source changed
-	// the field: the echo test asks whether the source changed it itself
-	// after the backbone delivered a value to it.
+	// the field.
 	BySource map[string]uint64 `json:"by_source"`
 }
 
-func emptyState() *recordState {
-	return &recordState{Format: stateFormat, Fields: map[string]*fieldState{}}
+// Empty is the state of a record with no events.
+func Empty() *State {
+	return &State{Format: stateFormat, Fields: map[string]*Field{}}
 }
 
-// parseState reads the state stored with the head event. ok is false when it
+// Parse reads the state stored with the head event. ok is false when it
 // must be rebuilt: none stored (events appended by another tool), another
 // format, or not the head's.
-func parseState(h store.Head) (st *recordState, ok bool) {
+func Parse(h store.Head) (st *State, ok bool) {
 	if h.Version == 0 {
-		return emptyState(), true
+		return Empty(), true
 	}
 	if len(h.State) == 0 {
 		return nil, false
 	}
-	st = &recordState{}
+	st = &State{}
 	if err := json.Unmarshal(h.State, st); err != nil || st.Format != stateFormat || st.Version != h.Version {
 		return nil, false
 	}
 	if st.Fields == nil {
-		st.Fields = map[string]*fieldState{}
+		st.Fields = map[string]*Field{}
 	}
 	return st, true
 }
 
-// apply returns the state after ev, whose effective changes are changes.
-// The receiver is not modified: it may still be needed if the transaction
-// is run again.
-func (s *recordState) apply(ev store.Event, changes map[string]json.RawMessage) *recordState {
-	next := &recordState{
+// Apply returns the state after ev, whose effective changes are changes.
+// The receiver is not modified: it may still be needed if a transaction is
+// run again.
+func (s *State) Apply(ev store.Event, changes map[string]json.RawMessage) *State {
+	next := &State{
 		Format:  stateFormat,
 		Version: ev.Version(),
 		EventID: ev.ID,
-		Fields:  make(map[string]*fieldState, len(s.Fields)+len(changes)),
+		Fields:  make(map[string]*Field, len(s.Fields)+len(changes)),
 	}
 	maps.Copy(next.Fields, s.Fields)
 	v := ev.Version()
@@ -94,14 +99,14 @@ func (s *recordState) apply(ev store.Event, changes map[string]json.RawMessage) 
 		if err != nil {
 			canon = val // cannot happen for a decoded event; keep the bytes
 		}
-		next.Fields[f] = &fieldState{Value: canon, Version: v, Source: ev.Source, Timestamp: event.NewTime(ev.Timestamp), BySource: by}
+		next.Fields[f] = &Field{Value: canon, Version: v, Source: ev.Source, Timestamp: event.NewTime(ev.Timestamp), BySource: by}
 	}
 	return next
 }
 
-// foldEvents rebuilds a record's state from its events in version order.
-func foldEvents(evs []store.Event) (*recordState, error) {
-	st := emptyState()
+// Fold rebuilds a record's state from its events in version order.
+func Fold(evs []store.Event) (*State, error) {
+	st := Empty()
 	for i, ev := range evs {
 		if ev.BaseVersion != uint64(i) {
 			return nil, fmt.Errorf("rebuild state of %s:%s: event %s has base_version %d, want %d (the version chain has a gap)",
@@ -111,7 +116,49 @@ func foldEvents(evs []store.Event) (*recordState, error) {
 		if err := json.Unmarshal(ev.Changes, &changes); err != nil {
 			return nil, fmt.Errorf("rebuild state of %s:%s: changes of event %s: %w", ev.RecordType, ev.RecordID, ev.ID, err)
 		}
-		st = st.apply(ev, changes)
+		st = st.Apply(ev, changes)
 	}
 	return st, nil
+}
+
+// Digest is the short canonical digest of a JSON value: the first 16 hex
+// digits of the SHA-256 of its RFC 8785 form, so semantically equal values
+// (1, 1.0, 1e0; "\u00e9" and "é") have one digest. The audit log records
+// digests, not values, of what a system reported or was sent: bounded rows,
+// and equality is all the known-state rule needs (SPEC §7).
+func Digest(v json.RawMessage) string {
+	canon, err := event.Canonical(v)
+	if err != nil {
+		canon = v
+	}
+	return digestHex(canon)
+}
+
+// Digests maps every field of changes to its Digest.
+func Digests(changes map[string]json.RawMessage) map[string]string {
+	out := make(map[string]string, len(changes))
+	for f, v := range changes {
+		out[f] = Digest(v)
+	}
+	return out
+}
+
+// ChangesDigest is the first 16 hex of the SHA-256 of the canonical JSON of
+// a whole changes object: the part of SuiteX's Idempotency-Key that tells
+// two deliveries of one version with different fields apart (SPEC §7).
+func ChangesDigest(changes map[string]json.RawMessage) (string, error) {
+	raw, err := json.Marshal(changes)
+	if err != nil {
+		return "", fmt.Errorf("digest of changes: %w", err)
+	}
+	canon, err := event.Canonical(raw)
+	if err != nil {
+		return "", fmt.Errorf("digest of changes: %w", err)
+	}
+	return digestHex(canon), nil
+}
+
+func digestHex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unicode/utf8"
 
 	"github.com/backbone-sync/backbone/shared/failure"
@@ -47,10 +49,16 @@ func StatusFailure(stage string, status int, reason string, retryable bool, deta
 	if reason == "" {
 		reason = StatusReason(status)
 	}
+	var f *failure.Failure
 	if retryable || RetryableStatus(status) {
-		return failure.Retryable(stage, reason, detail)
+		f = failure.Retryable(stage, reason, detail)
+	} else {
+		f = failure.Permanent(stage, reason, detail)
 	}
-	return failure.Permanent(stage, reason, detail)
+	// A 4xx is the target refusing the request before acting on it; a 5xx
+	// or 408 may come after a partial or complete apply.
+	f.NotApplied = status >= 400 && status < 500 && status != 408
+	return f
 }
 
 // TransportFailure classifies an error that left no HTTP status: every one is
@@ -58,7 +66,12 @@ func StatusFailure(stage string, status int, reason string, retryable bool, deta
 // may be back, or the operator may fix its address, before Retry gives up),
 // with a reason saying which.
 func TransportFailure(stage, what string, err error) *failure.Failure {
-	return failure.Retryable(stage, TransportReason(err), what+": "+err.Error())
+	reason := TransportReason(err)
+	f := failure.Retryable(stage, reason, what+": "+err.Error())
+	// A connection that was never made cannot have delivered anything; a
+	// timeout or a reset may come after the target applied the request.
+	f.NotApplied = reason == ReasonConnectionRefused || reason == ReasonDNS
+	return f
 }
 
 // TransportReason names the kind of transport error.
@@ -124,4 +137,20 @@ func Redact(s string, secrets ...string) string {
 		s = strings.ReplaceAll(s, v, Redacted)
 	}
 	return s
+}
+
+// RetryAfter reads a Retry-After header (seconds or an HTTP date); 0 when
+// absent or unreadable.
+func RetryAfter(h http.Header) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil {
+		return max(0, time.Duration(secs)*time.Second)
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, time.Until(t))
+	}
+	return 0
 }

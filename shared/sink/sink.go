@@ -1,10 +1,12 @@
 // Package sink is the machinery both sinks share (SPEC §6, §7): the Runner
-// that takes a merged message from events.merged.{env} to a target (env check,
-// decode, echo suppression, regression guard, delivery, audit), the HTTP
-// client every target uses, the classification of target answers into
-// failures, and the push handler the NetSuiteSink and SuiteXSink functions
-// are made of. A target (netsuite, suitex) only knows how to speak to its
-// system; everything about the backbone's bookkeeping lives here.
+// that brings a target up to date for the record a merged message names
+// (env check, decode, known state, one request with what the target is
+// missing, audit before and after), the HTTP client every target uses, the
+// classification of target answers into failures, and the push handler the
+// NetSuiteSink and SuiteXSink functions are made of. A target (netsuite,
+// suitex) only knows how to speak to its system; everything about the
+// backbone's bookkeeping lives here. known.go states the ordering rule of
+// the known state, to check against SPEC §7.
 //
 // The Runner never publishes: the function handler reports its failures to
 // events.error.{env}, and Retry calls Runner.Deliver again on the original
@@ -17,27 +19,53 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
 // Target is one system the backbone delivers to.
 type Target interface {
 	// Name is the target's stage: store.StageNetSuite or store.StageSuiteX.
-	// It is also the source name the target's own events carry, which is
-	// how echoes are recognised.
+	// It is also the source name the target's own events carry.
 	Name() string
-	// Deliver sends the merged event. It returns nil when the target has the
+	// Deliver sends one delivery. It returns nil when the target has the
 	// change (2xx, or its "already applied" answer) and otherwise a
-	// *failure.Failure saying whether a retry can help.
-	Deliver(ctx context.Context, ev event.Merged) error
+	// *failure.Failure saying whether a retry can help and whether the
+	// target clearly did not apply it (NotApplied).
+	Deliver(ctx context.Context, d Delivery) error
+}
+
+// Delivery is what one request brings a target: the merged event of the
+// record's newest version N whose changes are exactly the fields the target
+// is missing, with their values at N (SPEC §7).
+type Delivery struct {
+	event.Merged
+	// SinceVersion is the newest version delivered to the target before
+	// (0 if none).
+	SinceVersion uint64
+	// IdempotencyKey is {event id of N}:{first 16 hex of the SHA-256 of
+	// the canonical changes sent}: two deliveries at one version may carry
+	// different fields.
+	IdempotencyKey string
+}
+
+// Limited is implemented by targets with a concurrency share that every
+// instance and Retry respect together (NetSuite's account-wide limit).
+type Limited interface {
+	MaxConcurrency() int
 }
 
 // SecretHolder is implemented by targets that hold credentials. The Runner
@@ -75,17 +103,19 @@ func NewRunner(env config.Env, target Target, st store.Store, log *slog.Logger) 
 // Target returns the runner's target name (its stage).
 func (r *Runner) Target() string { return r.target.Name() }
 
-// Deliver takes one merged message to the target and returns the outcome
-// (store.Outcome*: delivered, skipped_echo, stale, duplicate, or rejected /
-// failed with an error). Every error is a *failure.Failure with Stage set to
-// the target name and, once the message decoded, EventID, RecordType and
-// RecordID set.
+// Deliver brings the target up to date for the record a merged message
+// names, and returns the outcome (store.Outcome*: delivered, skipped_echo,
+// stale, or rejected / failed with an error). Every error is a
+// *failure.Failure with Stage set to the target name and, once the message
+// decoded, EventID, RecordType and RecordID set.
 //
-// Order of checks: env (a message of another environment is never acted on),
-// decode, echo (source == target: never send a system its own change back),
-// regression guard (a version at or below the last one delivered to this
-// target is skipped), then delivery. Each decision about a decoded event is
-// appended to the audit log.
+// The message only says which record: what is sent is computed from the
+// store and the target's known state (known.go), so a delivery never
+// regresses the target and never loses a field, whichever message or retry
+// triggers it, and k versions stored before it runs cost one request.
+// Deliveries of one record to one target are serialised by a lock shared
+// through the database (every instance and Retry); other records and
+// targets run in parallel.
 func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string, err error) {
 	stage := r.target.Name()
 	defer func() {
@@ -135,23 +165,13 @@ func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string
 	}
 	log := r.log.With("event_id", ev.ID, "record_type", ev.RecordType, "record_id", ev.RecordID,
 		"version", ev.Version, "message_id", m.ID)
-
-	if ev.Source == stage {
-		audit.Outcome = store.OutcomeSkippedEcho
-		audit.Detail = "source is the target itself: not sent back"
-		return r.skip(ctx, r.store, log, audit, ev)
-	}
-	// The guard reads the last delivered version, delivers and audits: a
-	// check-then-act that must not interleave with another delivery of the
-	// same record to this target (the live subscription and Retry run in
-	// different services), or v3 could land after v5. A lock shared through
-	// the database serialises them.
 	var (
 		got  string
 		derr error
 	)
-	lerr := r.store.Exclusive(ctx, "deliver:"+stage+":"+ev.RecordType+":"+ev.RecordID, lockWait, func(ctx context.Context, l store.Locked) error {
-		got, derr = r.guardedDeliver(ctx, l, log, audit, ev)
+	key := "deliver\x00" + stage + "\x00" + ev.RecordType + "\x00" + ev.RecordID
+	lerr := r.store.Exclusive(ctx, key, lockWait, func(ctx context.Context, l store.Locked) error {
+		got, derr = r.bringUpToDate(ctx, l, log, audit, ev)
 		return nil
 	})
 	if lerr != nil {
@@ -163,63 +183,187 @@ func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string
 }
 
 // lockWait bounds how long a delivery waits for another delivery of the
-// same record to the same target (at most one target request).
+// same record to the same target (at most a few target requests).
 const lockWait = 60 * time.Second
 
-// guardedDeliver is the regression guard and the delivery, run under the
-// record's delivery lock.
-func (r *Runner) guardedDeliver(ctx context.Context, l store.Locked, log *slog.Logger, audit store.Audit, ev event.Merged) (string, error) {
+// Waits of the concurrency share and of a 429's Retry-After.
+const (
+	// slotWait: a delivery that finds every slot taken this long gives up
+	// with a retryable failure (not a loss: Retry runs it again).
+	slotWait = 30 * time.Second
+	// maxRetryAfter: a longer Retry-After is left to Retry's backoff.
+	maxRetryAfter = 30 * time.Second
+	// maxTries bounds the requests of one delivery (429s waited out).
+	maxTries = 3
+)
+
+// Reasons of the delivery machinery.
+const (
+	// ReasonNoSlot: every slot of the target's concurrency share stayed
+	// taken for slotWait.
+	ReasonNoSlot = "concurrency_share_busy"
+)
+
+// bringUpToDate runs under the record's delivery lock: compute what the
+// target is missing, send it in one request, audit before and after.
+func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Logger, audit store.Audit, trig event.Merged) (string, error) {
 	stage := r.target.Name()
-	last, err := l.LastDelivered(ctx, ev.RecordType, ev.RecordID, stage)
-	if err != nil {
-		f := r.fail(failure.Retryable(stage, ReasonStoreUnavailable, fmt.Sprintf("read last delivery: %v", err)), ev)
+	unavailable := func(what string, err error) (string, error) {
+		f := r.fail(failure.Retryable(stage, ReasonStoreUnavailable, fmt.Sprintf("%s: %v", what, err)), trig)
 		log.WarnContext(ctx, "delivery failed", "reason", f.Reason, "retryable", true, "detail", f.Detail)
 		return store.OutcomeFailed, f
 	}
-	switch {
-	case last > ev.Version:
-		audit.Outcome = store.OutcomeStale
-		audit.Detail = fmt.Sprintf("version %d already delivered: delivering %d would regress the target", last, ev.Version)
-		return r.skip(ctx, l, log, audit, ev)
-	case last == ev.Version:
-		// A redelivery of what the target already has: skipping keeps the
-		// sink idempotent even for a target without idempotency keys.
-		audit.Outcome = store.OutcomeDuplicate
-		audit.Detail = fmt.Sprintf("version %d already delivered", last)
-		return r.skip(ctx, l, log, audit, ev)
+	st, err := r.state(ctx, l, trig)
+	if err != nil {
+		return unavailable("read record state", err)
 	}
-
-	derr := r.target.Deliver(ctx, ev)
-	if derr != nil {
+	hist, err := l.SystemHistory(ctx, trig.RecordType, trig.RecordID, stage, 0)
+	if err != nil {
+		return unavailable("read what the target knows", err)
+	}
+	k := learn(hist)
+	fields := k.missing(st)
+	if len(fields) == 0 {
+		audit.Outcome = store.OutcomeStale
+		audit.Detail = fmt.Sprintf("the target already holds the store's value of every field at version %d", st.Version)
+		if trig.Source == stage {
+			audit.Outcome = store.OutcomeSkippedEcho
+			audit.Detail = "source is the target itself and " + audit.Detail
+		}
+		return r.skip(ctx, l, log, audit, trig)
+	}
+	d, err := r.delivery(ctx, l, st, fields, k.lastDelivered)
+	if err != nil {
+		return unavailable("build delivery", err)
+	}
+	sent := &store.FieldSet{Fields: record.Digests(d.Changes)}
+	names := strings.Join(slices.Sorted(maps.Keys(d.Changes)), ", ")
+	base := store.Audit{
+		EventID: d.ID, Fingerprint: audit.Fingerprint, RecordType: d.RecordType, RecordID: d.RecordID,
+		Stage: stage, MessageID: audit.MessageID, Version: d.Version,
+	}
+	log = log.With("sent_version", d.Version, "fields", len(d.Changes))
+	for try := 1; ; try++ {
+		release := func() {}
+		if lim, ok := r.target.(Limited); ok {
+			rel, err := l.AcquireSlot(ctx, stage, lim.MaxConcurrency(), slotWait)
+			if err != nil {
+				f := r.fail(failure.Retryable(stage, ReasonNoSlot, fmt.Sprintf(
+					"no slot of the %s concurrency share (%d) within %s: %v", stage, lim.MaxConcurrency(), slotWait, err)), trig)
+				f.NotApplied = true
+				log.WarnContext(ctx, "delivery deferred", "reason", f.Reason, "detail", f.Detail)
+				return store.OutcomeFailed, f
+			}
+			release = rel
+		}
+		sending := base
+		sending.ID = newRowID()
+		sending.Outcome = store.OutcomeSending
+		sending.Fields = sent
+		sending.Detail = fmt.Sprintf("sending version %d: %s", d.Version, names)
+		if err := l.AppendAudit(ctx, sending); err != nil {
+			release()
+			return unavailable("audit the attempt before sending", err)
+		}
+		derr := r.target.Deliver(ctx, d)
+		release()
+		done := base
+		done.Fields = &store.FieldSet{Attempt: sending.ID, Fields: sent.Fields}
+		if derr == nil {
+			done.Outcome = store.OutcomeDelivered
+			done.Detail = fmt.Sprintf("delivered version %d: %s", d.Version, names)
+			if err := l.AppendAudit(ctx, done); err != nil {
+				// The target has the change but the store does not know: the
+				// attempt stays in doubt (unknown), so the retry sends the
+				// fields again, which both targets accept.
+				f := r.fail(failure.Retryable(stage, ReasonStoreUnavailable,
+					fmt.Sprintf("delivered, but the delivery could not be audited: %v", err)), trig)
+				log.ErrorContext(ctx, "delivered but not audited", "reason", f.Reason, "detail", f.Detail)
+				return store.OutcomeFailed, f
+			}
+			log.InfoContext(ctx, "delivered", "outcome", store.OutcomeDelivered)
+			return store.OutcomeDelivered, nil
+		}
 		f, ok := failure.As(derr)
 		if !ok {
 			f = failure.Retryable(stage, ReasonInternal, derr.Error())
 		}
-		f = r.fail(f, ev)
-		audit.Outcome = store.OutcomeFailed
-		audit.Detail = truncate(f.Reason+": "+f.Detail, maxAuditDetail)
-		if aerr := l.AppendAudit(ctx, audit); aerr != nil {
-			// The failure is what matters: it goes to the error topic either
-			// way; a missing `failed` row loses history, not data.
+		f = r.fail(f, trig)
+		done.Outcome = store.OutcomeFailed
+		if f.NotApplied {
+			done.Outcome = store.OutcomeRefused
+		}
+		done.Detail = f.Reason + ": " + f.Detail
+		if aerr := l.AppendAudit(ctx, done); aerr != nil {
+			// The failure goes to the error topic either way; without its
+			// row the attempt counts as in doubt, which only resends.
 			log.ErrorContext(ctx, "audit of failed delivery not written", "error", r.redact(aerr.Error()))
+		}
+		if f.RetryAfter > 0 && f.RetryAfter <= maxRetryAfter && try < maxTries {
+			log.InfoContext(ctx, "target asked to wait", "reason", f.Reason, "retry_after", f.RetryAfter.String())
+			select {
+			case <-ctx.Done():
+			case <-time.After(f.RetryAfter):
+				continue
+			}
 		}
 		log.WarnContext(ctx, "delivery failed", "reason", f.Reason, "retryable", f.Retryable, "detail", f.Detail)
 		return store.OutcomeFailed, f
 	}
-	audit.Outcome = store.OutcomeDelivered
-	if err := l.AppendAudit(ctx, audit); err != nil {
-		// The target has the change but the store does not know: report a
-		// retryable failure. The retry delivers again, which both targets
-		// accept (NetSuite upserts by external ID, SuiteX dedups on the
-		// idempotency key), and then records the delivery the merge engine's
-		// echo detection and the regression guard depend on.
-		f := r.fail(failure.Retryable(stage, ReasonStoreUnavailable,
-			fmt.Sprintf("delivered, but the delivery could not be audited: %v", err)), ev)
-		log.ErrorContext(ctx, "delivered but not audited", "reason", f.Reason, "detail", f.Detail)
-		return store.OutcomeFailed, f
+}
+
+// state is the record's folded state at its newest version.
+func (r *Runner) state(ctx context.Context, l store.Locked, trig event.Merged) (*record.State, error) {
+	head, err := l.Head(ctx, trig.RecordType, trig.RecordID)
+	if err != nil {
+		return nil, err
 	}
-	log.InfoContext(ctx, "delivered", "outcome", store.OutcomeDelivered)
-	return store.OutcomeDelivered, nil
+	if head.Version < trig.Version {
+		return nil, fmt.Errorf("record %s:%s is at version %d, the message names version %d (not this store's event?)",
+			trig.RecordType, trig.RecordID, head.Version, trig.Version)
+	}
+	if st, ok := record.Parse(head); ok {
+		return st, nil
+	}
+	evs, err := l.History(ctx, trig.RecordType, trig.RecordID)
+	if err != nil {
+		return nil, err
+	}
+	return record.Fold(evs)
+}
+
+// delivery builds the request body: the merged event of version N with the
+// missing fields' values at N.
+func (r *Runner) delivery(ctx context.Context, l store.Locked, st *record.State, fields []string, since uint64) (Delivery, error) {
+	head, err := l.EventByID(ctx, st.EventID)
+	if err != nil {
+		return Delivery{}, err
+	}
+	changes := make(map[string]json.RawMessage, len(fields))
+	for _, f := range fields {
+		changes[f] = st.Fields[f].Value
+	}
+	sum, err := record.ChangesDigest(changes)
+	if err != nil {
+		return Delivery{}, err
+	}
+	return Delivery{
+		Merged: event.Merged{
+			ID: head.ID, RecordType: head.RecordType, RecordID: head.RecordID, Source: head.Source,
+			Timestamp: event.NewTime(head.Timestamp), BaseVersion: head.BaseVersion, Version: head.Version(),
+			Changes: changes, FullSnapshotRef: head.FullSnapshotRef, Conflicts: []event.Conflict{},
+		},
+		SinceVersion:   since,
+		IdempotencyKey: head.ID + ":" + sum,
+	}, nil
+}
+
+// newRowID is a time-ordered id for an audit row the sink must refer to.
+func newRowID() string {
+	if id, err := uuid.NewV7(); err == nil {
+		return id.String()
+	}
+	return uuid.NewString()
 }
 
 // skip audits a decision not to deliver and acks.

@@ -6,6 +6,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"time"
@@ -39,7 +41,16 @@ const (
 	OutcomeDelivered   = "delivered"
 	OutcomeSkippedEcho = "skipped_echo"
 	OutcomeStale       = "stale"
-	OutcomeFailed      = "failed"
+	// OutcomeFailed: a delivery attempt that did not succeed and that the
+	// target may have applied all the same (timeout, 5xx, connection lost).
+	OutcomeFailed = "failed"
+	// OutcomeSending is written just before a delivery request, with the
+	// fields it carries: an attempt counts from that moment (SPEC §5 echo
+	// rule, §7 known state), whatever its outcome.
+	OutcomeSending = "sending"
+	// OutcomeRefused: the target clearly refused the attempt before acting
+	// (4xx, 429, a connection never made): it did not apply it.
+	OutcomeRefused = "refused"
 	OutcomeRetried     = "retried"
 	OutcomeDeadLetter  = "dead_lettered"
 	OutcomeRedriven    = "redriven"
@@ -88,13 +99,37 @@ type Audit struct {
 	Detail      string
 	// State is the folded record state after an accepted event, owned by the
 	// merge engine; the store keeps the bytes. Empty = NULL.
-	State     json.RawMessage
+	State json.RawMessage
+	// Source is the raw event's source on a merge row (whose report it is).
+	Source string
+	// Fields is what a system reported (merge rows) or was sent (delivery
+	// rows); nil = NULL. The known-state rule of SPEC §7 reads it.
+	Fields    *FieldSet
 	CreatedAt time.Time // set by the database
 }
 
+// FieldSet is the field set of one audit row, as digests of canonical
+// values (record.Digest): bounded, and equality is all that is compared.
+type FieldSet struct {
+	// Base is the raw event's base_version (merge rows): the version the
+	// reporting system held when it made the change.
+	Base uint64 `json:"base,omitempty"`
+	// Attempt is, on an outcome row (delivered, failed, refused), the id of
+	// the attempt's sending row.
+	Attempt string `json:"attempt,omitempty"`
+	// Fields maps each field name to its value's digest.
+	Fields map[string]string `json:"fields"`
+}
+
 // DeadLetter is one row of `dead_letters`: a message Pub/Sub gave up on.
+// A row is identified by MessageID and ContentDigest together: a message id
+// is unique only within one server history (an emulator restarted numbers
+// from m0 again), while a redelivery always carries the same data.
 type DeadLetter struct {
-	MessageID        string
+	MessageID string
+	// ContentDigest is the lowercase hex SHA-256 of Data (DigestOf); the
+	// driver computes it on append.
+	ContentDigest    string
 	Subscription     string
 	DeliveryAttempts int
 	Stage            string
@@ -115,6 +150,15 @@ type DeadLetterFilter struct {
 	RecordType, RecordID string
 	Since, Until         time.Time
 	Limit                int // default 100
+	// OldestFirst returns the oldest matches (a redrive replays in archive
+	// order) instead of the newest.
+	OldestFirst bool
+}
+
+// DigestOf is the content digest of dead-letter data: lowercase hex SHA-256.
+func DigestOf(data []byte) string {
+	h := sha256.Sum256(data)
+	return hex.EncodeToString(h[:])
 }
 
 // Head is a record's current position in its version chain.
@@ -149,6 +193,14 @@ type Reader interface {
 	// LastDelivered returns the highest version of the record delivered at
 	// stage target (0 when none).
 	LastDelivered(ctx context.Context, recordType, recordID, target string) (uint64, error)
+	// SystemHistory returns, in the order written, the audit rows that make
+	// up what system knows of the record: the merge rows of its own reports
+	// (source = system) and the delivery rows of stage system, each with
+	// its field set. Rows without a field set are left out. window > 0
+	// keeps only about the newest window rows (whole record versions, by
+	// the rows' version), so the cost does not grow with the history; 0
+	// returns them all.
+	SystemHistory(ctx context.Context, recordType, recordID, system string, window int) ([]Audit, error)
 }
 
 // Writer holds the appends available both inside and outside a transaction.
@@ -164,6 +216,13 @@ type Writer interface {
 type Locked interface {
 	Reader
 	AppendAudit(ctx context.Context, a Audit) error
+	// History returns the record's events in version order.
+	History(ctx context.Context, recordType, recordID string) ([]Event, error)
+	// AcquireSlot takes one of n slots of the named pool, shared by every
+	// process on the database, waiting at most wait (ErrUnavailable then).
+	// release gives it back; the slot is also released if the lock's
+	// connection ends, so a crashed holder cannot keep one.
+	AcquireSlot(ctx context.Context, pool string, n int, wait time.Duration) (release func(), err error)
 }
 
 // Tx is a merge transaction (READ COMMITTED).
@@ -198,11 +257,17 @@ type Store interface {
 	// oldest first, at most limit.
 	Unprocessed(ctx context.Context, before time.Time, limit int) ([]Event, error)
 	// AppendDeadLetter archives d; inserted is false when a row with this
-	// message id already exists (idempotent).
+	// message id and the same data already exists (a redelivery:
+	// idempotent). The same id with other data is a new dead letter.
 	AppendDeadLetter(ctx context.Context, d DeadLetter) (inserted bool, err error)
-	// DeadLetter returns one dead letter by message id or ErrNotFound.
+	// DeadLetter returns the newest dead letter with this message id, or
+	// ErrNotFound.
 	DeadLetter(ctx context.Context, messageID string) (DeadLetter, error)
-	// DeadLetters returns dead letters matching f, newest first.
+	// DeadLettersByID returns every dead letter with this message id,
+	// oldest first (empty when there is none).
+	DeadLettersByID(ctx context.Context, messageID string) ([]DeadLetter, error)
+	// DeadLetters returns dead letters matching f, newest first (oldest
+	// first with f.OldestFirst).
 	DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error)
 	// Exclusive runs fn while holding a lock named key that every process on
 	// the database shares, so a check-then-act sequence outside a

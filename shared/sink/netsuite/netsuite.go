@@ -65,11 +65,15 @@ type Target struct {
 	mapping Mapping
 	client  *http.Client
 	static  []string // secrets known at start-up
+	// versionField is NETSUITE_VERSION_FIELD ("" = not sent).
+	versionField   string
+	maxConcurrency int
 }
 
 var (
 	_ sink.Target       = (*Target)(nil)
 	_ sink.SecretHolder = (*Target)(nil)
+	_ sink.Limited      = (*Target)(nil)
 )
 
 type options struct {
@@ -118,7 +122,8 @@ func New(cfg config.NetSuite, opts ...Option) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Target{base: base, mapping: mapping, client: o.client, mode: cfg.Auth}
+	t := &Target{base: base, mapping: mapping, client: o.client, mode: cfg.Auth,
+		versionField: strings.TrimSpace(cfg.VersionField), maxConcurrency: max(1, cfg.MaxConcurrency)}
 	switch cfg.Auth {
 	case AuthTBA, "":
 		t.mode = AuthTBA
@@ -185,7 +190,8 @@ func (t *Target) RecordURL(netsuiteType, recordID string) string {
 // Deliver upserts the event's changes. A 401 in OAuth 2.0 mode drops the
 // cached token and tries once more with a fresh one: a token revoked before
 // its expiry should not cost a trip through Retry.
-func (t *Target) Deliver(ctx context.Context, ev event.Merged) error {
+func (t *Target) Deliver(ctx context.Context, d sink.Delivery) error {
+	ev := d.Merged
 	nsType, body, err := t.mapping.Apply(ev.RecordType, ev.Changes)
 	if err != nil {
 		var me *mappingError
@@ -198,6 +204,13 @@ func (t *Target) Deliver(ctx context.Context, ev event.Merged) error {
 		// Every changed field is unmapped: NetSuite has nothing to learn
 		// from this version, and an empty upsert could create a blank record.
 		return nil
+	}
+	if t.versionField != "" {
+		// So NetSuite's adapter can report the version it holds as its
+		// base_version (SPEC §7). Sent verbatim: it names a NetSuite field.
+		if body, err = withField(body, t.versionField, strconv.FormatUint(ev.Version, 10)); err != nil {
+			return failure.Permanent(store.StageNetSuite, "invalid_changes", err.Error())
+		}
 	}
 	rawURL := t.RecordURL(nsType, ev.RecordID)
 	what := http.MethodPut + " " + RecordPath + nsType + "/eid:" + ev.RecordID
@@ -216,6 +229,21 @@ func (t *Target) Deliver(ctx context.Context, ev event.Merged) error {
 		return classify(resp, what)
 	}
 }
+
+// withField sets one more field on a JSON object body.
+func withField(body []byte, name, value string) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("upsert body: %w", err)
+	}
+	m[name] = json.RawMessage(value)
+	return json.Marshal(m)
+}
+
+// MaxConcurrency is the backbone's share of NetSuite's account-wide
+// concurrency limit (NETSUITE_MAX_CONCURRENCY), enforced by the sink
+// machinery across every instance and Retry.
+func (t *Target) MaxConcurrency() int { return t.maxConcurrency }
 
 func (t *Target) put(ctx context.Context, rawURL string, body []byte, what string, ev event.Merged) (*sink.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, rawURL, bytes.NewReader(body))
@@ -288,5 +316,9 @@ func classify(resp *sink.Response, what string) *failure.Failure {
 	} else if s := sink.Snippet(resp.Body); s != "" {
 		detail += ": " + s
 	}
-	return sink.StatusFailure(store.StageNetSuite, resp.Status, reason, retry, detail)
+	f := sink.StatusFailure(store.StageNetSuite, resp.Status, reason, retry, detail)
+	if resp.Status == http.StatusTooManyRequests || retry {
+		f.RetryAfter = sink.RetryAfter(resp.Header)
+	}
+	return f
 }

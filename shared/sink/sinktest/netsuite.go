@@ -63,6 +63,13 @@ type NetSuite struct {
 	// the upsert; a zero status falls through to the upsert.
 	Respond func(r *http.Request, body []byte) (status int, respBody string)
 
+	// Hook, when set, runs for every authenticated upsert with a function
+	// that applies it: a zero status applies it (unless the hook did) and
+	// answers 204; any other status is the answer, and the upsert took
+	// effect only if the hook applied it (a timeout after the apply, a 5xx
+	// half-way). Tests make the system act while a request is in flight.
+	Hook func(req NetSuiteRequest, apply func()) (status int, respBody string)
+
 	mu           sync.Mutex
 	records      map[string]map[string]json.RawMessage
 	requests     []NetSuiteRequest
@@ -221,7 +228,28 @@ func (f *NetSuite) serveRecord(w http.ResponseWriter, r *http.Request, rawPath s
 		writeJSON(w, 400, NetSuiteError(400, "INVALID_CONTENT", "body is not a JSON object"))
 		return
 	}
+	applied := false
+	apply := func() {
+		if !applied {
+			applied = true
+			f.upsert(typ, eid, fields)
+		}
+	}
+	if f.Hook != nil {
+		req := NetSuiteRequest{Method: r.Method, RawPath: rawPath, Type: typ, ExternalID: eid, Body: body, Header: r.Header.Clone()}
+		if status, rb := f.Hook(req, apply); status != 0 {
+			writeJSON(w, status, rb)
+			return
+		}
+	}
+	apply()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// upsert applies fields to a record: null clears a field.
+func (f *NetSuite) upsert(typ, eid string, fields map[string]json.RawMessage) {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.records == nil {
 		f.records = map[string]map[string]json.RawMessage{}
 	}
@@ -233,13 +261,17 @@ func (f *NetSuite) serveRecord(w http.ResponseWriter, r *http.Request, rawPath s
 	}
 	for k, v := range fields {
 		if string(v) == "null" {
-			delete(rec, k) // null clears the field
+			delete(rec, k)
 		} else {
 			rec[k] = v
 		}
 	}
-	f.mu.Unlock()
-	w.WriteHeader(http.StatusNoContent)
+}
+
+// Edit changes a record as a NetSuite user would: the change the system
+// makes itself, beside the upserts it receives.
+func (f *NetSuite) Edit(netsuiteType, externalID string, fields map[string]json.RawMessage) {
+	f.upsert(netsuiteType, externalID, fields)
 }
 
 // authenticate returns why the request is refused, or "".

@@ -17,8 +17,10 @@ import (
 
 // SuiteX is a fake SuiteX events endpoint (POST /v1/events). It verifies
 // X-Backbone-Signature (t={unix},v1={hex HMAC-SHA256(secret, t + "." +
-// body)}) within Tolerance of its clock, requires Idempotency-Key to equal
-// the event's id, answers 201 for a new key and 409 for a key it has seen.
+// body)}) within Tolerance of its clock, requires Idempotency-Key to be the
+// event's id, a colon and 16 lowercase hex digits, answers 201 for a new key
+// (and applies the event's changes to its copy of the record) and 409 for a
+// key it has seen, without applying it, as SuiteX does.
 type SuiteX struct {
 	Secret string
 	// Tolerance is how far t may be from Now (default 5 minutes).
@@ -29,10 +31,59 @@ type SuiteX struct {
 	// own logic; a zero status falls through.
 	Respond func(r *http.Request, body []byte) (status int, respBody string)
 
+	// Hook, when set, runs for every verified request with a new key, with
+	// a function that applies it: a zero status applies it (unless the
+	// hook did) and answers 201; any other status is the answer, and the
+	// event took effect only if the hook applied it.
+	Hook func(req SuiteXRequest, apply func()) (status int, respBody string)
+
 	mu       sync.Mutex
 	events   map[string][]byte
+	records  map[string]map[string]json.RawMessage
 	requests []SuiteXRequest
 	refused  []string
+}
+
+// Record returns SuiteX's copy of a record: the changes of every event it
+// applied, in order, and its own edits (nil if none).
+func (f *SuiteX) Record(recordType, recordID string) map[string]json.RawMessage {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.records[recordType+"/"+recordID]
+	if !ok {
+		return nil
+	}
+	out := make(map[string]json.RawMessage, len(r))
+	for k, v := range r {
+		out[k] = v
+	}
+	return out
+}
+
+// Edit changes a record as a SuiteX user would.
+func (f *SuiteX) Edit(recordType, recordID string, fields map[string]json.RawMessage) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applyLocked(recordType, recordID, fields)
+}
+
+func (f *SuiteX) applyLocked(recordType, recordID string, fields map[string]json.RawMessage) {
+	if f.records == nil {
+		f.records = map[string]map[string]json.RawMessage{}
+	}
+	key := recordType + "/" + recordID
+	rec := f.records[key]
+	if rec == nil {
+		rec = map[string]json.RawMessage{}
+		f.records[key] = rec
+	}
+	for k, v := range fields {
+		if string(v) == "null" {
+			delete(rec, k)
+		} else {
+			rec[k] = v
+		}
+	}
 }
 
 // SuiteXRequest is a verified request the fake received.
@@ -103,14 +154,17 @@ func (f *SuiteX) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	key := r.Header.Get("Idempotency-Key")
 	var ev struct {
-		ID string `json:"id"`
+		ID         string                     `json:"id"`
+		RecordType string                     `json:"record_type"`
+		RecordID   string                     `json:"record_id"`
+		Changes    map[string]json.RawMessage `json:"changes"`
 	}
 	if err := json.Unmarshal(body, &ev); err != nil || ev.ID == "" {
 		f.refuse(w, 400, "body is not an event with an id")
 		return
 	}
-	if key == "" || key != ev.ID {
-		f.refuse(w, 400, "Idempotency-Key must be the event id")
+	if digest, ok := strings.CutPrefix(key, ev.ID+":"); !ok || !isHex16(digest) {
+		f.refuse(w, 400, "Idempotency-Key must be the event id, a colon and 16 hex digits")
 		return
 	}
 	f.mu.Lock()
@@ -126,18 +180,48 @@ func (f *SuiteX) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	_, seen := f.events[key]
-	if !seen {
-		if f.events == nil {
-			f.events = map[string][]byte{}
-		}
-		f.events[key] = body
-	}
 	f.mu.Unlock()
 	if seen {
 		w.WriteHeader(http.StatusConflict)
 		return
 	}
+	applied := false
+	apply := func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if _, dup := f.events[key]; applied || dup {
+			return // a concurrent request with this key applied it
+		}
+		applied = true
+		if f.events == nil {
+			f.events = map[string][]byte{}
+		}
+		f.events[key] = body
+		f.applyLocked(ev.RecordType, ev.RecordID, ev.Changes)
+	}
+	if f.Hook != nil {
+		req := SuiteXRequest{IdempotencyKey: key, Signature: sig, Body: body}
+		if status, rb := f.Hook(req, apply); status != 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, _ = io.WriteString(w, rb)
+			return
+		}
+	}
+	apply()
 	w.WriteHeader(http.StatusCreated)
+}
+
+func isHex16(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // verify checks the signature header against body; "" when valid.

@@ -1,10 +1,11 @@
 // Package suitex is the SuiteX target of the sink machinery (SPEC §7):
 //
 //	POST {SUITEX_BASE_URL}/v1/events
-//	Idempotency-Key: {event id}
+//	Idempotency-Key: {event id of N}:{16 hex of the SHA-256 of the canonical changes sent}
 //	X-Backbone-Signature: t={unix seconds},v1={hex HMAC-SHA256(secret, t + "." + body)}
 //
-// with the merged event as the JSON body. 2xx and 409 (already applied) are
+// with the merged event of version N, carrying the fields SuiteX is
+// missing, and since_version as the JSON body. 2xx and 409 (already applied) are
 // delivered; 429, 5xx and timeouts retryable; every other 4xx permanent.
 package suitex
 
@@ -14,7 +15,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -105,11 +105,18 @@ func Signature(secret []byte, ts time.Time, body []byte) string {
 	return "t=" + t + ",v1=" + hex.EncodeToString(mac.Sum(nil))
 }
 
-// Deliver posts the merged event. The body is the event as the backbone
-// defines it (event.Merged), so SuiteX sees the same document whichever
-// path (first delivery, Retry, redrive) brought it.
-func (t *Target) Deliver(ctx context.Context, ev event.Merged) error {
-	body, err := json.Marshal(ev)
+// request is the SuiteX request body: the merged event of version N with the
+// fields SuiteX is missing, and since_version (SPEC §7).
+type request struct {
+	event.Merged
+	SinceVersion uint64 `json:"since_version"`
+}
+
+// Deliver posts the delivery. Its Idempotency-Key names the version and the
+// fields sent, so SuiteX's 409 means exactly this request was applied.
+func (t *Target) Deliver(ctx context.Context, d sink.Delivery) error {
+	ev := d.Merged
+	body, err := event.Marshal(request{Merged: ev, SinceVersion: d.SinceVersion})
 	if err != nil {
 		return failure.Permanent(store.StageSuiteX, "invalid_changes", fmt.Sprintf("encode event %s: %v", ev.ID, err))
 	}
@@ -120,7 +127,7 @@ func (t *Target) Deliver(ctx context.Context, ev event.Merged) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set(HeaderIdempotencyKey, ev.ID)
+	req.Header.Set(HeaderIdempotencyKey, d.IdempotencyKey)
 	req.Header.Set(HeaderSignature, Signature(t.secret, t.now(), body))
 	resp, err := sink.Do(t.client, req)
 	if err != nil {
@@ -134,5 +141,9 @@ func (t *Target) Deliver(ctx context.Context, ev event.Merged) error {
 	if s := sink.Snippet(resp.Body); s != "" {
 		detail += ": " + s
 	}
-	return sink.StatusFailure(store.StageSuiteX, resp.Status, "", false, detail)
+	f := sink.StatusFailure(store.StageSuiteX, resp.Status, "", false, detail)
+	if resp.Status == http.StatusTooManyRequests {
+		f.RetryAfter = sink.RetryAfter(resp.Header)
+	}
+	return f
 }

@@ -2,11 +2,14 @@ package mysql
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -15,13 +18,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/backbone-sync/backbone/shared/store"
-)
-
-// MySQL server error numbers the store reacts to.
-const (
-	errDupEntry        = 1062
-	errLockWaitTimeout = 1205
-	errDeadlock        = 1213
 )
 
 // maxTxAttempts bounds InTx's retries of deadlocks, lock waits and lost
@@ -33,6 +29,8 @@ type Store struct {
 	db      *sql.DB
 	closeFn func() error
 	flags   flagBatcher
+	nsOnce  sync.Mutex
+	ns      string // database name, the lock namespace
 }
 
 var _ store.Store = (*Store)(nil)
@@ -144,7 +142,7 @@ func (o ops) Duplicates(ctx context.Context, id, fp string) (byID, byFP *store.E
 	rows, err := o.q.QueryContext(ctx,
 		"(SELECT 'id', "+eventCols+" FROM events WHERE id = ?)"+
 			" UNION ALL (SELECT 'fp', "+eventColsE+" FROM event_audit_log a JOIN events e ON e.id = a.event_id"+
-			" WHERE a.fingerprint = ? AND a.processing_outcome IN "+acceptedOutcomes+" LIMIT 1)", id, fp)
+			" WHERE a.fingerprint = ? AND a.processing_outcome IN "+acceptedOutcomes+" ORDER BY e.base_version DESC LIMIT 1)", id, fp)
 	if err != nil {
 		return nil, nil, wrap(err, "duplicate probe for "+id)
 	}
@@ -234,6 +232,47 @@ func (o ops) LastDelivered(ctx context.Context, rt, rid, target string) (uint64,
 	return uint64(v.Int64), nil
 }
 
+// reportOutcomes are the merge outcomes whose raw event counts as the
+// source's report of its fields (SPEC §7): accepted or dropped, never
+// rejected, deferred or a duplicate.
+const reportOutcomes = "('" + store.OutcomeAccepted + "','" + store.OutcomeMerged + "','" + store.OutcomeEcho + "','" +
+	store.OutcomeNoop + "','" + store.OutcomeSuperseded + "')"
+
+const systemRows = "SELECT " + auditCols + " FROM event_audit_log WHERE record_type = ? AND record_id = ? AND fields IS NOT NULL" +
+	" AND ((stage = '" + store.StageMerge + "' AND source = ? AND processing_outcome IN " + reportOutcomes + ") OR stage = ?)"
+
+func (o ops) SystemHistory(ctx context.Context, rt, rid, system string, window int) ([]store.Audit, error) {
+	what := "history of " + rt + ":" + rid + " at " + system
+	if window <= 0 {
+		return auditRows(ctx, o.q, what, systemRows+" ORDER BY created_at, id", rt, rid, system, system)
+	}
+	// The newest rows by version: a backward scan of idx_audit_record that
+	// stops after window matches, whatever the history length.
+	rows, err := auditRows(ctx, o.q, what, systemRows+" ORDER BY version DESC LIMIT ?", rt, rid, system, system, window)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == window {
+		// The oldest version may be cut part-way: keep whole versions only.
+		cut := rows[len(rows)-1].Version
+		for len(rows) > 0 && rows[len(rows)-1].Version == cut {
+			rows = rows[:len(rows)-1]
+		}
+	}
+	slices.SortFunc(rows, func(a, b store.Audit) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return rows, nil
+}
+
+func (o ops) History(ctx context.Context, rt, rid string) ([]store.Event, error) {
+	return o.queryEvents(ctx, "history of "+rt+":"+rid,
+		"SELECT "+eventCols+" FROM events WHERE record_type = ? AND record_id = ? ORDER BY base_version", rt, rid)
+}
+
 func nullString(s string) any {
 	if s == "" {
 		return nil
@@ -248,18 +287,35 @@ func nullBytes(b []byte) any {
 	return string(b)
 }
 
-const insertAudit = "INSERT INTO event_audit_log (id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, message_id, version, detail, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+const insertAudit = "INSERT INTO event_audit_log (id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, message_id, version, detail, state, source, fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 func auditArgs(a store.Audit) []any {
 	if a.ID == "" {
-		a.ID = uuid.NewString()
+		a.ID = NewAuditID()
 	}
 	var version any
 	if a.Version > 0 {
 		version = a.Version
 	}
+	var fields any
+	if a.Fields != nil {
+		if b, err := json.Marshal(a.Fields); err == nil {
+			fields = string(b)
+		}
+	}
 	return []any{a.ID, nullString(a.EventID), a.Fingerprint, a.RecordType, a.RecordID,
-		nullString(a.Outcome), nullString(a.Stage), nullString(a.MessageID), version, nullString(a.Detail), nullBytes(a.State)}
+		nullString(a.Outcome), nullString(a.Stage), nullString(a.MessageID), version, nullString(store.Truncate(a.Detail, store.MaxDetailBytes)), nullBytes(a.State),
+		nullString(a.Source), fields}
+}
+
+// NewAuditID returns a time-ordered (version 7) UUID: rows written within
+// one microsecond still sort in the order one process wrote them, which the
+// known-state rule's "processing order" relies on (SPEC §7).
+func NewAuditID() string {
+	if id, err := uuid.NewV7(); err == nil {
+		return id.String()
+	}
+	return uuid.NewString()
 }
 
 func (o ops) AppendAudit(ctx context.Context, a store.Audit) error {
@@ -320,6 +376,9 @@ func (s *Store) DeliveredTo(ctx context.Context, rt, rid, target string, maxVers
 }
 func (s *Store) LastDelivered(ctx context.Context, rt, rid, target string) (uint64, error) {
 	return s.o().LastDelivered(ctx, rt, rid, target)
+}
+func (s *Store) SystemHistory(ctx context.Context, rt, rid, system string, window int) ([]store.Audit, error) {
+	return s.o().SystemHistory(ctx, rt, rid, system, window)
 }
 func (s *Store) AppendAudit(ctx context.Context, a store.Audit) error {
 	return s.o().AppendAudit(ctx, a)
@@ -384,53 +443,118 @@ func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx store
 	return nil
 }
 
-func retryable(err error) bool {
-	if errors.Is(err, store.ErrVersionTaken) {
-		return true
-	}
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && (me.Number == errDeadlock || me.Number == errLockWaitTimeout)
-}
-
-// wrap adds context and marks failures that are not the server refusing a
-// statement (network, driver, context) as ErrUnavailable, so callers can tell
-// "retry later" from "this write is wrong".
-func wrap(err error, what string) error {
-	var me *mysql.MySQLError
-	if errors.As(err, &me) {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return fmt.Errorf("%s: %w: %w", what, store.ErrUnavailable, err)
-}
-
-// Exclusive holds a GET_LOCK named after the database and key on a
-// dedicated connection while fn runs. GET_LOCK is a server-wide named lock in
-// both MySQL 8 and MariaDB, needs no privilege, and is released when the
-// connection ends, so a crashed holder cannot leave it behind. Names are at
-// most 64 characters, and server-wide: the name is the SHA-256 of the
-// database name and the key, so two backbone databases on one server do not
-// share locks.
+// Exclusive holds a GET_LOCK on a dedicated connection while fn runs.
+// GET_LOCK is a server-wide named lock in both MySQL 8 and MariaDB, needs no
+// privilege, and is released when the connection ends, so a crashed holder
+// cannot leave it behind. The name is hashed here, in Go (lockName), and
+// only hex goes to the server: a record id of any Unicode (4-byte, 191
+// characters, differing by case or a trailing space) makes a distinct,
+// valid name, where building it in SQL mixed collations (error 1271).
 func (s *Store) Exclusive(ctx context.Context, key string, wait time.Duration, fn func(ctx context.Context, l store.Locked) error) error {
-	const lockName = "SHA2(CONCAT_WS(':', 'backbone', DATABASE(), ?), 256)"
+	ns, err := s.lockNamespace(ctx)
+	if err != nil {
+		return err
+	}
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return wrap(err, "lock "+key)
 	}
 	defer conn.Close()
-	secs := max(1, int((wait+time.Second-1)/time.Second))
-	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK("+lockName+", ?)", key, secs).Scan(&got); err != nil {
-		return wrap(err, "lock "+key)
-	}
-	if !got.Valid || got.Int64 != 1 {
-		return fmt.Errorf("lock %s not granted within %s: %w", key, wait, store.ErrUnavailable)
+	name := lockName(ns, key)
+	if err := getLock(ctx, conn, name, wait); err != nil {
+		return fmt.Errorf("lock %s: %w", key, err)
 	}
 	defer func() {
 		// Released on this connection even if ctx is done; closing the
 		// connection would release it too.
-		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK("+lockName+")", key)
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK(?)", name)
 	}()
-	return fn(ctx, ops{q: conn})
+	return fn(ctx, locked{ops: ops{q: conn}, conn: conn, ns: ns})
+}
+
+// lockName is the server-wide lock name of key in namespace ns: 64 hex
+// digits of SHA-256, the longest name both servers accept. The namespace is
+// the database name, so two backbone databases on one server do not share
+// locks.
+func lockName(ns, key string) string {
+	sum := sha256.Sum256([]byte("backbone\x00" + ns + "\x00" + key))
+	return hex.EncodeToString(sum[:])
+}
+
+// lockNamespace reads the database name once.
+func (s *Store) lockNamespace(ctx context.Context) (string, error) {
+	s.nsOnce.Lock()
+	defer s.nsOnce.Unlock()
+	if s.ns != "" {
+		return s.ns, nil
+	}
+	var name sql.NullString
+	if err := s.db.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&name); err != nil {
+		return "", wrap(err, "database name for lock names")
+	}
+	s.ns = name.String
+	if s.ns == "" {
+		s.ns = "-"
+	}
+	return s.ns, nil
+}
+
+// getLock waits up to wait for the named lock on conn.
+func getLock(ctx context.Context, conn *sql.Conn, name string, wait time.Duration) error {
+	secs := max(0, int((wait+time.Second-1)/time.Second))
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", name, secs).Scan(&got); err != nil {
+		return wrap(err, "get lock")
+	}
+	if !got.Valid || got.Int64 != 1 {
+		return fmt.Errorf("not granted within %s: %w", wait, store.ErrUnavailable)
+	}
+	return nil
+}
+
+// locked is what an Exclusive holder uses: the lock's own connection.
+type locked struct {
+	ops
+	conn *sql.Conn
+	ns   string
+}
+
+// AcquireSlot takes one of n named locks "pool/i" on the holder's own
+// connection (both servers let one session hold several named locks). At
+// most n sessions hold a slot of a pool at once, across every process on
+// the database, which is what a shared concurrency share needs; a slot dies
+// with its connection, so a crashed instance frees its slots. It polls the
+// slots in a random order without waiting on any one of them, so a waiter
+// takes whichever slot frees first.
+func (l locked) AcquireSlot(ctx context.Context, pool string, n int, wait time.Duration) (func(), error) {
+	if n < 1 {
+		n = 1
+	}
+	deadline := time.Now().Add(wait)
+	pause := 5 * time.Millisecond
+	for {
+		for _, i := range rand.Perm(n) {
+			name := lockName(l.ns, fmt.Sprintf("slot\x00%s\x00%d", pool, i))
+			var got sql.NullInt64
+			if err := l.conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", name).Scan(&got); err != nil {
+				return nil, wrap(err, "slot of "+pool)
+			}
+			if got.Valid && got.Int64 == 1 {
+				return func() {
+					_, _ = l.conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK(?)", name)
+				}, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no slot of %s (%d) free within %s: %w", pool, n, wait, store.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("slot of %s: %w: %w", pool, store.ErrUnavailable, ctx.Err())
+		case <-time.After(pause/2 + rand.N(pause)):
+		}
+		pause = min(pause*2, 100*time.Millisecond)
+	}
 }
 
 // execRC runs one statement in its own READ COMMITTED transaction.
@@ -447,14 +571,17 @@ func (s *Store) execRC(ctx context.Context, q string, args ...any) error {
 }
 
 func (s *Store) History(ctx context.Context, rt, rid string) ([]store.Event, error) {
-	return s.o().queryEvents(ctx, "history of "+rt+":"+rid,
-		"SELECT "+eventCols+" FROM events WHERE record_type = ? AND record_id = ? ORDER BY base_version", rt, rid)
+	return s.o().History(ctx, rt, rid)
 }
 
-const auditCols = "id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, message_id, version, detail, state, created_at"
+const auditCols = "id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, message_id, version, detail, state, source, fields, created_at"
 
 func (s *Store) audits(ctx context.Context, what, q string, args ...any) ([]store.Audit, error) {
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	return auditRows(ctx, s.db, what, q, args...)
+}
+
+func auditRows(ctx context.Context, q querier, what, query string, args ...any) ([]store.Audit, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, wrap(err, what)
 	}
@@ -462,18 +589,26 @@ func (s *Store) audits(ctx context.Context, what, q string, args ...any) ([]stor
 	var out []store.Audit
 	for rows.Next() {
 		var (
-			a                                    store.Audit
-			eventID, outcome, stage, msg, detail sql.NullString
-			version                              sql.NullInt64
-			state                                []byte
+			a                                            store.Audit
+			eventID, outcome, stage, msg, detail, source sql.NullString
+			version                                      sql.NullInt64
+			state, fields                                []byte
 		)
-		if err := rows.Scan(&a.ID, &eventID, &a.Fingerprint, &a.RecordType, &a.RecordID, &outcome, &stage, &msg, &version, &detail, &state, &a.CreatedAt); err != nil {
+		if err := rows.Scan(&a.ID, &eventID, &a.Fingerprint, &a.RecordType, &a.RecordID, &outcome, &stage, &msg, &version, &detail, &state, &source, &fields, &a.CreatedAt); err != nil {
 			return nil, wrap(err, what)
 		}
 		a.EventID, a.Outcome, a.Stage, a.MessageID, a.Detail = eventID.String, outcome.String, stage.String, msg.String, detail.String
+		a.Source = source.String
 		a.Version = uint64(version.Int64)
 		if state != nil {
 			a.State = json.RawMessage(state)
+		}
+		if fields != nil {
+			fs := &store.FieldSet{}
+			if err := json.Unmarshal(fields, fs); err != nil {
+				return nil, fmt.Errorf("%s: fields of audit row %s: %w", what, a.ID, err)
+			}
+			a.Fields = fs
 		}
 		a.CreatedAt = a.CreatedAt.UTC()
 		out = append(out, a)
@@ -590,6 +725,9 @@ func (s *Store) Unprocessed(ctx context.Context, before time.Time, limit int) ([
 		before.UTC(), limit)
 }
 
+// AppendDeadLetter inserts d keyed on its message id and content digest
+// (migrations/00005): the same id with the same data is a redelivery and
+// inserts nothing; the same id with other data is another dead letter.
 func (s *Store) AppendDeadLetter(ctx context.Context, d store.DeadLetter) (bool, error) {
 	attrs := d.Attributes
 	if attrs == nil {
@@ -610,8 +748,8 @@ func (s *Store) AppendDeadLetter(ctx context.Context, d store.DeadLetter) (bool,
 	// INSERT IGNORE would also swallow truncation errors; a plain insert and
 	// the duplicate-key number keep idempotency explicit.
 	_, err = s.db.ExecContext(ctx,
-		"INSERT INTO dead_letters (message_id, subscription, delivery_attempts, stage, reason, detail, event_id, record_type, record_id, data, attributes, publish_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		d.MessageID, d.Subscription, d.DeliveryAttempts, d.Stage, d.Reason, nullString(d.Detail), nullString(d.EventID),
+		"INSERT INTO dead_letters (message_id, content_digest, subscription, delivery_attempts, stage, reason, detail, event_id, record_type, record_id, data, attributes, publish_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		d.MessageID, store.DigestOf(data), d.Subscription, d.DeliveryAttempts, d.Stage, d.Reason, nullString(d.Detail), nullString(d.EventID),
 		nullString(d.RecordType), nullString(d.RecordID), data, string(aj), pt)
 	if err != nil {
 		var me *mysql.MySQLError
@@ -623,7 +761,7 @@ func (s *Store) AppendDeadLetter(ctx context.Context, d store.DeadLetter) (bool,
 	return true, nil
 }
 
-const deadLetterCols = "message_id, subscription, delivery_attempts, stage, reason, detail, event_id, record_type, record_id, data, attributes, publish_time, created_at"
+const deadLetterCols = "message_id, content_digest, subscription, delivery_attempts, stage, reason, detail, event_id, record_type, record_id, data, attributes, publish_time, created_at"
 
 func scanDeadLetter(r scanner) (store.DeadLetter, error) {
 	var (
@@ -632,7 +770,7 @@ func scanDeadLetter(r scanner) (store.DeadLetter, error) {
 		attrs                       []byte
 		pt                          sql.NullTime
 	)
-	if err := r.Scan(&d.MessageID, &d.Subscription, &d.DeliveryAttempts, &d.Stage, &d.Reason, &detail, &eventID, &rtype, &rid, &d.Data, &attrs, &pt, &d.CreatedAt); err != nil {
+	if err := r.Scan(&d.MessageID, &d.ContentDigest, &d.Subscription, &d.DeliveryAttempts, &d.Stage, &d.Reason, &detail, &eventID, &rtype, &rid, &d.Data, &attrs, &pt, &d.CreatedAt); err != nil {
 		return d, err
 	}
 	d.Detail, d.EventID, d.RecordType, d.RecordID = detail.String, eventID.String, rtype.String, rid.String
@@ -646,8 +784,9 @@ func scanDeadLetter(r scanner) (store.DeadLetter, error) {
 	return d, nil
 }
 
+// DeadLetter returns the newest row with this message id.
 func (s *Store) DeadLetter(ctx context.Context, id string) (store.DeadLetter, error) {
-	d, err := scanDeadLetter(s.db.QueryRowContext(ctx, "SELECT "+deadLetterCols+" FROM dead_letters WHERE message_id = ?", id))
+	d, err := scanDeadLetter(s.db.QueryRowContext(ctx, "SELECT "+deadLetterCols+" FROM dead_letters WHERE message_id = ? ORDER BY created_at DESC, content_digest LIMIT 1", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return d, fmt.Errorf("dead letter %s: %w", id, store.ErrNotFound)
 	}
@@ -655,6 +794,12 @@ func (s *Store) DeadLetter(ctx context.Context, id string) (store.DeadLetter, er
 		return d, wrap(err, "dead letter "+id)
 	}
 	return d, nil
+}
+
+// DeadLettersByID returns every row with this message id, oldest first.
+func (s *Store) DeadLettersByID(ctx context.Context, id string) ([]store.DeadLetter, error) {
+	return s.deadLetters(ctx, "dead letters "+id,
+		"SELECT "+deadLetterCols+" FROM dead_letters WHERE message_id = ? ORDER BY created_at, content_digest", id)
 }
 
 func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]store.DeadLetter, error) {
@@ -689,23 +834,31 @@ func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]st
 	if limit <= 0 {
 		limit = 100
 	}
-	q += " ORDER BY created_at DESC, message_id LIMIT ?"
+	if f.OldestFirst {
+		q += " ORDER BY created_at, message_id, content_digest LIMIT ?"
+	} else {
+		q += " ORDER BY created_at DESC, message_id, content_digest LIMIT ?"
+	}
 	args = append(args, limit)
+	return s.deadLetters(ctx, "list dead letters", q, args...)
+}
+
+func (s *Store) deadLetters(ctx context.Context, what, q string, args ...any) ([]store.DeadLetter, error) {
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, wrap(err, "list dead letters")
+		return nil, wrap(err, what)
 	}
 	defer rows.Close()
 	var out []store.DeadLetter
 	for rows.Next() {
 		d, err := scanDeadLetter(rows)
 		if err != nil {
-			return nil, wrap(err, "list dead letters")
+			return nil, wrap(err, what)
 		}
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, wrap(err, "list dead letters")
+		return nil, wrap(err, what)
 	}
 	return out, nil
 }
