@@ -32,7 +32,7 @@ const env = config.Sandbox
 // harness is one Merge function served over HTTP the way Cloud Run serves
 // it, on its own database (as the least-privilege worker) and its own pstest.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	db    *testdb.DB
 	store store.Store // the worker's store, as the function uses it
 	ps    *pubsubtest.Server
@@ -51,7 +51,7 @@ type option struct {
 	reporterPub publish.Publisher
 }
 
-func newHarness(t *testing.T, opts ...option) *harness {
+func newHarness(t testing.TB, opts ...option) *harness {
 	t.Helper()
 	var o option
 	for _, x := range opts {
@@ -77,7 +77,7 @@ func newHarness(t *testing.T, opts ...option) *harness {
 }
 
 // serve runs one Merge function instance over HTTP.
-func serve(t *testing.T, st store.Store, mergePub, reporterPub publish.Publisher) (*engine.Engine, string) {
+func serve(t testing.TB, st store.Store, mergePub, reporterPub publish.Publisher) (*engine.Engine, string) {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	eng := engine.New(st, mergePub, env, config.DefaultSources, log)
 	handler := merge.New(merge.Deps{Engine: eng, Reporter: failure.NewReporter(env, reporterPub), Log: log})

@@ -46,7 +46,12 @@ func New(d Deps) message.Handler {
 				err = report(ctx, d, m, failure.Retryable(event.StageMerge, engine.ReasonInternal, fmt.Sprintf("merge panicked: %v", p)))
 			}
 		}()
-		res, err := d.Engine.Process(ctx, m)
+		var res engine.Result
+		if m.Invalid != nil {
+			res, err = d.Engine.RejectInvalid(ctx, m)
+		} else {
+			res, err = d.Engine.Process(ctx, m)
+		}
 		if err == nil {
 			d.Log.InfoContext(ctx, "merge", "outcome", res.Outcome, "record", res.RecordType+":"+res.RecordID,
 				"event_id", res.EventID, "version", res.Version, "conflicts", len(res.Conflicts),
@@ -59,6 +64,12 @@ func New(d Deps) message.Handler {
 			// taken as the store being unreachable: retryable.
 			f = failure.Retryable(event.StageMerge, engine.ReasonStoreUnavailable, err.Error())
 			f.RecordType, f.RecordID, f.EventID = res.RecordType, res.RecordID, res.EventID
+		}
+		// A store refusal rolled its transaction back, audit row included:
+		// write the row now (rejected, or deferred for an unclassified
+		// error). Parking goes ahead either way: the error topic has it.
+		if aerr := d.Engine.AuditStoreFailure(ctx, m, res, f); aerr != nil {
+			d.Log.ErrorContext(ctx, "store failure not audited", "message_id", m.ID, "reason", f.Reason, "error", aerr.Error())
 		}
 		return report(ctx, d, m, f)
 	}
