@@ -223,7 +223,7 @@ func (b *benchSession) scratchDB(ctx context.Context, name string) (rootDSN, wor
 	if err != nil {
 		return "", "", err
 	}
-	b.scratch.Granted(db, mysql.GrantStatements(db, devWorkerUser, "%"))
+	b.scratch.Granted(db, mysql.GrantStatements(db, devWorkerName(db), "%"))
 	workerDSN, err = prepareDevDB(ctx, rootDSN)
 	return rootDSN, workerDSN, err
 }
@@ -323,7 +323,7 @@ func (b *benchSession) benchModes(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.scratch.Granted(cName, mysql.GrantStatements(cName, devWorkerUser, "%"))
+	b.scratch.Granted(cName, mysql.GrantStatements(cName, devWorkerName(cName), "%"))
 	cDB, err := openPlain(cRoot, 2)
 	if err != nil {
 		return err

@@ -11,7 +11,7 @@ import (
 // through CLOUD_SQL_INSTANCE). Close releases the pool and any dialer.
 func openStore(ctx context.Context, cfg config.Config) (*mysql.Store, error) {
 	if err := cfg.RequireStore(); err != nil {
-		return nil, err
+		return nil, settingError{err}
 	}
 	db, closeFn, err := mysql.Open(ctx, cfg.DB)
 	if err != nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 
 	"cloud.google.com/go/pubsub/v2/pstest"
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
+	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/backbone-sync/backbone/shared/config"
@@ -30,7 +33,6 @@ import (
 const (
 	devDefaultDSN      = "root@tcp(127.0.0.1:3306)/backbone_dev"
 	devProject         = "backbone-dev"
-	devWorkerUser      = "backbone_dev_worker"
 	devWorkerPassword  = "backbone-dev-only"
 	devSuiteXSecret    = "dev-suitex-signing-secret"
 	devNetSuiteAccount = "DEV_ACCOUNT"
@@ -40,8 +42,10 @@ const (
 type devOptions struct {
 	env          config.Env
 	dsn          string // privileged DSN of the dev database (created and migrated)
+	project      string // Pub/Sub project (devProjectFrom); empty: backbone-dev
 	emulatorHost string // use this Pub/Sub emulator instead of embedded pstest
-	pubsubPort   int    // embedded pstest port (0: any)
+	emulator     string // which one to start when emulatorHost is empty: pstest (default) or gcloud
+	pubsubPort   int    // port of the started emulator (0: any)
 	funcAddr     string // where the functions listen ("127.0.0.1:8080"; port 0: any)
 	netsuiteURL  string // real NetSuite base URL; empty: a stand-in
 	suitexURL    string
@@ -61,6 +65,9 @@ type devStack struct {
 	cfg       config.Config
 	app       *app
 	pstest    *pstest.Server
+	gcloud    *gcloudEmulator
+	project   string
+	workerDSN string
 	pubsub    *publish.PubSub
 	bridge    *pushbridge.Bridge
 	netsuite  *standin.Target
@@ -89,39 +96,48 @@ func startDev(ctx context.Context, o devOptions) (_ *devStack, err error) {
 		}
 	}()
 
+	d.project = o.project
+	if d.project == "" {
+		d.project = devProject
+	}
+
 	// 1. Database: create, migrate, and a least-privilege user for the
 	// functions, so dev runs with the production grants.
 	workerDSN, err := prepareDevDB(ctx, o.dsn)
 	if err != nil {
 		return nil, err
 	}
+	d.workerDSN = workerDSN
 
-	// 2. Pub/Sub: embedded pstest unless an emulator is given.
+	// 2. Pub/Sub: embedded pstest, or the gcloud emulator, unless an
+	// emulator is given.
 	d.emulator = o.emulatorHost
-	if d.emulator == "" {
-		d.pstest = pstest.NewServerWithPort(o.pubsubPort)
+	switch {
+	case d.emulator != "":
+	case o.emulator == emulatorGcloud:
+		if d.gcloud, err = startGcloudEmulator(ctx, o.pubsubPort); err != nil {
+			return nil, err
+		}
+		d.stopFuncs = append(d.stopFuncs, d.gcloud.Stop)
+		d.emulator = d.gcloud.Addr
+	case o.emulator == "" || o.emulator == emulatorPstest:
+		if d.pstest, err = startPstest(o.pubsubPort); err != nil {
+			return nil, err
+		}
 		d.stopFuncs = append(d.stopFuncs, func() { _ = d.pstest.Close() })
 		d.emulator = d.pstest.Addr
+	default:
+		return nil, usagef("--emulator %q: want %s or %s", o.emulator, emulatorPstest, emulatorGcloud)
 	}
-	if d.pubsub, err = publish.NewPubSub(ctx, devProject, d.emulator); err != nil {
+	if d.pubsub, err = publish.NewPubSub(ctx, d.project, d.emulator); err != nil {
 		return nil, err
 	}
 	d.stopFuncs = append(d.stopFuncs, func() { _ = d.pubsub.Close() })
 
-	// 3. Topology, with the code `provision` uses (pull subscriptions: the
-	// bridge below pushes).
-	want, err := topology.Desired(o.env, nil, topology.Options{})
-	if err != nil {
-		return nil, err
-	}
-	if d.changes, err = topology.Apply(ctx, d.pubsub.Client(), want, topology.Mode{}); err != nil {
-		return nil, fmt.Errorf("provision %s on the emulator: %w", o.env, err)
-	}
-
 	// 4. Stand-in targets unless real ones are given.
 	vars := map[string]string{
 		"BACKBONE_ENV":         string(o.env),
-		"GCP_PROJECT":          devProject,
+		"GCP_PROJECT":          d.project,
 		"PUBSUB_EMULATOR_HOST": d.emulator,
 		"EVENT_STORE_DSN":      workerDSN,
 	}
@@ -170,11 +186,11 @@ func startDev(ctx context.Context, o devOptions) (_ *devStack, err error) {
 	d.stopFuncs = append(d.stopFuncs, func() { _ = d.app.store.Close() })
 	handlers := map[string]http.Handler{}
 	for t, h := range d.app.handlers {
-		handlers[t] = message.HTTP(o.log.With("function", t), devProject, h)
+		handlers[t] = message.HTTP(o.log.With("function", t), d.project, h)
 	}
 	ln, err := net.Listen("tcp", o.funcAddr)
 	if err != nil {
-		return nil, fmt.Errorf("listen for the functions on %s: %w", o.funcAddr, err)
+		return nil, fmt.Errorf("the functions cannot listen on %s: %w (pass another --port, or 0 for any)", o.funcAddr, err)
 	}
 	serve := o.serve
 	if serve == nil {
@@ -187,13 +203,38 @@ func startDev(ctx context.Context, o devOptions) (_ *devStack, err error) {
 	d.stopFuncs = append(d.stopFuncs, stopServe)
 	d.funcURL = "http://" + ln.Addr().String()
 
-	// 6. Push-style delivery to the functions.
+	// 6. Topology, with the code `provision` uses. pstest never pushes: pull
+	// subscriptions, and the bridge below pushes. The gcloud emulator pushes
+	// for real, except that on an ordered subscription it never forwards a
+	// dead letter (docs/emulators.md): Retry's subscription stays a pull
+	// one, bridged.
+	want, err := topology.Desired(o.env, nil, topology.Options{})
+	if err != nil {
+		return nil, err
+	}
+	bridged := map[string]bool{}
+	for i, s := range want.Subscriptions {
+		if d.gcloud != nil && s.DeadLetter == nil {
+			// The emulator neither checks nor sends the OIDC token.
+			want.Subscriptions[i].Push = &topology.Push{Endpoint: d.funcURL + "/" + s.Target,
+				ServiceAccount: "dev-invoker@" + d.project + ".iam.gserviceaccount.com", Audience: d.funcURL}
+			continue
+		}
+		bridged[s.Name] = true
+	}
+	if d.changes, err = topology.Apply(ctx, d.pubsub.Client(), want, topology.Mode{}); err != nil {
+		return nil, fmt.Errorf("provision %s on the emulator %s (project %s): %w", o.env, d.emulator, d.project, err)
+	}
+
+	// 7. Push-style delivery to the functions, where the emulator does not.
 	var routes []pushbridge.Route
 	for _, s := range o.env.Names().Subscriptions() {
-		routes = append(routes, pushbridge.Route{Subscription: s.Name, Endpoint: d.funcURL + "/" + s.Target})
+		if bridged[s.Name] {
+			routes = append(routes, pushbridge.Route{Subscription: s.Name, Endpoint: d.funcURL + "/" + s.Target})
+		}
 	}
-	d.bridge = pushbridge.New(d.pubsub.Client(), devProject, routes, pushbridge.Options{
-		MinBackoff: o.minBackoff, MaxBackoff: o.maxBackoff, Log: o.log})
+	d.bridge = pushbridge.New(d.pubsub.Client(), d.project, routes, pushbridge.Options{
+		MinBackoff: o.minBackoff, MaxBackoff: o.maxBackoff, Log: o.log, ForwardDeadLetters: d.gcloud != nil})
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
 	go func() {
@@ -256,7 +297,12 @@ func prepareDevDB(ctx context.Context, dsn string) (string, error) {
 	if _, err := m.Up(ctx); err != nil {
 		return "", err
 	}
-	user := devWorkerUser
+	// Recreated, so that its grants are exactly the sync_worker set on this
+	// one database, whatever an earlier run left (stress checks that).
+	user := devWorkerName(mc.DBName)
+	if _, err := db.ExecContext(ctx, "DROP USER IF EXISTS '"+user+"'@'%'"); err != nil {
+		return "", fmt.Errorf("reset the dev worker user %s: %w", user, err)
+	}
 	if err := mysql.ApplyGrants(ctx, db, mc.DBName, user, "%", devWorkerPassword); err != nil {
 		return "", err
 	}
@@ -267,6 +313,54 @@ func prepareDevDB(ctx context.Context, dsn string) (string, error) {
 	wc := mc.Clone()
 	wc.User, wc.Passwd = user, devWorkerPassword
 	return wc.FormatDSN(), nil
+}
+
+// The emulators dev can start.
+const (
+	emulatorPstest = "pstest"
+	emulatorGcloud = "gcloud"
+)
+
+// devProjectFrom is the Pub/Sub project of dev and of every verb run from
+// its shell: GCP_PROJECT, then GOOGLE_CLOUD_PROJECT, then backbone-dev, so
+// that an exported project in a Google Cloud shell cannot split them.
+func devProjectFrom(getenv func(string) string) string {
+	for _, k := range []string{"GCP_PROJECT", "GOOGLE_CLOUD_PROJECT"} {
+		if v := getenv(k); v != "" {
+			return v
+		}
+	}
+	return devProject
+}
+
+// startPstest starts the embedded emulator on 127.0.0.1:port. pstest
+// panics when it cannot listen, so the port is checked first and a panic
+// that still gets through (a race for the port) becomes an error.
+func startPstest(port int) (srv *pstest.Server, err error) {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if port != 0 {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("the Pub/Sub emulator cannot listen on %s: %w (pass another --pubsub-port, or 0 for any)", addr, err)
+		}
+		_ = ln.Close()
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			srv, err = nil, fmt.Errorf("the Pub/Sub emulator cannot listen on %s: %v (pass another --pubsub-port, or 0 for any)", addr, r)
+		}
+	}()
+	return pstest.NewServerWithAddress(addr), nil
+}
+
+// devWorkerName is the functions' database user on one dev database: one
+// user per database (MySQL user names have at most 32 characters).
+func devWorkerName(database string) string {
+	if n := database + "_worker"; len(n) <= 32 {
+		return n
+	}
+	sum := sha256.Sum256([]byte(database))
+	return "bbw_" + hex.EncodeToString(sum[:8])
 }
 
 // listenLocal serves h on a free loopback port.
@@ -286,13 +380,14 @@ func listenLocal(h http.Handler) (string, func(), error) {
 
 // serveFunctionsFramework registers the handlers with the Functions
 // Framework and serves them at /{Name}, as Cloud Run does with
-// FUNCTION_TARGET unset.
+// FUNCTION_TARGET unset. They are registered by name (served at /{Name}),
+// so that the framework's start-up lines name them.
 func serveFunctionsFramework(handlers map[string]http.Handler, ln net.Listener) (func(), error) {
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 	_ = ln.Close() // the framework listens itself
-	for name, h := range handlers {
-		if err := funcframework.RegisterHTTPFunctionContext(context.Background(), "/"+name, h.ServeHTTP); err != nil {
-			return nil, fmt.Errorf("register %s: %w", name, err)
+	for _, name := range config.Targets {
+		if h, ok := handlers[name]; ok {
+			functions.HTTP(name, h.ServeHTTP)
 		}
 	}
 	errc := make(chan error, 1)
@@ -314,15 +409,30 @@ func serveFunctionsFramework(handlers map[string]http.Handler, ln net.Listener) 
 }
 
 func runDev(ctx context.Context, c *cli, args []string) error {
-	fs := newFlags(c, "dev", "[--env sandbox] [--port 8080] [--pubsub-port 8085] [--min-backoff 200ms] [--max-backoff 5s] [--debug]\n\nRuns the whole backbone on this machine: embedded Pub/Sub (pstest) unless PUBSUB_EMULATOR_HOST is set,\nthe event store at EVENT_STORE_DSN (default "+devDefaultDSN+", created and migrated),\nthe topology provisioned, the five functions served by the Functions Framework and fed push-style,\nand stand-ins for NetSuite and SuiteX unless NETSUITE_BASE_URL / SUITEX_BASE_URL are set. Ctrl-C stops it.")
+	fs := newFlags(c, "dev", "[--env sandbox] [--port 8080] [--pubsub-port 8085] [--emulator pstest|gcloud] [--min-backoff 200ms] [--max-backoff 5s] [--debug]\n\n"+
+		"Runs the whole backbone on this machine: an embedded Pub/Sub emulator (pstest; --emulator gcloud starts Google's,\n"+
+		"which needs Java and the "+gcloudEmulatorPackage+" package) unless PUBSUB_EMULATOR_HOST is set, in project\n"+
+		"GCP_PROJECT (then GOOGLE_CLOUD_PROJECT, then "+devProject+"); the event store at EVENT_STORE_DSN (default "+devDefaultDSN+",\n"+
+		"created and migrated); the topology provisioned; the five functions served by the Functions Framework and fed\n"+
+		"push-style; stand-ins for NetSuite and SuiteX unless NETSUITE_BASE_URL / SUITEX_BASE_URL are set. Ctrl-C stops it.")
 	envName := fs.String("env", "", "environment (default: BACKBONE_ENV, else sandbox)")
 	port := fs.Int("port", 8080, "port of the functions (0: any free port)")
-	psPort := fs.Int("pubsub-port", 8085, "port of the embedded Pub/Sub emulator (0: any)")
+	psPort := fs.Int("pubsub-port", 8085, "port of the started Pub/Sub emulator (0: any)")
+	emulator := fs.String("emulator", emulatorPstest, "Pub/Sub emulator to start when PUBSUB_EMULATOR_HOST is unset: pstest (embedded) or gcloud")
 	minB := fs.Duration("min-backoff", 200*time.Millisecond, "first redelivery delay (Pub/Sub: 10s)")
 	maxB := fs.Duration("max-backoff", 5*time.Second, "longest redelivery delay (Pub/Sub: 600s)")
 	debug := fs.Bool("debug", false, "log every delivery attempt")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("unexpected arguments %v", fs.Args())
+	}
+	if err := oneOf("--emulator", *emulator, emulatorPstest, emulatorGcloud); err != nil {
+		return err
+	}
+	if *port < 0 || *port > 65535 || *psPort < 0 || *psPort > 65535 {
+		return usagef("--port and --pubsub-port: want 0-65535")
 	}
 	e := *envName
 	if e == "" {
@@ -344,7 +454,11 @@ func runDev(ctx context.Context, c *cli, args []string) error {
 		level = slog.LevelDebug
 	}
 	log := logging.New(c.stderr, level)
-	d, err := startDev(ctx, devOptions{env: env, dsn: dsn, emulatorHost: c.getenv("PUBSUB_EMULATOR_HOST"), pubsubPort: *psPort,
+	if *emulator == emulatorGcloud && c.getenv("PUBSUB_EMULATOR_HOST") == "" {
+		fmt.Fprintln(c.stdout, "starting the gcloud Pub/Sub emulator (a few seconds) ...")
+	}
+	d, err := startDev(ctx, devOptions{env: env, dsn: dsn, project: devProjectFrom(c.getenv), emulatorHost: c.getenv("PUBSUB_EMULATOR_HOST"),
+		emulator: *emulator, pubsubPort: *psPort,
 		funcAddr: "127.0.0.1:" + strconv.Itoa(*port), netsuiteURL: c.getenv("NETSUITE_BASE_URL"), suitexURL: c.getenv("SUITEX_BASE_URL"),
 		minBackoff: *minB, maxBackoff: *maxB, log: log, getenv: c.getenv})
 	if err != nil {
@@ -362,16 +476,29 @@ func (d *devStack) printBanner(w io.Writer, dsn string) {
 	env := d.cfg.Env
 	fmt.Fprintf(w, "backbone dev is running (%s)\n\n", env)
 	made := d.changes.Count(topology.ActionCreate) + d.changes.Count(topology.ActionUpdate) + d.changes.Count(topology.ActionRecreate)
-	fmt.Fprintf(w, "  Pub/Sub emulator   %s  (project %s; topology provisioned: %d topics/subscriptions created or repaired)\n", d.emulator, devProject, made)
-	fmt.Fprintf(w, "  event store        %s  (functions connect as %s)\n", dsn, devWorkerUser)
+	kind := "external emulator"
+	switch {
+	case d.pstest != nil:
+		kind = "pstest, bridged push"
+	case d.gcloud != nil:
+		kind = "gcloud emulator, real push; Retry's subscription bridged"
+	}
+	fmt.Fprintf(w, "  Pub/Sub emulator   %s  (%s; project %s; topology provisioned: %d topics/subscriptions created or repaired)\n", d.emulator, kind, d.project, made)
+	worker := "the worker user"
+	if mc, err := gomysql.ParseDSN(d.workerDSN); err == nil {
+		worker = mc.User
+	}
+	fmt.Fprintf(w, "  event store        %s  (functions connect as %s, with the sync_worker grants)\n", dsn, worker)
 	fmt.Fprintf(w, "  functions          %s/{Merge,NetSuiteSink,SuiteXSink,Retry,DLQArchive}\n", d.funcURL)
 	fmt.Fprintf(w, "  NetSuite           %s%s\n", d.cfg.NetSuite.BaseURL, standinNote(d.netsuite))
 	fmt.Fprintf(w, "  SuiteX             %s%s\n", d.cfg.SuiteX.BaseURL, standinNote(d.suitex))
-	fmt.Fprintf(w, "\nPublish and trace from another shell:\n\n")
-	fmt.Fprintf(w, "  export BACKBONE_ENV=%s PUBSUB_EMULATOR_HOST=%s EVENT_STORE_DSN='%s'\n", env, d.emulator, dsn)
-	fmt.Fprintf(w, "  go run ./cmd/backbone publish examples/customer-create.json\n")
-	fmt.Fprintf(w, "  go run ./cmd/backbone trace customer:C-1001\n")
-	fmt.Fprintf(w, "  go run ./cmd/backbone dlq list\n\nCtrl-C stops it.\n")
+	fmt.Fprintf(w, "\nFrom another shell (make build first; go run hides exit codes):\n\n")
+	fmt.Fprintf(w, "  export BACKBONE_ENV=%s GCP_PROJECT=%s PUBSUB_EMULATOR_HOST=%s EVENT_STORE_DSN='%s'\n", env, d.project, d.emulator, dsn)
+	fmt.Fprintf(w, "  export WORKER_DSN='%s'   # least privilege: the functions' user\n", d.workerDSN)
+	fmt.Fprintf(w, "  bin/backbone publish examples/customer-create.json\n")
+	fmt.Fprintf(w, "  bin/backbone trace customer:C-1001\n")
+	fmt.Fprintf(w, "  bin/backbone dlq list\n")
+	fmt.Fprintf(w, "  bin/backbone stress --dsn \"$WORKER_DSN\" --n 200\n\nCtrl-C stops it.\n")
 }
 
 func standinNote(t *standin.Target) string {

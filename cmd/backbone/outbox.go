@@ -46,21 +46,21 @@ func runOutbox(ctx context.Context, c *cli, args []string) error {
 	cfg, _ := config.Load(c.getenv) // only Env, Sources, Project, the emulator and DB are used; each is checked below
 	env, err := config.ParseEnv(c.getenv("BACKBONE_ENV"))
 	if err != nil {
-		return fmt.Errorf("%w: flush publishes to events.merged.{env}", err)
+		return settingError{fmt.Errorf("%w: flush publishes to events.merged.{env}", err)}
 	}
 	if *dsn != "" {
 		cfg.DB.DSN = *dsn
 	}
 	project := projectOrDefault(cfg)
 	if project == "" {
-		return errors.New("GCP_PROJECT is not set: flush publishes to the project's events.merged topic")
+		return settingError{errors.New("GCP_PROJECT is not set: flush publishes to the project's events.merged topic")}
 	}
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	ps, err := publish.NewPubSub(ctx, project, cfg.EmulatorHost)
+	ps, err := openPubSub(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -8,22 +8,28 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/publish"
 )
 
 func runPublish(ctx context.Context, c *cli, args []string) error {
-	fs := newFlags(c, "publish", "[--verbatim] FILE|-\n\nPublishes raw events to events.raw.{BACKBONE_ENV}: FILE holds one JSON object, a JSON array of\nobjects, or JSON lines. Prints one message id per event. Uses PUBSUB_EMULATOR_HOST when set.")
+	fs := newFlags(c, "publish", "[--verbatim] [--verbose] FILE|-\n\nPublishes raw events to events.raw.{BACKBONE_ENV}, in file order (each record's events keep it): FILE holds\n"+
+		"one JSON object, a JSON array of objects, or JSON lines. Every event is checked first; if one is not JSON,\n"+
+		"nothing is published. Prints one summary line (--verbose: each message id too). Uses PUBSUB_EMULATOR_HOST when set.")
 	verbatim := fs.Bool("verbatim", false, "publish each line as is, even when it is not valid JSON (to test poison messages)")
+	verbose := fs.Bool("verbose", false, "print each event's message id and record")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return usagef("want exactly one FILE (or - for standard input)")
 	}
-	cfg, err := config.Load(c.getenv)
+	cfg, err := loadConfig(c)
 	if err != nil {
 		return err
 	}
@@ -42,23 +48,64 @@ func runPublish(ctx context.Context, c *cli, args []string) error {
 	}
 	msgs, err := splitEvents(data, *verbatim)
 	if err != nil {
+		var bad rejectedInput
+		if errors.As(err, &bad) {
+			fmt.Fprintf(c.stdout, "publish: 0 published, %d rejected locally (nothing is published unless every event is JSON)\n", bad.n)
+		}
 		return err
 	}
-	ps, err := publish.NewPubSub(ctx, projectOrDefault(cfg), cfg.EmulatorHost)
+	ps, err := openPubSub(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer ps.Close()
 	pub := publish.Guard(cfg.Env, ps)
 	topic := cfg.Env.Names().RawTopic
+	where := fmt.Sprintf("%s (project %s", topic, projectOrDefault(cfg))
+	if cfg.EmulatorHost != "" {
+		where += ", emulator " + cfg.EmulatorHost
+	}
+	where += ")"
+	// One at a time, in file order: a record's later events must not overtake
+	// its earlier ones (the ordering key keeps them in order only once
+	// published).
 	for i, m := range msgs {
 		id, err := pub.Publish(ctx, topic, m)
 		if err != nil {
-			return fmt.Errorf("event %d: %w (%d of %d published)", i+1, err, i, len(msgs))
+			fmt.Fprintf(c.stdout, "publish: %d published to %s, 0 rejected locally; event %d failed\n", i, where, i+1)
+			return fmt.Errorf("event %d of %d: %w", i+1, len(msgs), err)
 		}
-		fmt.Fprintln(c.stdout, id)
+		if *verbose {
+			key := m.OrderingKey
+			if key == "" {
+				key = "(no record)"
+			}
+			fmt.Fprintf(c.stdout, "%s  %s\n", id, key)
+		}
 	}
+	fmt.Fprintf(c.stdout, "publish: %d published to %s, 0 rejected locally\n", len(msgs), where)
 	return nil
+}
+
+// rejectedInput is input that fails the local check: n events are not JSON.
+type rejectedInput struct {
+	n      int
+	detail string
+}
+
+func (e rejectedInput) Error() string { return e.detail }
+
+// openPubSub connects to Pub/Sub, first checking that an emulator answers:
+// the client would retry an unreachable one for ever.
+func openPubSub(ctx context.Context, cfg config.Config) (*publish.PubSub, error) {
+	if h := cfg.EmulatorHost; h != "" {
+		conn, err := net.DialTimeout("tcp", h, 3*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("the Pub/Sub emulator at %s (PUBSUB_EMULATOR_HOST) is not reachable: %w (is backbone dev running? export the lines its banner prints)", h, err)
+		}
+		_ = conn.Close()
+	}
+	return publish.NewPubSub(ctx, projectOrDefault(cfg), cfg.EmulatorHost)
 }
 
 // projectOrDefault lets local runs against the emulator work without a
@@ -93,6 +140,7 @@ func splitEvents(data []byte, verbatim bool) ([]publish.Message, error) {
 		sc := bufio.NewScanner(bytes.NewReader(trimmed))
 		sc.Buffer(make([]byte, 1<<20), 16<<20)
 		line := 0
+		var bad []string
 		for sc.Scan() {
 			line++
 			l := bytes.TrimSpace(sc.Bytes())
@@ -100,12 +148,16 @@ func splitEvents(data []byte, verbatim bool) ([]publish.Message, error) {
 				continue
 			}
 			if !verbatim && !json.Valid(l) {
-				return nil, fmt.Errorf("line %d is not valid JSON (use --verbatim to publish it anyway)", line)
+				bad = append(bad, fmt.Sprint(line))
+				continue
 			}
 			items = append(items, append([]byte(nil), l...))
 		}
 		if err := sc.Err(); err != nil {
 			return nil, err
+		}
+		if len(bad) > 0 {
+			return nil, rejectedInput{n: len(bad), detail: fmt.Sprintf("line %s is not valid JSON (use --verbatim to publish it anyway)", strings.Join(bad, ", "))}
 		}
 	}
 	msgs := make([]publish.Message, 0, len(items))

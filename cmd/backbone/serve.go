@@ -19,7 +19,7 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(c.getenv)
+	cfg, err := loadConfig(c)
 	if err != nil {
 		return err
 	}

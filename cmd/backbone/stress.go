@@ -31,7 +31,7 @@ func runStress(ctx context.Context, c *cli, args []string) error {
 	if fs.NArg() != 0 || *n < 1 || *conc < 1 {
 		return usagef("--n and --concurrency must be positive; no arguments")
 	}
-	cfg, err := config.Load(c.getenv)
+	cfg, err := loadConfig(c)
 	if err != nil && !*skip {
 		return err // the probe needs BACKBONE_ENV
 	}
@@ -49,7 +49,7 @@ func runStress(ctx context.Context, c *cli, args []string) error {
 		o.Progress = func(l string) { fmt.Fprintln(c.stdout, l) }
 	}
 	if !*skip {
-		ps, err := publish.NewPubSub(ctx, projectOrDefault(cfg), cfg.EmulatorHost)
+		ps, err := openPubSub(ctx, cfg)
 		if err != nil {
 			return err
 		}

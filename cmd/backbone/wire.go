@@ -66,7 +66,7 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 		errs = append(errs, cfg.RequireSuiteX())
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, settingError{err}
 	}
 	a := &app{handlers: map[string]message.Handler{}}
 	st, err := openStore(ctx, cfg)

@@ -41,6 +41,12 @@ type Options struct {
 	Timeout     time.Duration // per push request, default 60s (the ack deadline)
 	HTTPClient  *http.Client
 	Log         *slog.Logger
+	// ForwardDeadLetters makes the bridge publish a message to its
+	// subscription's dead-letter topic itself after the last attempt, and
+	// ack it: the gcloud emulator counts delivery attempts on an ordered
+	// subscription but never forwards, and the message then blocks its key
+	// (docs/emulators.md). pstest forwards on its own: leave it off there.
+	ForwardDeadLetters bool
 }
 
 // Bridge runs the routes until its context ends.
@@ -144,7 +150,11 @@ func (b *Bridge) subPath(name string) string {
 
 func (b *Bridge) runRoute(ctx context.Context, r Route) {
 	sub := b.subPath(r.Subscription)
-	maxAttempts := b.maxAttempts(ctx, sub)
+	policy := b.deadLetterPolicy(ctx, sub)
+	maxAttempts := int(policy.GetMaxDeliveryAttempts())
+	if !b.o.ForwardDeadLetters {
+		policy = nil
+	}
 	sem := make(chan struct{}, b.o.Concurrency)
 	var inflight sync.WaitGroup
 	defer inflight.Wait()
@@ -184,7 +194,7 @@ func (b *Bridge) runRoute(ctx context.Context, r Route) {
 			inflight.Add(1)
 			go func() {
 				defer func() { <-sem; inflight.Done() }()
-				b.deliver(r, sub, rm, maxAttempts)
+				b.deliver(r, sub, rm, maxAttempts, policy)
 			}()
 		}
 	}
@@ -201,7 +211,7 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // deliver pushes one message and settles it. It deliberately does not use
 // the Run context: a request in flight at shutdown completes and is acked.
-func (b *Bridge) deliver(r Route, sub string, rm *pb.ReceivedMessage, maxAttempts int) {
+func (b *Bridge) deliver(r Route, sub string, rm *pb.ReceivedMessage, maxAttempts int, forward *pb.DeadLetterPolicy) {
 	pm := rm.Message
 	attempt := int(rm.DeliveryAttempt)
 	attrs := pm.Attributes
@@ -259,6 +269,10 @@ func (b *Bridge) deliver(r Route, sub string, rm *pb.ReceivedMessage, maxAttempt
 		b.mu.Unlock()
 		return
 	}
+	if forward != nil && attempt >= maxAttempts && b.forwardDeadLetter(forward.DeadLetterTopic, r.Subscription, pm, attempt) {
+		b.settle(sub, rm.AckId, 0, true, false)
+		return
+	}
 	delay := Backoff(attempt, b.o.MinBackoff, b.o.MaxBackoff)
 	b.o.Log.Debug("push nacked", "subscription", r.Subscription, "message_id", pm.MessageId,
 		"attempt", attempt, "status", status, "error", fmt.Sprint(err), "retry_in", delay.String())
@@ -292,16 +306,39 @@ func (b *Bridge) post(ctx context.Context, url string, body []byte) (int, error)
 	return resp.StatusCode, nil
 }
 
-// maxAttempts returns the max delivery attempts of the subscription's
-// dead-letter policy; 0 when it has none (or it cannot be read: then the
-// bridge only loses the pstest workaround in deliver).
-func (b *Bridge) maxAttempts(ctx context.Context, sub string) int {
+// deadLetterPolicy returns the subscription's dead-letter policy; nil when
+// it has none (or it cannot be read: then the bridge only loses the pstest
+// workaround in deliver).
+func (b *Bridge) deadLetterPolicy(ctx context.Context, sub string) *pb.DeadLetterPolicy {
 	s, err := b.client.SubscriptionAdminClient.GetSubscription(ctx, &pb.GetSubscriptionRequest{Subscription: sub})
 	if err != nil {
 		b.o.Log.Warn("read subscription", "subscription", sub, "error", err.Error())
-		return 0
+		return nil
 	}
-	return int(s.GetDeadLetterPolicy().GetMaxDeliveryAttempts())
+	return s.GetDeadLetterPolicy()
+}
+
+// forwardDeadLetter publishes pm to topic as Pub/Sub dead-letters it, with
+// the source attributes; false when that failed (the message is then
+// nacked and forwarded on its next delivery).
+func (b *Bridge) forwardDeadLetter(topic, subscription string, pm *pb.PubsubMessage, attempt int) bool {
+	attrs := make(map[string]string, len(pm.Attributes)+3)
+	for k, v := range pm.Attributes {
+		attrs[k] = v
+	}
+	attrs[AttrDeadLetterDeliveryCount] = fmt.Sprint(attempt)
+	attrs[AttrDeadLetterSubscription] = subscription
+	attrs["CloudPubSubDeadLetterSourceSubscriptionProject"] = b.project
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := b.client.TopicAdminClient.Publish(ctx, &pb.PublishRequest{Topic: topic, Messages: []*pb.PubsubMessage{
+		{Data: pm.Data, Attributes: attrs, OrderingKey: pm.OrderingKey}}})
+	if err != nil {
+		b.o.Log.Warn("forward dead letter", "subscription", subscription, "message_id", pm.MessageId, "error", err.Error())
+		return false
+	}
+	b.o.Log.Debug("dead-lettered", "subscription", subscription, "message_id", pm.MessageId, "attempts", attempt, "topic", topic)
+	return true
 }
 
 // settle acks, or makes the message available again. The caller has held
