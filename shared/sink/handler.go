@@ -21,8 +21,10 @@ var _ Reporter = (*failure.Reporter)(nil)
 // Handler is the push handler of a sink function (NetSuiteSink, SuiteXSink):
 // run the delivery; on failure report it to the error topic and ack (Retry
 // takes it from there: retryable failures are re-run with backoff,
-// permanent ones go to the dead-letter archive); nack only when the report
-// itself fails, so that Pub/Sub redelivers the original and nothing is lost.
+// permanent ones go to the dead-letter archive); nack when the store is
+// unreachable (an outage must not spend a message's attempts) and when the
+// report itself fails, so that Pub/Sub redelivers the original and nothing
+// is lost.
 func Handler(r *Runner, rep Reporter, log *slog.Logger) message.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -36,6 +38,16 @@ func Handler(r *Runner, rep Reporter, log *slog.Logger) message.Handler {
 		if !ok {
 			// Runner returns only failures; keep the contract if that changes.
 			f = failure.Retryable(r.Target(), ReasonInternal, err.Error())
+		}
+		if f.Reason == ReasonStoreUnavailable {
+			// The database being down is not the message's fault (SPEC §6):
+			// nack, so the subscription (no dead-letter policy, 10–600 s
+			// backoff, 7 days) keeps it and ordering holds the record's
+			// later messages behind it, instead of spending Retry's
+			// attempts on an outage.
+			log.WarnContext(ctx, "store unavailable: nack so Pub/Sub redelivers", "target", r.Target(),
+				"message_id", m.ID, "event_id", f.EventID, "detail", f.Detail)
+			return fmt.Errorf("%s: %s: %s", r.Target(), f.Reason, f.Detail)
 		}
 		id, rerr := rep.Report(ctx, failure.Message(f, m))
 		if rerr != nil {

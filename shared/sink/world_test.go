@@ -74,6 +74,8 @@ type world struct {
 	nsFake *sinktest.NetSuite
 	sxFake *sinktest.SuiteX
 	runner map[string]*sink.Runner
+	nsURL  string
+	sxURL  string
 
 	mu     sync.Mutex
 	owners map[string]*sched // record id -> schedule
@@ -103,6 +105,7 @@ func newWorld(t testing.TB, maxConcurrency int) *world {
 		return w.owner(ev.RecordID).hook(sysSX, ev.RecordID, ev.Version, ev.Changes, apply)
 	}
 	nsSrv, sxSrv := w.nsFake.Start(t), w.sxFake.Start(t)
+	w.nsURL, w.sxURL = nsSrv.URL, sxSrv.URL
 	w.runner[sysNS] = w.newRunner(sysNS, nsSrv.URL, sxSrv.URL, maxConcurrency)
 	w.runner[sysSX] = w.newRunner(sysSX, nsSrv.URL, sxSrv.URL, maxConcurrency)
 	return w
