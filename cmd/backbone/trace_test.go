@@ -81,3 +81,72 @@ func TestTraceTimeline(t *testing.T) {
 		t.Errorf("bad argument: exit %d, want 2", code)
 	}
 }
+
+// TestTraceWrapsAndFillsEveryColumn: a long DETAIL is shown whole (wrapped),
+// every row has a SOURCE, and a delivery shows the fields it sent, also
+// when its outcome row names the sending row.
+func TestTraceWrapsAndFillsEveryColumn(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	s := db.Store
+	e := storetest.NewEvent("customer", "W-1", 0, `{"email":"a@example.com","phone":"1"}`)
+	e.Source = "netsuite"
+	if err := s.AppendEvent(ctx, e, store.Audit{Fingerprint: strings.Repeat("b", 64), RecordType: "customer", RecordID: "W-1",
+		Outcome: store.OutcomeAccepted, Stage: store.StageMerge, MessageID: "m1", Source: "netsuite"}); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("word ", 60) + "END-OF-DETAIL"
+	rows := []store.Audit{
+		{Outcome: store.OutcomeNoop, Stage: store.StageMerge, MessageID: "m2", Source: "suitex", Detail: long},
+		{ID: "attempt-1", EventID: e.ID, Outcome: store.OutcomeSending, Stage: store.StageSuiteX, Version: 1,
+			Fields: &store.FieldSet{Fields: map[string]string{"email": "d1", "phone": "d2"}}},
+		{EventID: e.ID, Outcome: store.OutcomeDelivered, Stage: store.StageSuiteX, Version: 1, Fields: &store.FieldSet{Attempt: "attempt-1"}},
+	}
+	for _, a := range rows {
+		time.Sleep(2 * time.Millisecond)
+		a.RecordType, a.RecordID, a.Fingerprint = "customer", "W-1", strings.Repeat("c", 64)
+		if err := s.AppendAudit(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errb bytes.Buffer
+	c := &cli{stdout: &out, stderr: &errb, getenv: func(k string) string { return map[string]string{"EVENT_STORE_DSN": db.DSN}[k] }}
+	if code := run(ctx, c, []string{"trace", "customer:W-1"}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	text := out.String()
+	if !strings.Contains(text, "END-OF-DETAIL") || strings.Contains(text, "...") {
+		t.Errorf("DETAIL cut:\n%s", text)
+	}
+	lines := strings.Split(text, "\n")
+	var srcCol, sentCol int
+	for _, l := range lines {
+		if strings.HasPrefix(l, "TIME") {
+			srcCol, sentCol = strings.Index(l, "SOURCE"), strings.Index(l, "FIELDS SENT")
+			continue
+		}
+		if !strings.HasPrefix(l, "20") || len(l) <= sentCol {
+			continue
+		}
+		if strings.HasPrefix(l[srcCol:], "-") {
+			t.Errorf("row without SOURCE: %s", l)
+		}
+		if strings.Contains(l, "  suitex  ") && !strings.Contains(l, " merge ") && !strings.HasPrefix(l[sentCol:], "email,phone") {
+			t.Errorf("delivery row without its fields: %s", l)
+		}
+	}
+	out.Reset()
+	if code := run(ctx, c, []string{"trace", "customer:W-1", "--json"}); code != 0 {
+		t.Fatalf("--json after the argument: exit %d: %s", code, errb.String())
+	}
+	var entries []traceEntry
+	if err := json.Unmarshal(out.Bytes(), &entries); err != nil {
+		t.Fatal(err)
+	}
+	for _, en := range entries {
+		if en.Source == "" || (en.Stage == store.StageSuiteX && strings.Join(en.FieldsSent, ",") != "email,phone") || (en.Outcome == store.OutcomeNoop && en.Detail != long) {
+			t.Errorf("entry %+v", en)
+		}
+	}
+}
