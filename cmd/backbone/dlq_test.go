@@ -63,8 +63,8 @@ func dlqSeed(t *testing.T, db *sql.DB, id, stage, reason, rt, rid string, at tim
 	if rt != "" {
 		rtype, recid, eid = rt, rid, dlqEventID(rt, rid)
 	}
-	_, err := db.Exec("INSERT INTO dead_letters (message_id, subscription, delivery_attempts, stage, reason, detail, event_id, record_type, record_id, data, attributes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		id, "events.error.sandbox-retry-sub", 5, stage, reason, "detail of "+reason, eid, rtype, recid, data, `{"env":"sandbox","CloudPubSubDeadLetterSourceDeliveryCount":"5"}`, at.UTC())
+	_, err := db.Exec("INSERT INTO dead_letters (message_id, content_digest, subscription, delivery_attempts, stage, reason, detail, event_id, record_type, record_id, data, attributes, created_at) VALUES (?, SHA2(?, 256), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		id, data, "events.error.sandbox-retry-sub", 5, stage, reason, "detail of "+reason, eid, rtype, recid, data, `{"env":"sandbox","CloudPubSubDeadLetterSourceDeliveryCount":"5"}`, at.UTC())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestDLQShow(t *testing.T) {
 	d := testdb.New(t)
 	env := map[string]string{"EVENT_STORE_DSN": d.DSN}
 	dlqSeed(t, d.Root, "dl-1", "suitex", "http_503", "customer", "C-1", time.Now())
-	if _, err := d.Root.Exec("INSERT INTO dead_letters (message_id, subscription, stage, reason, data, attributes) VALUES ('junk', '', 'unknown', 'undecodable', 'plain text', '{}')"); err != nil {
+	if _, err := d.Root.Exec("INSERT INTO dead_letters (message_id, content_digest, subscription, stage, reason, data, attributes) VALUES ('junk', SHA2('plain text', 256), '', 'unknown', 'undecodable', 'plain text', '{}')"); err != nil {
 		t.Fatal(err)
 	}
 

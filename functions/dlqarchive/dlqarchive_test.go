@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -412,5 +413,146 @@ func TestConcurrentDeliveriesArchiveOnce(t *testing.T) {
 	}
 	if n := len(errorLines(t, logs)); n != 1 {
 		t.Errorf("%d ERROR lines, want 1", n)
+	}
+}
+
+// poisonErrorMessages publishes each line of examples/poison.jsonl to the
+// raw topic of ps, pulls them back (so each has the id and publish time
+// that server gave it) and turns each into the error message the merge
+// parks it with, published to the DLQ topic as Retry would. It returns the
+// DLQ messages as DLQArchive receives them.
+func poisonDeadLetters(t *testing.T, ps *pubsubtest.Server) []message.Message {
+	t.Helper()
+	ctx := context.Background()
+	raw, err := os.ReadFile("../../examples/poison.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	pub := ps.Publisher(t)
+	for _, l := range lines {
+		if _, err := pub.Publish(ctx, ps.Names.RawTopic, publish.Message{Data: []byte(l)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pulled := ps.Drain(t, ps.Names.MergeSub)
+	if len(pulled) != len(lines) {
+		t.Fatalf("pulled %d raw messages, want %d", len(pulled), len(lines))
+	}
+	for _, r := range pulled {
+		reason := "invalid_json"
+		if _, err := event.DecodeRaw(r.Data, config.DefaultSources); err != nil {
+			if v, ok := event.AsValidation(err); ok {
+				reason = v.Reason
+			}
+		}
+		f := failure.Permanent(event.StageMerge, reason, "rejected by the merge")
+		data, err := json.Marshal(failure.Message(f, fromPulled(r, ps.Names.MergeSub)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		attrs := map[string]string{deadletter.AttrDeadLetterReason: "not_retryable", failure.AttrReason: reason}
+		if _, err := pub.Publish(ctx, ps.Names.DLQTopic, publish.Message{Data: data, Attributes: attrs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out []message.Message
+	for _, r := range ps.Drain(t, ps.Names.DLQSub) {
+		out = append(out, fromPulled(r, ps.Names.DLQSub))
+	}
+	if len(out) != len(lines) {
+		t.Fatalf("%d dead letters, want %d", len(out), len(lines))
+	}
+	return out
+}
+
+// The development stack restarted: its new pstest numbers messages from m0
+// again, so the walkthrough's poison examples come back as dead letters
+// whose ids the archive already holds. Each is a new dead letter, stored
+// and audited once, on its first delivery (no loop, nothing dropped); a
+// redelivery of either round adds nothing.
+func TestDevRestartArchivesEveryDeadLetterAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := testdb.New(t)
+	worker, _ := d.Worker(t)
+	url, logs := serve(t, worker)
+
+	first := poisonDeadLetters(t, pubsubtest.New(t, config.Sandbox, true))
+	second := poisonDeadLetters(t, pubsubtest.New(t, config.Sandbox, true)) // the restart
+	reused := 0
+	ids := map[string]bool{}
+	for _, m := range first {
+		ids[m.ID] = true
+	}
+	for _, m := range second {
+		if ids[m.ID] {
+			reused++
+		}
+	}
+	if reused != len(second) {
+		t.Fatalf("only %d of %d ids repeat across the restart: the test no longer shows the collision", reused, len(second))
+	}
+	for round, msgs := range [][]message.Message{first, second, first, second} {
+		for _, m := range msgs {
+			if code := push(t, url, m); code != http.StatusNoContent {
+				t.Fatalf("round %d, %s: status %d, want 204 (archived, acked)", round, m.ID, code)
+			}
+		}
+	}
+	var rows, audits int
+	if err := d.Root.QueryRow("SELECT COUNT(*) FROM dead_letters").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Root.QueryRow("SELECT COUNT(*) FROM event_audit_log WHERE processing_outcome = ?", store.OutcomeDeadLetter).Scan(&audits); err != nil {
+		t.Fatal(err)
+	}
+	want := len(first) + len(second)
+	if rows != want || audits != want {
+		t.Errorf("%d dead letters and %d dead_lettered audit rows, want %d of each (both runs, once each)", rows, audits, want)
+	}
+	if n := len(errorLines(t, logs)); n != want {
+		t.Errorf("%d alert lines, want %d (one per new dead letter)", n, want)
+	}
+	// dlq show by id still works: the newest, with the other listed.
+	var earlier message.Message
+	for _, m := range first {
+		if m.ID == second[0].ID {
+			earlier = m
+		}
+	}
+	v, err := deadletter.Show(ctx, worker, second[0].ID)
+	if err != nil || v.ContentDigest != store.DigestOf(second[0].Data) || len(v.Others) != 1 || v.Others[0].ContentDigest != store.DigestOf(earlier.Data) {
+		t.Errorf("show %s = %+v others %+v, %v; want the second run (%s), listing the first (%s)", second[0].ID, v.Summary, v.Others, err, store.DigestOf(second[0].Data), store.DigestOf(earlier.Data))
+	}
+}
+
+// Same id, other content: a new dead letter with its own audit row; same id,
+// same content: nothing new.
+func TestSameIDOtherContentIsANewDeadLetter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := testdb.New(t)
+	url, _ := serve(t, d.Store)
+	sub := pubsubtest.SubPath("events.dlq.sandbox-sub")
+	a := message.Message{ID: "m7", Data: errorData(t), Attributes: map[string]string{"env": "sandbox"}, Subscription: sub}
+	b := a
+	b.Data = bytes.Replace(a.Data, []byte("SuiteX answered 503"), []byte("SuiteX answered 502"), 1)
+	if bytes.Equal(a.Data, b.Data) {
+		t.Fatal("test data did not change")
+	}
+	for i, m := range []message.Message{a, b, a, b, b} {
+		if code := push(t, url, m); code != http.StatusNoContent {
+			t.Fatalf("delivery %d: status %d", i, code)
+		}
+	}
+	all, err := d.Store.DeadLettersByID(ctx, "m7")
+	if err != nil || len(all) != 2 || !bytes.Equal(all[0].Data, a.Data) || !bytes.Equal(all[1].Data, b.Data) {
+		t.Fatalf("dead letters m7 = %d, %v; want both contents, oldest first", len(all), err)
+	}
+	trail, err := d.Store.AuditTrail(ctx, "customer", "C-1001")
+	if err != nil || len(trail) != 2 || trail[0].ID == trail[1].ID ||
+		trail[0].Fingerprint != store.DigestOf(a.Data) || trail[1].Fingerprint != store.DigestOf(b.Data) {
+		t.Errorf("audit rows %+v, %v; want one per content, distinct ids", trail, err)
 	}
 }

@@ -6,8 +6,6 @@ package deadletter
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -76,6 +74,7 @@ func FromMessage(m message.Message) (d store.DeadLetter, decodeErr error) {
 	if d.Data == nil {
 		d.Data = []byte{}
 	}
+	d.ContentDigest = store.DigestOf(d.Data)
 	if d.Attributes == nil {
 		d.Attributes = map[string]string{}
 	}
@@ -158,20 +157,21 @@ func dropUnlessFits(s string, chars int) string {
 }
 
 // Fingerprint is the audit fingerprint of a dead letter: the lowercase hex
-// SHA-256 of its data, so its archive and redrive audit rows share it.
-func Fingerprint(data []byte) string {
-	h := sha256.Sum256(data)
-	return hex.EncodeToString(h[:])
-}
+// SHA-256 of its data, which is also its content digest (the second half of
+// its key in dead_letters), so its archive and redrive audit rows name
+// exactly one dead letter even when another shares its message id.
+func Fingerprint(data []byte) string { return store.DigestOf(data) }
 
 // auditNamespace scopes the deterministic ids of dead-letter audit rows.
 var auditNamespace = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://backbone-sync/audit/dead_lettered"))
 
-// archiveAuditID is the id of the dead_lettered audit row of a message: the
-// same on every delivery, so a second insert of it cannot succeed and the
-// archive audits each dead letter exactly once even when two deliveries race.
-func archiveAuditID(messageID string) string {
-	return uuid.NewSHA1(auditNamespace, []byte(messageID)).String()
+// archiveAuditID is the id of the dead_lettered audit row of a dead letter,
+// derived from its whole key (message id and content digest): the same on
+// every redelivery, so the archive audits each dead letter exactly once even
+// when two deliveries race, and different for a new dead letter that reuses
+// a message id, so its audit row can never collide with the earlier one's.
+func archiveAuditID(messageID, digest string) string {
+	return uuid.NewSHA1(auditNamespace, []byte(digest+"\x00"+messageID)).String()
 }
 
 // Archived reports what Archive did with one message.
@@ -193,8 +193,9 @@ type Archived struct {
 	Why string
 }
 
-// Archive stores m in dead_letters, once per message id, and writes its
-// dead_lettered audit row. home is the environment whose DLQ delivered m
+// Archive stores m in dead_letters, once per message id and content (a
+// redelivery is idempotent; a reused id with other data is a new dead
+// letter, stored), and writes its dead_lettered audit row. home is the environment whose DLQ delivered m
 // ("" skips the env check). A message from another environment is archived
 // too (nothing is lost): the caller raises the alarm. An error means the
 // store could not be written: the caller nacks and Pub/Sub redelivers. New
@@ -210,7 +211,7 @@ func Archive(ctx context.Context, s store.Store, home config.Env, m message.Mess
 	}
 	a.New = inserted
 	audit := store.Audit{
-		ID:          archiveAuditID(d.MessageID),
+		ID:          archiveAuditID(d.MessageID, Fingerprint(d.Data)),
 		EventID:     d.EventID,
 		Fingerprint: Fingerprint(d.Data),
 		RecordType:  d.RecordType,

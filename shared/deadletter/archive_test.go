@@ -32,7 +32,7 @@ func TestFromMessagePrefersPubSubDeadLetterAttributes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := store.DeadLetter{MessageID: "m1", Subscription: "events.error.sandbox-retry-sub", DeliveryAttempts: 5,
+	want := store.DeadLetter{MessageID: "m1", ContentDigest: store.DigestOf(data), Subscription: "events.error.sandbox-retry-sub", DeliveryAttempts: 5,
 		Stage: "suitex", Reason: "http_503", Detail: "SuiteX answered 503", EventID: "7d0c6b8e-3f5a-4c1e-9b7a-1e2d3c4b5a69",
 		RecordType: "customer", RecordID: "C-1001", PublishTime: pt}
 	got := d

@@ -44,7 +44,10 @@ func ParseWhen(s string, now time.Time) (time.Time, error) {
 
 // Summary is one dead letter as `dlq list` shows it.
 type Summary struct {
-	MessageID        string     `json:"message_id"`
+	MessageID string `json:"message_id"`
+	// ContentDigest completes the key: a message id may be shared by
+	// several dead letters (an emulator restarted numbers from m0 again).
+	ContentDigest    string     `json:"content_digest"`
 	ArchivedAt       event.Time `json:"archived_at"`
 	Stage            string     `json:"stage"`
 	Reason           string     `json:"reason"`
@@ -59,7 +62,7 @@ type Summary struct {
 // Summarize returns d's summary.
 func Summarize(d store.DeadLetter) Summary {
 	return Summary{
-		MessageID: d.MessageID, ArchivedAt: event.NewTime(d.CreatedAt), Stage: d.Stage, Reason: d.Reason,
+		MessageID: d.MessageID, ContentDigest: d.ContentDigest, ArchivedAt: event.NewTime(d.CreatedAt), Stage: d.Stage, Reason: d.Reason,
 		RecordType: d.RecordType, RecordID: d.RecordID, DeliveryAttempts: d.DeliveryAttempts,
 		EventID: d.EventID, Subscription: d.Subscription, Detail: d.Detail,
 	}
@@ -149,16 +152,92 @@ type View struct {
 	DecodeError  string        `json:"decode_error,omitempty"`
 	Raw          *Payload      `json:"raw,omitempty"`
 	Redrives     []RedriveView `json:"redrives"`
+	// Others are the other dead letters archived under the same message id
+	// (each with other data), oldest first; show one with ID@DIGEST.
+	Others []Summary `json:"same_message_id,omitempty"`
+}
+
+// Ref is how an operator names one dead letter: its message id, optionally
+// followed by @ and a prefix of its content digest (at least 8 hex digits)
+// when several share the id.
+type Ref struct {
+	MessageID, Digest string
+}
+
+// minDigestPrefix keeps a digest prefix from matching by accident.
+const minDigestPrefix = 8
+
+// ParseRef reads MESSAGE_ID or MESSAGE_ID@DIGEST. Pub/Sub's ids hold no
+// "@"; should an archived id hold one, a suffix that is not a digest prefix
+// keeps the whole string as the id.
+func ParseRef(s string) (Ref, error) {
+	if s == "" {
+		return Ref{}, errors.New("empty message id")
+	}
+	i := strings.LastIndex(s, "@")
+	if i <= 0 {
+		return Ref{MessageID: s}, nil
+	}
+	digest := strings.ToLower(s[i+1:])
+	if len(digest) < minDigestPrefix || len(digest) > 64 || strings.Trim(digest, "0123456789abcdef") != "" {
+		return Ref{MessageID: s}, nil
+	}
+	return Ref{MessageID: s[:i], Digest: digest}, nil
+}
+
+func (r Ref) String() string {
+	if r.Digest == "" {
+		return r.MessageID
+	}
+	return r.MessageID + "@" + r.Digest
+}
+
+// Resolve returns the dead letters r names, oldest first: every one with the
+// message id, or the one whose digest starts with r.Digest.
+// store.ErrNotFound when there is none.
+func Resolve(ctx context.Context, s store.Store, r Ref) ([]store.DeadLetter, error) {
+	all, err := s.DeadLettersByID(ctx, r.MessageID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Digest != "" {
+		var one []store.DeadLetter
+		for _, d := range all {
+			if strings.HasPrefix(d.ContentDigest, r.Digest) {
+				one = append(one, d)
+			}
+		}
+		all = one
+	}
+	if len(all) == 0 {
+		return nil, fmt.Errorf("dead letter %s: %w", r, store.ErrNotFound)
+	}
+	return all, nil
 }
 
 // Show gathers everything about one dead letter, including its earlier
-// redrives. store.ErrNotFound when there is no such dead letter.
-func Show(ctx context.Context, s store.Store, messageID string) (View, error) {
-	d, err := s.DeadLetter(ctx, messageID)
+// redrives. ref is MESSAGE_ID (the newest dead letter with that id; the
+// others sharing it are listed in Others) or MESSAGE_ID@DIGEST.
+// store.ErrNotFound when there is no such dead letter.
+func Show(ctx context.Context, s store.Store, ref string) (View, error) {
+	r, err := ParseRef(ref)
 	if err != nil {
 		return View{}, err
 	}
+	all, err := Resolve(ctx, s, r)
+	if err != nil {
+		return View{}, err
+	}
+	if r.Digest != "" && len(all) > 1 {
+		return View{}, fmt.Errorf("dead letter %s: %d dead letters match, give more digits of the digest", r, len(all))
+	}
+	d := all[len(all)-1]
 	v := View{Summary: Summarize(d), Attributes: d.Attributes, Redrives: []RedriveView{}}
+	if r.Digest == "" {
+		for _, o := range all[:len(all)-1] {
+			v.Others = append(v.Others, Summarize(o))
+		}
+	}
 	if !d.PublishTime.IsZero() {
 		t := event.NewTime(d.PublishTime)
 		v.PublishTime = &t
@@ -206,16 +285,22 @@ func Redrives(ctx context.Context, s store.Store, d store.DeadLetter) ([]store.A
 		return nil, fmt.Errorf("redrive history of dead letter %s: %w", d.MessageID, err)
 	}
 	var out []store.Audit
+	digest := d.ContentDigest
+	if digest == "" {
+		digest = Fingerprint(d.Data)
+	}
 	for _, a := range trail {
-		if a.Outcome == store.OutcomeRedriven && a.Stage == store.StageRedrive && a.MessageID == d.MessageID {
+		// The fingerprint tells apart dead letters that share a message id.
+		if a.Outcome == store.OutcomeRedriven && a.Stage == store.StageRedrive && a.MessageID == d.MessageID && a.Fingerprint == digest {
 			out = append(out, a)
 		}
 	}
 	return out, nil
 }
 
-// Select returns the dead letters to act on: the given ids, in order, or
-// those matching f when there are none. Every id must exist.
+// Select returns the dead letters to act on: those the given refs name
+// (MESSAGE_ID: every dead letter with that id; MESSAGE_ID@DIGEST: one), or
+// those matching f when there are none. Every ref must exist.
 func Select(ctx context.Context, s store.Store, ids []string, f store.DeadLetterFilter) ([]store.DeadLetter, error) {
 	if len(ids) == 0 {
 		return s.DeadLetters(ctx, f)
@@ -223,18 +308,24 @@ func Select(ctx context.Context, s store.Store, ids []string, f store.DeadLetter
 	out := make([]store.DeadLetter, 0, len(ids))
 	seen := map[string]bool{}
 	for _, id := range ids {
-		if seen[id] {
-			continue
+		r, err := ParseRef(id)
+		if err != nil {
+			return nil, err
 		}
-		seen[id] = true
-		d, err := s.DeadLetter(ctx, id)
+		ds, err := Resolve(ctx, s, r)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, fmt.Errorf("dead letter %s does not exist (see backbone dlq list): %w", id, err)
 		}
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, d)
+		for _, d := range ds {
+			k := d.MessageID + "@" + d.ContentDigest
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, d)
+			}
+		}
 	}
 	return out, nil
 }

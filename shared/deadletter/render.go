@@ -29,10 +29,10 @@ func Printable(s string) string {
 // WriteTable prints summaries as an aligned table, newest first as given.
 func WriteTable(w io.Writer, rows []Summary) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MESSAGE ID\tARCHIVED AT\tSTAGE\tREASON\tRECORD\tATTEMPTS\tEVENT ID")
+	fmt.Fprintln(tw, "MESSAGE ID\tARCHIVED AT\tSTAGE\tREASON\tRECORD\tATTEMPTS\tEVENT ID\tDIGEST")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", Printable(r.MessageID), r.ArchivedAt.UTC().Format(event.TimeLayout),
-			Printable(r.Stage), Printable(r.Reason), Printable(r.Record()), r.DeliveryAttempts, Printable(r.EventID))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", Printable(r.MessageID), r.ArchivedAt.UTC().Format(event.TimeLayout),
+			Printable(r.Stage), Printable(r.Reason), Printable(r.Record()), r.DeliveryAttempts, Printable(r.EventID), Printable(ShortDigest(r.ContentDigest)))
 	}
 	return tw.Flush()
 }
@@ -56,6 +56,7 @@ func WriteView(w io.Writer, v View) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	line := func(k, val string) { fmt.Fprintf(tw, "  %s:\t%s\n", k, val) }
 	fmt.Fprintf(tw, "dead letter %s\n", Printable(v.MessageID))
+	line("content digest", Printable(v.ContentDigest))
 	line("archived at", v.ArchivedAt.UTC().Format(event.TimeLayout))
 	if v.PublishTime != nil {
 		line("published at", v.PublishTime.UTC().Format(event.TimeLayout))
@@ -94,12 +95,28 @@ func WriteView(w io.Writer, v View) error {
 	}
 
 	if len(v.Redrives) == 0 {
-		_, err := fmt.Fprintln(w, "redrives: none")
-		return err
+		fmt.Fprintln(w, "redrives: none")
+	} else {
+		fmt.Fprintf(w, "redrives: %d\n", len(v.Redrives))
+		for _, r := range v.Redrives {
+			fmt.Fprintf(w, "  %s  %s\n", r.At.UTC().Format(event.TimeLayout), Printable(r.Detail))
+		}
 	}
-	fmt.Fprintf(w, "redrives: %d\n", len(v.Redrives))
-	for _, r := range v.Redrives {
-		fmt.Fprintf(w, "  %s  %s\n", r.At.UTC().Format(event.TimeLayout), Printable(r.Detail))
+	if len(v.Others) > 0 {
+		fmt.Fprintf(w, "also archived under message id %s (other data; show one with ID@DIGEST):\n", Printable(v.MessageID))
+		for _, o := range v.Others {
+			fmt.Fprintf(w, "  %s@%s  %s  %s %s\n", Printable(o.MessageID), ShortDigest(o.ContentDigest),
+				o.ArchivedAt.UTC().Format(event.TimeLayout), Printable(o.Stage), Printable(o.Reason))
+		}
 	}
 	return nil
+}
+
+// ShortDigest is the first 12 hex digits of a content digest: enough to
+// tell apart the few dead letters that share a message id.
+func ShortDigest(d string) string {
+	if len(d) > 12 {
+		return d[:12]
+	}
+	return d
 }

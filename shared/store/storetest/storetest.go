@@ -36,6 +36,7 @@ func Run(t *testing.T, newStore Factory) {
 		"MarkProcessedAndOutbox":   testMarkProcessed,
 		"DeliveriesAndRegression":  testDeliveries,
 		"DeadLettersIdempotent":    testDeadLetters,
+		"DeadLetterIDReused":       testDeadLetterIDReused,
 		"ConcurrentAppendsGapFree": testConcurrentAppends,
 		"TxRollsBackOnError":       testTxRollback,
 		"ExclusiveSerialises":      testExclusive,
@@ -455,6 +456,48 @@ func testDeadLetters(t *testing.T, s store.Store) {
 	}
 	if _, err := s.DeadLetter(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("missing dead letter: %v", err)
+	}
+}
+
+// testDeadLetterIDReused: a message id seen again with other data (an
+// emulator restarted numbers from m0 again) is a new dead letter, stored
+// beside the first; the same id with the same data stays one row.
+func testDeadLetterIDReused(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	first := store.DeadLetter{MessageID: "m0", Subscription: "events.error.sandbox-retry-sub", Stage: "merge", Reason: "invalid_json",
+		RecordType: "customer", RecordID: "C-1", Data: []byte(`{"run":1}`), Attributes: map[string]string{"env": "sandbox"}}
+	second := first
+	second.Reason, second.Data = "version_gap", []byte(`{"run":2}`)
+	for i, d := range []store.DeadLetter{first, second, first, second} {
+		ins, err := s.AppendDeadLetter(ctx, d)
+		if err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		if ins != (i < 2) {
+			t.Errorf("append %d (%s): inserted = %v, want %v", i, d.Data, ins, i < 2)
+		}
+	}
+	all, err := s.DeadLettersByID(ctx, "m0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || string(all[0].Data) != `{"run":1}` || string(all[1].Data) != `{"run":2}` {
+		t.Fatalf("dead letters m0 = %+v; want both runs, oldest first", all)
+	}
+	for _, d := range all {
+		if d.ContentDigest != store.DigestOf(d.Data) {
+			t.Errorf("content digest %q of %s, want %q", d.ContentDigest, d.Data, store.DigestOf(d.Data))
+		}
+	}
+	newest, err := s.DeadLetter(ctx, "m0")
+	if err != nil || string(newest.Data) != `{"run":2}` {
+		t.Errorf("DeadLetter(m0) = %s, %v; want the newest (run 2)", newest.Data, err)
+	}
+	if got, err := s.DeadLetters(ctx, store.DeadLetterFilter{OldestFirst: true}); err != nil || len(got) != 2 || string(got[0].Data) != `{"run":1}` {
+		t.Errorf("oldest first = %d rows, %v", len(got), err)
+	}
+	if got, err := s.DeadLettersByID(ctx, "nope"); err != nil || len(got) != 0 {
+		t.Errorf("DeadLettersByID(nope) = %v, %v; want none", got, err)
 	}
 }
 
