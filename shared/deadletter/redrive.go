@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 
 	"github.com/backbone-sync/backbone/shared/config"
@@ -13,6 +14,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store"
+	"github.com/backbone-sync/backbone/shared/stress"
 )
 
 // AttrRedriveOf is the attribute of a redriven message: the message id of
@@ -77,6 +79,9 @@ type Redriver struct {
 	Env config.Env
 	// Limiter paces the publishes; nil does not pace.
 	Limiter Limiter
+	// Note, when set, ends each redrive's audit detail (e.g. that the
+	// redrive was automatic).
+	Note string
 }
 
 // Actions an Outcome reports.
@@ -111,7 +116,8 @@ type Result struct {
 	Redriven, WouldRedrive, Skipped, Failed int
 }
 
-// Redrive publishes each dead letter (in order, paced) and audits it
+// Redrive publishes each dead letter (each record's oldest version first,
+// see Order; paced) and audits it
 // (`redriven`, stage `redrive`); with dryRun it only reports what it would
 // publish and how often each was redriven before. Dead-letter rows are never
 // changed; redriving one twice is allowed. each (may be nil) sees every
@@ -126,6 +132,7 @@ func (r *Redriver) Redrive(ctx context.Context, letters []store.DeadLetter, dryR
 	if !dryRun && r.Pub == nil {
 		return res, errors.New("redrive: no publisher")
 	}
+	letters = Order(slices.Clone(letters))
 	for _, d := range letters {
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("redrive stopped before %s: %w", d.MessageID, err)
@@ -163,6 +170,9 @@ func (r *Redriver) one(ctx context.Context, d store.DeadLetter, dryRun bool, o *
 	if d.Attributes[AttrDeadLetterReason] == WhyWrongEnv {
 		return ActionSkipped, "Retry parked it because it came from another environment: it does not belong on this error topic"
 	}
+	if stress.Reserved(d.RecordType) {
+		return ActionSkipped, "a stress record (" + d.RecordType + "): stress writes never go back into the pipeline"
+	}
 	msg, redrive, err := Build(d)
 	if err != nil {
 		return ActionSkipped, err.Error()
@@ -198,7 +208,7 @@ func (r *Redriver) one(ctx context.Context, d store.DeadLetter, dryRun bool, o *
 		Outcome:     store.OutcomeRedriven,
 		Stage:       store.StageRedrive,
 		MessageID:   d.MessageID,
-		Detail:      fmt.Sprintf("redriven as message %s to %s (redrive %d)", id, topic(r.Env), redrive),
+		Detail:      redriveDetail(id, topic(r.Env), redrive, r.Note),
 	})
 	if err != nil {
 		// The message is on its way; only the record of it is missing.
@@ -208,3 +218,11 @@ func (r *Redriver) one(ctx context.Context, d store.DeadLetter, dryRun bool, o *
 }
 
 func topic(env config.Env) string { return env.Names().ErrorTopic }
+
+func redriveDetail(id, topic string, redrive int, note string) string {
+	s := fmt.Sprintf("redriven as message %s to %s (redrive %d)", id, topic, redrive)
+	if note != "" {
+		s += "; " + note
+	}
+	return s
+}
