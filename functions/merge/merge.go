@@ -32,9 +32,10 @@ type Deps struct {
 // Ack (nil) when the engine is done with the message, and also when it
 // failed but the failure is parked on the error topic: permanent failures
 // (bad input) go on to the dead-letter archive from there, retryable ones
-// (version gap, database or publish trouble) are re-run by Retry with
-// backoff. Nack (error) only when even the error topic cannot be reached,
-// so Pub/Sub redelivers the original and nothing is lost.
+// (version gap, publish trouble) are re-run by Retry with backoff. Nack
+// (error) while the store is unreachable and when even the error topic
+// cannot be reached, so Pub/Sub redelivers the original and nothing is
+// lost.
 func New(d Deps) message.Handler {
 	return func(ctx context.Context, m message.Message) (err error) {
 		defer func() {
@@ -64,6 +65,15 @@ func New(d Deps) message.Handler {
 			// taken as the store being unreachable: retryable.
 			f = failure.Retryable(event.StageMerge, engine.ReasonStoreUnavailable, err.Error())
 			f.RecordType, f.RecordID, f.EventID = res.RecordType, res.RecordID, res.EventID
+		}
+		if f.Reason == engine.ReasonStoreUnavailable {
+			// The database being down is not the message's fault (SPEC §6):
+			// nack, so merge-sub (no dead-letter policy, 10–600 s backoff, 7
+			// days) keeps it and ordering holds the record's later messages
+			// behind it: no attempt is spent and no version gap is left.
+			d.Log.WarnContext(ctx, "store unavailable: nack so Pub/Sub redelivers", "message_id", m.ID,
+				"record", res.RecordType+":"+res.RecordID, "detail", f.Detail)
+			return fmt.Errorf("merge: %s: %s", f.Reason, f.Detail)
 		}
 		// A store refusal rolled its transaction back, audit row included:
 		// write the row now (rejected, or deferred for an unclassified

@@ -93,11 +93,26 @@ type Result struct {
 	OpenLoop      *OpenResult  `json:"open_loop,omitempty"`
 	Scale         *Scale       `json:"scale,omitempty"`
 	Serve         *ServeResult `json:"serve,omitempty"`
+	Burst         *Burst       `json:"burst,omitempty"`
 	Targets       []Target     `json:"targets"`
 	Notes         []string     `json:"notes,omitempty"`
 	Errors        []string     `json:"errors,omitempty"`
 	Profiles      []string     `json:"profiles,omitempty"`
 }
+
+// Burst is the coalescing figure (SPEC §7): NetSuite requests per stored
+// version when VersionsPerRecord versions of each record arrive while
+// NetSuite takes DelayMS per request.
+type Burst struct {
+	Records            int     `json:"records"`
+	VersionsPerRecord  int     `json:"versions_per_record"`
+	DelayMS            int64   `json:"delay_ms"`
+	NetSuiteRequests   int     `json:"netsuite_requests"`
+	RequestsPerVersion float64 `json:"requests_per_version"`
+}
+
+// TargetBurstPerVersion is the burst figure's goal.
+const TargetBurstPerVersion = 0.1
 
 // NamedPoint is a diagnostic measurement.
 type NamedPoint struct {
@@ -212,6 +227,11 @@ func (r *Result) EvaluateTargets() {
 			r.Targets = append(r.Targets, Target{Name: "p99 raw to merged at half of peak throughput", Want: fmt.Sprintf("< %.0f", TargetOpenLoopP99),
 				Got: l.P99MS, Unit: "ms", OK: l.Count > 0 && o.Errors == 0 && l.P99MS < TargetOpenLoopP99, Detail: d})
 		}
+	}
+	if bu := r.Burst; bu != nil {
+		r.Targets = append(r.Targets, Target{Name: fmt.Sprintf("NetSuite requests per stored version, %d versions per record arriving while NetSuite is slow", bu.VersionsPerRecord),
+			Want: fmt.Sprintf("<= %.1f", TargetBurstPerVersion), Got: bu.RequestsPerVersion, OK: bu.RequestsPerVersion > 0 && bu.RequestsPerVersion <= TargetBurstPerVersion,
+			Detail: fmt.Sprintf("%d requests for %d versions of %d records; NetSuite answering in %d ms", bu.NetSuiteRequests, bu.Records*bu.VersionsPerRecord, bu.Records, bu.DelayMS)})
 	}
 	if s := r.Serve; s != nil {
 		r.Targets = append(r.Targets, Target{Name: fmt.Sprintf("peak RSS of serve (Merge) under %d concurrent requests", s.Concurrency),

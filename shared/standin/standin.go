@@ -24,7 +24,7 @@ import (
 // Delivery is one request a stand-in accepted.
 type Delivery struct {
 	Target     string
-	Key        string // SuiteX: Idempotency-Key (event id); NetSuite: type/eid
+	Key        string // SuiteX: Idempotency-Key ({event id}:{16 hex digest of the changes}); NetSuite: type/eid
 	EventID    string
 	RecordType string
 	RecordID   string
@@ -49,6 +49,25 @@ type Target struct {
 	downHits   int // requests answered with the outage status
 	rejected   int
 	onDelivery func(Delivery)
+	delay      time.Duration // SetDelay
+}
+
+// SetDelay makes every request take at least d before it is answered: a
+// slow target (the bench's burst figure), without failing anything.
+func (t *Target) SetDelay(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.delay = d
+}
+
+// wait sleeps the configured delay.
+func (t *Target) wait() {
+	t.mu.Lock()
+	d := t.delay
+	t.mu.Unlock()
+	if d > 0 {
+		time.Sleep(d)
+	}
 }
 
 func newTarget(name string, log *slog.Logger) *Target {
@@ -160,6 +179,7 @@ func SuiteX(secret string, log *slog.Logger) (*Target, http.Handler) {
 	t := newTarget("suitex", log)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		t.wait()
 		if s := t.downStatus(); s != 0 {
 			http.Error(w, "stand-in outage", s)
 			return
@@ -178,9 +198,11 @@ func SuiteX(secret string, log *slog.Logger) (*Target, http.Handler) {
 			t.refuse(w, http.StatusBadRequest, "body is not a merged event")
 			return
 		}
+		// SPEC §7: {event id of N}:{first 16 hex of the SHA-256 of the
+		// canonical changes sent}.
 		key := r.Header.Get("Idempotency-Key")
-		if key != m.ID {
-			t.refuse(w, http.StatusBadRequest, "Idempotency-Key must be the event id")
+		if digest, ok := strings.CutPrefix(key, m.ID+":"); !ok || !isHex16(digest) {
+			t.refuse(w, http.StatusBadRequest, "Idempotency-Key must be the event id, a colon and 16 hex digits")
 			return
 		}
 		d := Delivery{Target: "suitex", Key: key, EventID: m.ID, RecordType: m.RecordType, RecordID: m.RecordID,
@@ -193,6 +215,19 @@ func SuiteX(secret string, log *slog.Logger) (*Target, http.Handler) {
 		w.WriteHeader(http.StatusCreated)
 	})
 	return t, mux
+}
+
+// isHex16 says whether s is 16 lowercase hex digits.
+func isHex16(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (t *Target) wasDuplicate(key string) bool {
@@ -234,6 +269,7 @@ func NetSuite(accountID string, log *slog.Logger) (*Target, http.Handler) {
 		_, _ = io.WriteString(w, `{"access_token":"standin-token","token_type":"Bearer","expires_in":3600}`)
 	})
 	mux.HandleFunc("PUT /services/rest/record/v1/{type}/{eid}", func(w http.ResponseWriter, r *http.Request) {
+		t.wait()
 		if s := t.downStatus(); s != 0 {
 			w.Header().Set("Content-Type", "application/vnd.oracle.resource+json; type=error")
 			w.WriteHeader(s)
