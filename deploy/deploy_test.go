@@ -558,7 +558,7 @@ func existing(t *testing.T, f *fake, env config.Env, instance string) {
 	f.respond(
 		"gcloud sql instances describe *\t0\t"+instance,
 		"gcloud builds worker-pools describe *\t0\tprojects/"+projectNumber+"/global/networks/"+envFile(t, string(env))["NETWORK"],
-		"gcloud secrets versions list *\t0\tprojects/p/secrets/s/versions/1",
+		"gcloud secrets versions list *\t0\t1",
 		"gcloud sql users list *\t0\t"+strings.Join(users, `\n`),
 		"gcloud services vpc-peerings list *\t0\tservicenetworking.googleapis.com",
 		"gcloud * describe *\t0\t",
