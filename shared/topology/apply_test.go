@@ -144,17 +144,17 @@ func checkEnv(t *testing.T, subs map[string]*pb.Subscription, env config.Env, pu
 		} else if pc.GetPushEndpoint() != "" {
 			t.Errorf("%s: push config %v, want pull", name, pc)
 		}
+		// Every subscription backs off 10s..600s (SPEC §2).
+		if rp := s.RetryPolicy; rp == nil || rp.MinimumBackoff.AsDuration() != 10*time.Second || rp.MaximumBackoff.AsDuration() != 600*time.Second {
+			t.Errorf("%s: retry policy %v, want 10s..600s", name, rp)
+		}
 		if w.target == "Retry" {
 			dl := s.DeadLetterPolicy
 			if dl == nil || dl.DeadLetterTopic != topic("dlq") || dl.MaxDeliveryAttempts != 5 {
 				t.Errorf("%s: dead-letter policy %v, want %s after 5", name, dl, topic("dlq"))
 			}
-			rp := s.RetryPolicy
-			if rp == nil || rp.MinimumBackoff.AsDuration() != 10*time.Second || rp.MaximumBackoff.AsDuration() != 600*time.Second {
-				t.Errorf("%s: retry policy %v, want 10s..600s", name, rp)
-			}
-		} else if s.DeadLetterPolicy != nil || s.RetryPolicy != nil {
-			t.Errorf("%s: dead-letter %v retry %v, want none (only the retry subscription has them)", name, s.DeadLetterPolicy, s.RetryPolicy)
+		} else if s.DeadLetterPolicy != nil {
+			t.Errorf("%s: dead-letter %v, want none (only the retry subscription has one)", name, s.DeadLetterPolicy)
 		}
 	}
 }

@@ -26,7 +26,7 @@ const (
 	Retention = 7 * 24 * time.Hour
 	// MaxDeliveryAttempts is the retry subscription's dead-letter threshold.
 	MaxDeliveryAttempts = 5
-	// MinBackoff and MaxBackoff bound the retry subscription's redelivery backoff.
+	// MinBackoff and MaxBackoff bound every subscription's redelivery backoff.
 	MinBackoff = 10 * time.Second
 	MaxBackoff = 600 * time.Second
 )
@@ -164,9 +164,12 @@ func Desired(env config.Env, endpoints map[string]string, opts Options) (Topolog
 			u, _ := url.Parse(ep) // checked by checkEndpoints
 			sub.Push = &Push{Endpoint: ep, ServiceAccount: opts.Invoker, Audience: u.Scheme + "://" + u.Host}
 		}
+		// Every subscription backs off 10–600 s between redeliveries of a
+		// nacked message (SPEC §2): a store outage nacks on merge-sub and the
+		// sinks, and must not turn into a hot loop against the database.
+		sub.Retry = &Retry{Min: MinBackoff, Max: MaxBackoff}
 		if s.Name == n.RetrySub {
 			sub.DeadLetter = &DeadLetter{Topic: n.DLQTopic, MaxAttempts: MaxDeliveryAttempts}
-			sub.Retry = &Retry{Min: MinBackoff, Max: MaxBackoff}
 		}
 		t.Subscriptions = append(t.Subscriptions, sub)
 	}

@@ -44,16 +44,17 @@ func TestDesiredFollowsSpec(t *testing.T) {
 				if !strings.HasSuffix(s.Topic, "."+string(env)) || !strings.HasPrefix(s.Name, s.Topic+"-") {
 					t.Errorf("%s on %s: not derived from the environment", s.Name, s.Topic)
 				}
+				// Every subscription backs off 10–600 s (SPEC §2).
+				if s.Retry == nil || s.Retry.Min != 10*time.Second || s.Retry.Max != 600*time.Second {
+					t.Errorf("%s: retry policy = %+v, want 10s..600s", s.Name, s.Retry)
+				}
 				isRetry := s.Name == n.RetrySub
 				if isRetry {
 					if s.DeadLetter == nil || s.DeadLetter.Topic != n.DLQTopic || s.DeadLetter.MaxAttempts != 5 {
 						t.Errorf("retry sub dead letter = %+v", s.DeadLetter)
 					}
-					if s.Retry == nil || s.Retry.Min != 10*time.Second || s.Retry.Max != 600*time.Second {
-						t.Errorf("retry sub retry policy = %+v", s.Retry)
-					}
-				} else if s.DeadLetter != nil || s.Retry != nil {
-					t.Errorf("%s: dead letter %+v, retry %+v; only the retry subscription has them", s.Name, s.DeadLetter, s.Retry)
+				} else if s.DeadLetter != nil {
+					t.Errorf("%s: dead letter %+v; only the retry subscription has one", s.Name, s.DeadLetter)
 				}
 			}
 			agent := "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com"
