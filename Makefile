@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin/backbone
 MARIADB_ADDR ?= 127.0.0.1:3306
 
-.PHONY: build test db dev vet fmt lint bench fuzz clean
+.PHONY: build test db dev walkthrough vet fmt lint bench fuzz clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/backbone
@@ -20,8 +20,17 @@ test: db
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-dev: db
-	$(GO) run ./cmd/backbone dev
+# dev builds and runs the whole backbone; ARGS passes flags, e.g.
+#   make dev ARGS='--port 18080 --pubsub-port 18085'
+#   make dev ARGS='--emulator gcloud'
+# (the binary, not go run: go run turns every exit code into 1).
+dev: db build
+	$(abspath $(BIN)) dev $(ARGS)
+
+# walkthrough runs the README's walkthrough (scripts/walkthrough.sh) from this
+# shell against a running `make dev`, after its banner's export lines.
+walkthrough: build
+	./scripts/walkthrough.sh
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRaw -fuzztime 60s ./shared/event/

@@ -59,7 +59,12 @@ type devProcess struct {
 func startDevProcess(t *testing.T, env map[string]string, args ...string) *devProcess {
 	t.Helper()
 	bin := backboneBinary(t)
-	cmd := exec.Command(bin, append([]string{"dev", "--port", "0", "--pubsub-port", "0"}, args...)...)
+	return startDevCommand(t, exec.Command(bin, append([]string{"dev", "--port", "0", "--pubsub-port", "0"}, args...)...), env)
+}
+
+// startDevCommand runs cmd (dev, or make dev) and waits for dev's banner.
+func startDevCommand(t *testing.T, cmd *exec.Cmd, env map[string]string) *devProcess {
+	t.Helper()
 	cmd.Env = minimalEnv(env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, err := cmd.StdoutPipe()
@@ -72,7 +77,8 @@ func startDevProcess(t *testing.T, env map[string]string, args ...string) *devPr
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
+		// The whole group: make, and the dev it runs.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(done) }()
 		select {
@@ -217,6 +223,19 @@ func TestWalkthrough(t *testing.T) {
 				t.Errorf("walkthrough output:\n%s", out)
 			}
 		})
+	}
+}
+
+// TestMakeDevPassesArgs: `make dev ARGS='--port P --pubsub-port Q'` runs
+// dev on those ports (the binary is built into a scratch path).
+func TestMakeDevPassesArgs(t *testing.T) {
+	t.Parallel()
+	db := testdb.Empty(t)
+	port, psPort := unusedPort(t), unusedPort(t)
+	cmd := exec.Command("make", "-s", "-C", "../..", "dev", "BIN="+filepath.Join(t.TempDir(), "backbone"), "ARGS=--port "+port+" --pubsub-port "+psPort)
+	d := startDevCommand(t, cmd, map[string]string{"EVENT_STORE_DSN": db.DSN})
+	if !strings.Contains(d.banner, "http://127.0.0.1:"+port+"/") || d.exports["PUBSUB_EMULATOR_HOST"] != "127.0.0.1:"+psPort {
+		t.Errorf("banner does not show ports %s and %s:\n%s", port, psPort, d.banner)
 	}
 }
 
