@@ -47,19 +47,10 @@ func Open(ctx context.Context, c config.DB) (db *sql.DB, closeAll func() error, 
 		if c.PrivateIP {
 			dialOpts = append(dialOpts, cloudsqlconn.WithPrivateIP())
 		}
-		mc = mysql.NewConfig()
-		mc.User = c.User
-		mc.Passwd = c.Password
-		mc.DBName = c.Name
-		mc.Net = "cloudsql"
-		mc.Addr = c.CloudSQLInstance
-		// IAM database authentication sends the token as a cleartext password
-		// inside the connector's TLS tunnel.
-		mc.AllowCleartextPasswords = c.IAMAuth
 		instance := c.CloudSQLInstance
-		mc.DialFunc = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		mc = cloudSQLConfig(c, func(ctx context.Context) (net.Conn, error) {
 			return d.Dial(ctx, instance, dialOpts...)
-		}
+		})
 	default:
 		return nil, nil, fmt.Errorf("no event store configured: set EVENT_STORE_DSN or CLOUD_SQL_INSTANCE")
 	}
@@ -82,6 +73,40 @@ func Open(ctx context.Context, c config.DB) (db *sql.DB, closeAll func() error, 
 	db.SetConnMaxLifetime(30 * time.Minute)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	return db, func() error { return errors.Join(db.Close(), cleanup()) }, nil
+}
+
+// cloudSQLConfig is the driver configuration of a Cloud SQL connection made
+// by dial (the connector's TLS tunnel).
+//
+// IAM database authentication needs nothing from the driver: with
+// WithIAMAuthN the connector puts the account's OAuth2 token into the
+// ephemeral client certificate it requests (Cloud SQL's automatic IAM
+// authentication), and the server logs the user in from that certificate.
+// No token travels as a password, so cleartext passwords stay refused.
+//
+// Pooled connections are not liveness-checked before use, and that is
+// deliberate. The driver's check is a non-blocking read on the raw socket
+// (CheckConnLiveness, through syscall.Conn), which the connector's
+// connection does not expose: it is a TLS conn inside an instrumented
+// wrapper, so the driver skips the check. The alternative, a ping on every
+// checkout, adds a round trip to every statement of the merge path. What a
+// check would catch (a connection cut by a failover or maintenance) fails
+// one statement: database/sql discards the broken connection, the store's
+// caller returns the error, the message is nacked and Pub/Sub redelivers it
+// (SPEC §6), so nothing is lost. SetConnMaxIdleTime (5 minutes) and
+// SetConnMaxLifetime (30 minutes) in Open keep such connections rare, far
+// below MySQL's wait_timeout (8 hours by default).
+func cloudSQLConfig(c config.DB, dial func(context.Context) (net.Conn, error)) *mysql.Config {
+	mc := mysql.NewConfig()
+	mc.User = c.User
+	mc.Passwd = c.Password
+	mc.DBName = c.Name
+	mc.Net = "cloudsql"
+	mc.Addr = c.CloudSQLInstance
+	mc.DialFunc = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return dial(ctx)
+	}
+	return mc
 }
 
 // readCommitted sets READ COMMITTED once per connection, when it is opened,
