@@ -199,19 +199,25 @@ func TestWalkthrough(t *testing.T) {
 		devEnv     map[string]string
 		shell      map[string]string
 		wantProjct string
+		args       []string
 	}{
-		{"GCP_PROJECT in both shells", map[string]string{"GCP_PROJECT": "my-team-project"}, map[string]string{"GCP_PROJECT": "my-team-project"}, "my-team-project"},
-		{"another project in the second shell", map[string]string{}, map[string]string{"GOOGLE_CLOUD_PROJECT": "someone-elses", "GCP_PROJECT": "someone-elses"}, devProject},
+		{"GCP_PROJECT in both shells", map[string]string{"GCP_PROJECT": "my-team-project"}, map[string]string{"GCP_PROJECT": "my-team-project"}, "my-team-project", nil},
+		{"another project in the second shell", map[string]string{}, map[string]string{"GOOGLE_CLOUD_PROJECT": "someone-elses", "GCP_PROJECT": "someone-elses"}, devProject, nil},
+		{"gcloud emulator", map[string]string{"GOOGLE_CLOUD_PROJECT": "cloud-shell-project"}, map[string]string{"GOOGLE_CLOUD_PROJECT": "cloud-shell-project"}, "cloud-shell-project",
+			[]string{"--emulator", "gcloud"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			if tc.args != nil && !gcloudEmulatorInstalled() {
+				t.Skip("the " + gcloudEmulatorPackage + " package is not installed on this machine")
+			}
 			db := testdb.Empty(t)
 			devEnv := map[string]string{"EVENT_STORE_DSN": db.DSN}
 			for k, v := range tc.devEnv {
 				devEnv[k] = v
 			}
-			d := startDevProcess(t, devEnv)
+			d := startDevProcess(t, devEnv, tc.args...)
 			if d.exports["GCP_PROJECT"] != tc.wantProjct || d.exports["WORKER_DSN"] == "" || d.exports["PUBSUB_EMULATOR_HOST"] == "" {
 				t.Fatalf("banner exports %v, want GCP_PROJECT=%s and WORKER_DSN:\n%s", d.exports, tc.wantProjct, d.banner)
 			}
