@@ -202,6 +202,7 @@ func scriptArgs(f *fake, env string) map[string][]string {
 		"cloudbuild-deploy.sh": {env, project, "tag1", ep},
 		"provision.sh":         {env, project, projectNumber, ep, f.backbone},
 		"grant-publishers.sh":  {env, project},
+		"scheduler-redrive.sh": {env, project, "tag1"},
 	}
 }
 
