@@ -10,6 +10,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/backbone-sync/backbone/shared/event"
 )
 
 // Mapping says how a backbone record becomes a NetSuite record. It is read
@@ -183,7 +185,7 @@ func (m Mapping) Apply(recordType string, changes map[string]json.RawMessage) (s
 	if len(out) == 0 {
 		return tm.Type, nil, nil
 	}
-	body, err := json.Marshal(out)
+	body, err := event.Marshal(out) // never HTML-escaped (SPEC §3)
 	if err != nil {
 		return "", nil, &mappingError{"invalid_changes", fmt.Sprintf("%s changes are not valid JSON: %v", recordType, err)}
 	}
