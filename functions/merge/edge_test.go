@@ -2,14 +2,17 @@ package merge_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/backbone-sync/backbone/functions/retry"
 	"github.com/backbone-sync/backbone/shared/event"
 	engine "github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
@@ -206,5 +209,27 @@ func TestStoreRefusal(t *testing.T) {
 	}
 	if n := h.count("events"); n != 0 {
 		t.Errorf("%d events stored", n)
+	}
+
+	// Retry sends the refusal straight to the dead-letter topic (it is not
+	// retryable) and re-runs the unclassified one, which fails again: nack.
+	rt := retry.New(env, map[string]retry.Stage{event.StageMerge: func(ctx context.Context, m message.Message) error {
+		_, err := h.eng.Process(ctx, m)
+		return err
+	}}, h.ps.Publisher(t), h.store, nil)
+	for id, wantAck := range map[string]bool{refused.ID: true, odd.ID: false} {
+		data, err := event.Marshal(errs[id])
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = rt(context.Background(), message.Message{Data: data, Attributes: map[string]string{"env": string(env)}, ID: "r-" + id,
+			Subscription: pubsubtest.SubPath(h.names.RetrySub), DeliveryAttempt: 1})
+		if (err == nil) != wantAck {
+			t.Errorf("retry of %s: %v, want ack %v", errs[id].Reason, err, wantAck)
+		}
+	}
+	dlq := h.ps.Drain(t, h.names.DLQSub)
+	if len(dlq) != 1 || !strings.Contains(string(dlq[0].Data), "store_refused_data_too_long") {
+		t.Errorf("dead letters %d, want the refusal only", len(dlq))
 	}
 }
