@@ -1,6 +1,8 @@
 // Package pushbridge delivers Pub/Sub messages to HTTP endpoints the way
 // Pub/Sub push does, for `backbone dev` and the end-to-end tests: pstest
-// stores push configs but never pushes and never backs off (SPEC §8).
+// stores push configs but never pushes and never backs off (SPEC §8), and
+// the gcloud emulator neither dead-letters from nor sends deliveryAttempt on
+// an ordered subscription (docs/emulators.md), so dev bridges Retry's there.
 //
 // Per subscription it pulls with unary Pull in large batches (pstest serves
 // that three orders of magnitude faster than streaming Receive), POSTs each
