@@ -49,6 +49,8 @@ func New(d Deps) message.Handler {
 		}()
 		var res engine.Result
 		if m.Invalid != nil {
+			// Park what the request carried: the foreign event's data.
+			m.Data = m.Invalid.Data
 			res, err = d.Engine.RejectInvalid(ctx, m)
 		} else {
 			res, err = d.Engine.Process(ctx, m)

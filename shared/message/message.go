@@ -38,9 +38,10 @@ type Message struct {
 	// Invalid is set when the request is a CloudEvent the backbone must not
 	// act on (another type, missing parts): bad input like any other (SPEC
 	// §3), to be audited, parked and acked, never a 4xx that Pub/Sub would
-	// redeliver forever. Data then holds what the request carried, and ID
-	// the CloudEvent's id (or a digest of the body when it has none). A
-	// handler must not process such a message.
+	// redeliver forever. ID is then the CloudEvent's id (or a digest of the
+	// body when it has none) and Data is empty, so a handler that does not
+	// look at Invalid refuses the message as undecodable instead of acting
+	// on a foreign event's data; Invalid.Data keeps what the request carried.
 	Invalid *Invalid
 }
 
@@ -48,6 +49,7 @@ type Message struct {
 type Invalid struct {
 	Reason string // stable snake_case code
 	Detail string
+	Data   []byte // the event's data, or the whole body when there is none
 }
 
 // Reasons of an Invalid message (stable: operators filter on them).
@@ -157,13 +159,17 @@ func decodeCloudEvent(r *http.Request, body []byte) Message {
 		}
 		return invalidMessage(id, body, ReasonInvalidCloudEvent, "not a valid CloudEvent: "+err.Error())
 	}
+	data := ev.Data()
+	if len(data) == 0 {
+		data = body // park something an operator can read
+	}
 	if ev.Type() != TypeMessagePublished {
-		return invalidMessage(ev.ID(), ev.Data(), ReasonUnexpectedEventType,
+		return invalidMessage(ev.ID(), data, ReasonUnexpectedEventType,
 			fmt.Sprintf("CloudEvent type %q from %q: only %s is accepted", clip(ev.Type()), clip(ev.Source()), TypeMessagePublished))
 	}
 	m, err := decodeEnvelope(ev.Data())
 	if err != nil {
-		return invalidMessage(ev.ID(), ev.Data(), ReasonInvalidCloudEvent, "messagePublished CloudEvent without a Pub/Sub message: "+err.Error())
+		return invalidMessage(ev.ID(), data, ReasonInvalidCloudEvent, "messagePublished CloudEvent without a Pub/Sub message: "+err.Error())
 	}
 	if m.ID == "" {
 		m.ID = ev.ID()
@@ -184,7 +190,8 @@ func invalidMessage(id string, data []byte, reason, detail string) Message {
 	if data == nil {
 		data = []byte{}
 	}
-	return Message{Data: data, Attributes: map[string]string{}, ID: clip(id), Invalid: &Invalid{Reason: reason, Detail: clip(detail)}}
+	return Message{Data: []byte{}, Attributes: map[string]string{}, ID: clip(id),
+		Invalid: &Invalid{Reason: reason, Detail: clip(detail), Data: data}}
 }
 
 // clip bounds a text taken from a request for ids and details.

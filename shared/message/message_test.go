@@ -251,6 +251,10 @@ func TestDecodeBadCloudEvents(t *testing.T) {
 			if m.Invalid == nil || m.Invalid.Reason != c.reason || m.Invalid.Detail == "" || m.ID == "" || m.Attributes == nil {
 				t.Fatalf("decoded %+v (invalid %+v), want reason %s", m, m.Invalid, c.reason)
 			}
+			// A handler that ignores Invalid sees no data to act on.
+			if len(m.Data) != 0 || (c.body != "" && len(m.Invalid.Data) == 0) {
+				t.Errorf("data %q, invalid data %q: want the data kept aside only", m.Data, m.Invalid.Data)
+			}
 			again, _ := decode(t, c.body, c.header)
 			if again.ID != m.ID {
 				t.Errorf("ids %q and %q: a redelivery must get the same id", m.ID, again.ID)
