@@ -58,8 +58,8 @@ func TestOutboxUsage(t *testing.T) {
 		}
 	}
 	code, _, errOut := dlqRun(t, map[string]string{"EVENT_STORE_DSN": "x@tcp(127.0.0.1:1)/x"}, "outbox", "flush")
-	if code != 1 || !strings.Contains(errOut, "BACKBONE_ENV") {
-		t.Errorf("without BACKBONE_ENV: exit %d, %s", code, errOut)
+	if code != 2 || !strings.Contains(errOut, "BACKBONE_ENV") {
+		t.Errorf("without BACKBONE_ENV: exit %d, want 2 (a missing setting), %s", code, errOut)
 	}
 	if code, _, _ := dlqRun(t, map[string]string{}, "outbox", "--help"); code != 0 {
 		t.Errorf("--help: exit %d", code)

@@ -121,8 +121,9 @@ func TestServeRefusesBadConfiguration(t *testing.T) {
 		cmd := exec.Command(bin, "serve")
 		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, c.env...)
 		out, err := cmd.CombinedOutput()
-		if err == nil || cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), c.want) {
-			t.Errorf("env %v: exit %v, output %q; want exit 1 naming %s", c.env, err, out, c.want)
+		// A missing or invalid setting is a usage error (SPEC §8).
+		if err == nil || cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), c.want) {
+			t.Errorf("env %v: exit %v, output %q; want exit 2 naming %s", c.env, err, out, c.want)
 		}
 	}
 }

@@ -30,6 +30,14 @@ var (
 func backboneBinary(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
+		// One build per test process; the builds of earlier processes are
+		// removed once they are an hour old (no test can still use them).
+		old, _ := filepath.Glob(filepath.Join(os.TempDir(), "backbone-bin-*"))
+		for _, o := range old {
+			if st, err := os.Stat(o); err == nil && time.Since(st.ModTime()) > time.Hour {
+				_ = os.RemoveAll(o)
+			}
+		}
 		dir, err := os.MkdirTemp("", "backbone-bin-")
 		if err != nil {
 			binErr = err
@@ -273,6 +281,17 @@ func TestBusyPortsAreOneLineFailures(t *testing.T) {
 			t.Errorf("%v: exit %d (%v), want 1 and one line naming port %s; stderr:\n%s", args, code, err, busy, msg)
 		}
 	}
+	// serve on a busy PORT.
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = minimalEnv(map[string]string{"BACKBONE_ENV": "sandbox", "FUNCTION_TARGET": "DLQArchive", "PORT": busy, "EVENT_STORE_DSN": db.DSN,
+		"GCP_PROJECT": "backbone-dev", "PUBSUB_EMULATOR_HOST": "127.0.0.1:" + unusedPort(t)})
+	var serveErr strings.Builder
+	cmd.Stderr = &serveErr
+	_ = cmd.Run()
+	if code, msg := cmd.ProcessState.ExitCode(), lastLine(serveErr.String()); code != 1 || !strings.Contains(msg, busy) || strings.Contains(serveErr.String(), "panic") {
+		t.Errorf("serve on a busy port: exit %d, want 1 and a line naming port %s; stderr:\n%s", code, busy, serveErr.String())
+	}
+
 	// Unreachable servers: the database, and Pub/Sub for publish.
 	free := unusedPort(t)
 	for _, c := range []struct {
@@ -296,6 +315,11 @@ func TestBusyPortsAreOneLineFailures(t *testing.T) {
 			t.Errorf("%v unreachable: exit %d, want 1 and one line naming port %s; stderr:\n%s", c.args, code, free, msg)
 		}
 	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 func unusedPort(t *testing.T) string {
