@@ -33,7 +33,7 @@ func runDLQ(ctx context.Context, c *cli, args []string) error {
 	}
 	switch args[0] {
 	case "-h", "--help", "-help", "help":
-		fmt.Fprint(c.stderr, dlqUsage)
+		fmt.Fprint(c.stdout, dlqUsage)
 		return flag.ErrHelp
 	case "list":
 		return dlqList(ctx, c, args[1:])
@@ -85,8 +85,14 @@ func (f filterFlags) set() bool {
 	return *f.stage != "" || *f.reason != "" || *f.record != "" || *f.since != "" || *f.until != ""
 }
 
+// deadLetterStages are the values of dead_letters.stage: the stage that failed.
+var deadLetterStages = []string{store.StageMerge, store.StageNetSuite, store.StageSuiteX, deadletter.StageUnknown}
+
 func (f filterFlags) filter(now time.Time) (store.DeadLetterFilter, error) {
 	out := store.DeadLetterFilter{Stage: *f.stage, Reason: *f.reason, Limit: *f.limit}
+	if err := oneOf("--stage", *f.stage, deadLetterStages...); err != nil {
+		return out, err
+	}
 	if *f.limit < 1 {
 		return out, usagef("--limit %d: want at least 1", *f.limit)
 	}
@@ -223,7 +229,7 @@ func dlqRedrive(ctx context.Context, c *cli, args []string) error {
 	cfg, _ := config.Load(c.getenv) // only Env, Project and the emulator are used; each is checked below
 	env, err := config.ParseEnv(c.getenv("BACKBONE_ENV"))
 	if err != nil {
-		return fmt.Errorf("%w: redrive publishes to events.error.{env}", err)
+		return settingError{fmt.Errorf("%w: redrive publishes to events.error.{env}", err)}
 	}
 
 	s, err := openArchive(ctx, c, *dsn)
@@ -247,7 +253,7 @@ func dlqRedrive(ctx context.Context, c *cli, args []string) error {
 	if !*dryRun {
 		project := projectOrDefault(cfg)
 		if project == "" {
-			return errors.New("GCP_PROJECT is not set: redrive publishes to the project's events.error topic")
+			return settingError{errors.New("GCP_PROJECT is not set: redrive publishes to the project's events.error topic")}
 		}
 		ps, err := publish.NewPubSub(ctx, project, cfg.EmulatorHost)
 		if err != nil {

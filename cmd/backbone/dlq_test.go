@@ -113,7 +113,6 @@ func TestDLQList(t *testing.T) {
 		{[]string{"--until", "24h"}, []string{"mid", "old"}},
 		{[]string{"--since", now.Add(-48 * time.Hour).Format(time.RFC3339), "--until", now.Add(-30 * time.Minute).Format(time.RFC3339Nano)}, []string{"new", "mid"}},
 		{[]string{"--limit", "2"}, []string{"newest", "new"}},
-		{[]string{"--stage", "nope"}, []string{}},
 	} {
 		if got := dlqListIDs(t, env, c.args...); !slices.Equal(got, c.want) {
 			t.Errorf("dlq list %v = %v, want %v", c.args, got, c.want)
@@ -146,8 +145,12 @@ func TestDLQList(t *testing.T) {
 			t.Errorf("table row %q lacks %q", lines[2], col)
 		}
 	}
-	if code, out, _ := dlqRun(t, env, "dlq", "list", "--stage", "nope"); code != 0 || !strings.Contains(out, "no dead letters match") {
+	if code, out, _ := dlqRun(t, env, "dlq", "list", "--reason", "nope"); code != 0 || !strings.Contains(out, "no dead letters match") {
 		t.Errorf("empty table: exit %d %q", code, out)
+	}
+	// An unknown stage is a usage error, not an empty answer.
+	if code, _, errOut := dlqRun(t, env, "dlq", "list", "--stage", "nope"); code != 2 || !strings.Contains(errOut, "merge, netsuite, suitex, unknown") {
+		t.Errorf("--stage nope: exit %d %q", code, errOut)
 	}
 }
 
@@ -333,7 +336,7 @@ func TestDLQUsage(t *testing.T) {
 	}
 	// Redrive names the missing variable.
 	code, _, errOut := dlqRun(t, map[string]string{"EVENT_STORE_DSN": "x"}, "dlq", "redrive", "--all")
-	if code != 1 || !strings.Contains(errOut, "BACKBONE_ENV") {
-		t.Errorf("redrive without BACKBONE_ENV: exit %d %s", code, errOut)
+	if code != 2 || !strings.Contains(errOut, "BACKBONE_ENV") {
+		t.Errorf("redrive without BACKBONE_ENV: exit %d, want 2 (a missing setting), %s", code, errOut)
 	}
 }
