@@ -156,11 +156,11 @@ func explainPubSub(c *cli, err error) error {
 		return err
 	}
 	project := devProjectFrom(c.getenv)
-	where := "real Pub/Sub (PUBSUB_EMULATOR_HOST is unset)"
-	if h := c.getenv("PUBSUB_EMULATOR_HOST"); h != "" {
-		where = "the emulator at " + h
+	h := c.getenv("PUBSUB_EMULATOR_HOST")
+	if h == "" {
+		return fmt.Errorf("%w: project %s on real Pub/Sub (PUBSUB_EMULATOR_HOST is unset) has no such topic; provision it (backbone provision --env ENV --project %s), or set GCP_PROJECT to the project it was provisioned in", err, project, project)
 	}
-	return fmt.Errorf("%w: project %s on %s has no such topic; run `backbone dev` (it provisions the topology) and use the export line its banner prints, or set GCP_PROJECT to the project the topology was provisioned in", err, project, where)
+	return fmt.Errorf("%w: project %s on the emulator at %s has no such topic; run backbone dev (it provisions the topology) and use the export line its banner prints, which sets GCP_PROJECT and PUBSUB_EMULATOR_HOST", err, project, h)
 }
 
 func printUsage(w io.Writer, cmds map[string]command) {
