@@ -53,7 +53,7 @@ func startGcloudDev(t *testing.T, db *testdb.DB) *devStack {
 // echoes and poison; then the same checks.
 func TestEndToEndGcloud(t *testing.T) {
 	t.Parallel()
-	db := testdb.Empty(t)
+	db := devDB(t)
 	d := startGcloudDev(t, db)
 	x := &e2e{t: t, d: d, db: db, pub: publish.Guard(config.Sandbox, d.pubsub), clock: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
 	const records = 24
@@ -137,7 +137,7 @@ func TestEndToEndGcloud(t *testing.T) {
 // the bridge does, and this shows the archive gets it.
 func TestGcloudRetryDeadLetters(t *testing.T) {
 	t.Parallel()
-	db := testdb.Empty(t)
+	db := devDB(t)
 	d := startGcloudDev(t, db)
 	x := &e2e{t: t, d: d, db: db, pub: publish.Guard(config.Sandbox, d.pubsub), clock: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
 	d.suitex.SetDown(http.StatusServiceUnavailable)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/backbone-sync/backbone/shared/config"
-	"github.com/backbone-sync/backbone/shared/testdb"
 )
 
 // TestExamplesDeterministic publishes every example in one go, as fast as
@@ -16,7 +15,7 @@ import (
 // published once its first was delivered, as the README says.
 func TestExamplesDeterministic(t *testing.T) {
 	t.Parallel()
-	db := testdb.Empty(t)
+	db := devDB(t)
 	d, err := startDev(context.Background(), devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
 		minBackoff: 100 * time.Millisecond, maxBackoff: time.Second, serve: serveMux, log: slog.New(slog.DiscardHandler)})
 	if err != nil {

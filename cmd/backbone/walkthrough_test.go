@@ -220,7 +220,7 @@ func TestWalkthrough(t *testing.T) {
 			if tc.args != nil && !gcloudEmulatorInstalled() {
 				t.Skip("the " + gcloudEmulatorPackage + " package is not installed on this machine")
 			}
-			db := testdb.Empty(t)
+			db := devDB(t)
 			devEnv := map[string]string{"EVENT_STORE_DSN": db.DSN}
 			for k, v := range tc.devEnv {
 				devEnv[k] = v
@@ -244,7 +244,7 @@ func TestWalkthrough(t *testing.T) {
 // dev on those ports (the binary is built into a scratch path).
 func TestMakeDevPassesArgs(t *testing.T) {
 	t.Parallel()
-	db := testdb.Empty(t)
+	db := devDB(t)
 	port, psPort := unusedPort(t), unusedPort(t)
 	cmd := exec.Command("make", "-s", "-C", "../..", "dev", "BIN="+filepath.Join(t.TempDir(), "backbone"), "ARGS=--port "+port+" --pubsub-port "+psPort)
 	d := startDevCommand(t, cmd, map[string]string{"EVENT_STORE_DSN": db.DSN})
@@ -258,7 +258,7 @@ func TestMakeDevPassesArgs(t *testing.T) {
 func TestBusyPortsAreOneLineFailures(t *testing.T) {
 	t.Parallel()
 	bin := backboneBinary(t)
-	db := testdb.Empty(t)
+	db := devDB(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -330,4 +330,13 @@ func unusedPort(t *testing.T) string {
 	}
 	defer ln.Close()
 	return strings.TrimPrefix(ln.Addr().String(), "127.0.0.1:")
+}
+
+// devDB is a fresh database for a dev stack; the worker user dev creates on
+// it (devWorkerName) is dropped with it.
+func devDB(t *testing.T) *testdb.DB {
+	t.Helper()
+	db := testdb.Empty(t)
+	t.Cleanup(func() { _, _ = db.Root.Exec("DROP USER IF EXISTS '" + devWorkerName(db.Name) + "'@'%'") })
+	return db
 }

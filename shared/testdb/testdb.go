@@ -101,6 +101,9 @@ func Empty(t testing.TB) *DB {
 		drop, err := sql.Open("mysql", rc.FormatDSN())
 		if err == nil {
 			_, _ = drop.Exec("DROP DATABASE IF EXISTS `" + name + "`")
+			// The worker user `backbone dev` creates for a database
+			// (cmd/backbone devWorkerName: {database}_worker).
+			_, _ = drop.Exec("DROP USER IF EXISTS '" + name + "_worker'@'%'")
 			_ = drop.Close()
 		}
 	})
