@@ -409,7 +409,7 @@ func serveFunctionsFramework(handlers map[string]http.Handler, ln net.Listener) 
 }
 
 func runDev(ctx context.Context, c *cli, args []string) error {
-	fs := newFlags(c, "dev", "[--env sandbox] [--port 8080] [--pubsub-port 8085] [--emulator pstest|gcloud] [--min-backoff 200ms] [--max-backoff 5s] [--debug]\n\n"+
+	fs := newFlags(c, "dev", "[--env sandbox] [--port 8080] [--pubsub-port 8085] [--emulator pstest|gcloud] [--min-backoff 2s] [--max-backoff 60s] [--debug]\n\n"+
 		"Runs the whole backbone on this machine: an embedded Pub/Sub emulator (pstest; --emulator gcloud starts Google's,\n"+
 		"which needs Java and the "+gcloudEmulatorPackage+" package) unless PUBSUB_EMULATOR_HOST is set, in project\n"+
 		"GCP_PROJECT (then GOOGLE_CLOUD_PROJECT, then "+devProject+"); the event store at EVENT_STORE_DSN (default "+devDefaultDSN+",\n"+
@@ -419,8 +419,11 @@ func runDev(ctx context.Context, c *cli, args []string) error {
 	port := fs.Int("port", 8080, "port of the functions (0: any free port)")
 	psPort := fs.Int("pubsub-port", 8085, "port of the started Pub/Sub emulator (0: any)")
 	emulator := fs.String("emulator", emulatorPstest, "Pub/Sub emulator to start when PUBSUB_EMULATOR_HOST is unset: pstest (embedded) or gcloud")
-	minB := fs.Duration("min-backoff", 200*time.Millisecond, "first redelivery delay (Pub/Sub: 10s)")
-	maxB := fs.Duration("max-backoff", 5*time.Second, "longest redelivery delay (Pub/Sub: 600s)")
+	// The production policy (10s..600s) scaled down by five and ten: five
+	// attempts on the retry subscription span about 30 s, so a 15-second
+	// store outage exhausts nothing, and a nacked message is back in 2 s.
+	minB := fs.Duration("min-backoff", 2*time.Second, "first redelivery delay (Pub/Sub: 10s)")
+	maxB := fs.Duration("max-backoff", 60*time.Second, "longest redelivery delay (Pub/Sub: 600s)")
 	debug := fs.Bool("debug", false, "log every delivery attempt")
 	if err := parse(fs, args); err != nil {
 		return err

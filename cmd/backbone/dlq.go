@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/backbone-sync/backbone/shared/config"
@@ -18,8 +19,8 @@ import (
 const dlqUsage = `usage: backbone dlq list|show|redrive [flags]
 
   list     dead letters, newest first, filtered (--stage, --reason, --record, --since, --until)
-  show     everything about one dead letter: backbone dlq show MESSAGE_ID
-  redrive  put dead letters back on events.error.{env}: by id, or by filter
+  show     everything about one dead letter: backbone dlq show MESSAGE_ID[@DIGEST]
+  redrive  put dead letters back on events.error.{env}: by id, by filter, or --retryable
 
 backbone dlq COMMAND --help for a command's flags. The archive is read from
 EVENT_STORE_DSN or CLOUD_SQL_INSTANCE; redrive also needs BACKBONE_ENV and
@@ -170,7 +171,7 @@ func dlqList(ctx context.Context, c *cli, args []string) error {
 }
 
 func dlqShow(ctx context.Context, c *cli, args []string) error {
-	fs := newFlags(c, "dlq show", "MESSAGE_ID [--json]\n\nShows one dead letter: its row, attributes, the decoded error message and earlier redrives.")
+	fs := newFlags(c, "dlq show", "MESSAGE_ID[@DIGEST] [--json]\n\nShows one dead letter: its row, attributes, the decoded error message and earlier redrives.\nWhen several dead letters share the message id (an emulator restarted), the newest, and a list of the others.")
 	asJSON := fs.Bool("json", false, "print JSON")
 	dsn := fs.String("dsn", "", "event store DSN (default: EVENT_STORE_DSN)")
 	pos, err := parseMixed(fs, args)
@@ -199,13 +200,21 @@ func dlqShow(ctx context.Context, c *cli, args []string) error {
 }
 
 func dlqRedrive(ctx context.Context, c *cli, args []string) error {
-	fs := newFlags(c, "dlq redrive", "(MESSAGE_ID... | --stage S --reason R --record TYPE:ID --since T --until T [--limit N] | --all) [--dry-run] [--rate N] [--json]\n\n"+
-		"Puts dead letters back on events.error.{env} (redrive counter +1, retryable, attribute redrive_of), paced, each audited.\n"+
-		"Dead-letter rows are never changed. --dry-run publishes nothing and says which were redriven before.")
+	fs := newFlags(c, "dlq redrive", "(MESSAGE_ID[@DIGEST]... | --stage S --reason R --record TYPE:ID --since T --until T [--limit N] | --all | --retryable) [--dry-run] [--rate N] [--json]\n\n"+
+		"Puts dead letters back on events.error.{env} (redrive counter +1, retryable, attribute redrive_of), paced, each audited,\n"+
+		"each record's oldest version first. A MESSAGE_ID names every dead letter archived under it; MESSAGE_ID@DIGEST one of them.\n"+
+		"Dead-letter rows are never changed. --dry-run publishes nothing, checks that the error topic exists and that this\n"+
+		"principal may publish to it, and says which were redriven before.\n"+
+		"--retryable (the scheduled job): only failures that were transient (target 5xx/429/timeout, store or Pub/Sub\n"+
+		"unreachable, version gap), never a permanent rejection, each at most once, and only for stages whose target\n"+
+		"answers a health probe (SUITEX_BASE_URL, NETSUITE_BASE_URL, the event store for merge).")
 	ff := addFilterFlags(fs)
 	all := fs.Bool("all", false, "redrive every dead letter (up to --limit) when no id or filter is given")
-	dryRun := fs.Bool("dry-run", false, "publish and audit nothing; print what would be redriven")
-	rate := fs.Float64("rate", 10, "publish at most this many per second")
+	retryable := fs.Bool("retryable", false, "only transient failures never redriven before, after a health probe of their target (with or without a filter)")
+	maxRedrives := fs.Int("max-redrives", deadletter.DefaultMaxAutoRedrives, "with --retryable: leave a failure alone once it has come back this many times")
+	probeTimeout := fs.Duration("probe-timeout", 5*time.Second, "with --retryable: how long each health probe may take")
+	dryRun := fs.Bool("dry-run", false, "publish and audit nothing; check the topic and print what would be redriven")
+	rate := fs.Float64("rate", 10, "publish at most this many per second (the rate cap)")
 	asJSON := fs.Bool("json", false, "print one JSON object per line per dead letter (JSON lines)")
 	dsn := fs.String("dsn", "", "event store DSN (default: EVENT_STORE_DSN)")
 	ids, err := parseMixed(fs, args)
@@ -213,20 +222,25 @@ func dlqRedrive(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	switch {
-	case len(ids) > 0 && (ff.set() || *all):
+	case len(ids) > 0 && (ff.set() || *all || *retryable):
 		return usagef("give message ids or a filter, not both")
-	case len(ids) == 0 && !ff.set() && !*all:
-		return usagef("say what to redrive: message ids, a filter (--stage, --reason, --record, --since, --until), or --all")
+	case len(ids) == 0 && !ff.set() && !*all && !*retryable:
+		return usagef("say what to redrive: message ids, a filter (--stage, --reason, --record, --since, --until), --all or --retryable")
+	case *maxRedrives < 1:
+		return usagef("--max-redrives %d: want at least 1", *maxRedrives)
 	}
 	f, err := ff.filter(time.Now())
 	if err != nil {
 		return err
 	}
+	// The oldest matches: a redrive replays in version order, and leaving
+	// out the oldest of a record would turn its newer ones into gaps.
+	f.OldestFirst = true
 	pacer, err := deadletter.NewPacer(*rate, deadletter.RealClock{})
 	if err != nil {
 		return usagef("--rate: %v", err)
 	}
-	cfg, _ := config.Load(c.getenv) // only Env, Project and the emulator are used; each is checked below
+	cfg, _ := config.Load(c.getenv) // only Env, Project, the emulator and the base URLs are used; each is checked where used
 	env, err := config.ParseEnv(c.getenv("BACKBONE_ENV"))
 	if err != nil {
 		return settingError{fmt.Errorf("%w: redrive publishes to events.error.{env}", err)}
@@ -241,24 +255,53 @@ func dlqRedrive(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(letters) == 0 {
-		fmt.Fprintln(c.stdout, "no dead letters match: nothing to redrive")
-		return nil
-	}
 	if len(ids) == 0 && len(letters) == f.Limit {
-		fmt.Fprintf(c.stderr, "taking the newest %d matches; more may match (raise --limit)\n", f.Limit)
+		fmt.Fprintf(c.stderr, "taking the oldest %d matches; more may match (raise --limit, or run again)\n", f.Limit)
 	}
-
-	r := &deadletter.Redriver{Store: s, Env: env, Limiter: pacer}
-	if !*dryRun {
-		project := projectOrDefault(cfg)
-		if project == "" {
-			return settingError{errors.New("GCP_PROJECT is not set: redrive publishes to the project's events.error topic")}
-		}
-		ps, err := publish.NewPubSub(ctx, project, cfg.EmulatorHost)
+	var held []deadletter.Held
+	if *retryable {
+		checks := redriveHealthChecks(cfg, s, *probeTimeout)
+		plan, err := deadletter.PlanRetryable(ctx, s, letters, *maxRedrives, checks)
 		if err != nil {
 			return err
 		}
+		fmt.Fprintf(c.stderr, "retryable: %d to redrive; left alone: %d permanent or past the limit, %d redriven before\n",
+			len(plan.Ready)+heldCount(plan.Held), plan.Permanent, plan.Redriven)
+		for _, h := range plan.Held {
+			fmt.Fprintf(c.stderr, "holding back %d %s dead letter(s) until their target is healthy: %s\n", h.Count, deadletter.Printable(h.Stage), deadletter.Printable(h.Error))
+		}
+		letters, held = plan.Ready, plan.Held
+	}
+	if len(letters) == 0 {
+		if len(held) > 0 {
+			return fmt.Errorf("%d dead letter(s) held back: their target is not healthy yet (see above)", heldCount(held))
+		}
+		fmt.Fprintln(c.stdout, "no dead letters match: nothing to redrive")
+		return nil
+	}
+
+	r := &deadletter.Redriver{Store: s, Env: env, Limiter: pacer}
+	if *retryable {
+		r.Note = "automatic redrive of a transient failure (--retryable)"
+	}
+	project := projectOrDefault(cfg)
+	if project == "" {
+		return settingError{errors.New("GCP_PROJECT is not set: redrive publishes to the project's events.error topic")}
+	}
+	client, err := publish.NewClient(ctx, project, cfg.EmulatorHost)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	// Checked before anything is published, dry run or not: a redrive that
+	// cannot publish must fail here, not after reporting success.
+	checked, err := publish.CheckTopic(ctx, client, project, env.Names().ErrorTopic)
+	if err != nil {
+		return fmt.Errorf("redrive cannot publish: %w", err)
+	}
+	fmt.Fprintf(c.stderr, "topic %s: %s\n", env.Names().ErrorTopic, checked)
+	if !*dryRun {
+		ps := publish.FromClient(client)
 		defer ps.Close()
 		r.Pub = publish.Guard(env, ps)
 	}
@@ -284,7 +327,44 @@ func dlqRedrive(ctx context.Context, c *cli, args []string) error {
 	if res.Failed > 0 || res.Skipped > 0 {
 		return fmt.Errorf("%d dead letter(s) not redriven (%d skipped, %d failed): see above", res.Skipped+res.Failed, res.Skipped, res.Failed)
 	}
+	if len(held) > 0 {
+		return fmt.Errorf("%d dead letter(s) held back: their target is not healthy yet (see above)", heldCount(held))
+	}
 	return nil
+}
+
+func heldCount(held []deadletter.Held) int {
+	n := 0
+	for _, h := range held {
+		n += h.Count
+	}
+	return n
+}
+
+// redriveHealthChecks probes what each stage's redrive depends on: the
+// target's base URL for a sink, the event store for the merge. A stage
+// without a check (unknown) is held back.
+func redriveHealthChecks(cfg config.Config, s store.Store, timeout time.Duration) map[string]deadletter.HealthCheck {
+	client := &http.Client{Timeout: timeout}
+	return map[string]deadletter.HealthCheck{
+		store.StageSuiteX:   named("SUITEX_BASE_URL", deadletter.HTTPReachable(client, cfg.SuiteX.BaseURL, timeout)),
+		store.StageNetSuite: named("NETSUITE_BASE_URL", deadletter.HTTPReachable(client, cfg.NetSuite.BaseURL, timeout)),
+		store.StageMerge: func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			return s.Ping(ctx)
+		},
+	}
+}
+
+// named prefixes a check's error with the variable it probes.
+func named(variable string, check deadletter.HealthCheck) deadletter.HealthCheck {
+	return func(ctx context.Context) error {
+		if err := check(ctx); err != nil {
+			return fmt.Errorf("%s: %w", variable, err)
+		}
+		return nil
+	}
 }
 
 func printOutcome(c *cli, o deadletter.Outcome) {

@@ -251,8 +251,12 @@ func TestPipelineNonRetryableDeadLettersWithoutRetry(t *testing.T) {
 		if e := errorMessage(t, dl); e.Retryable {
 			t.Error("error message of a 400 says retryable")
 		}
-		if n := x.audits(ev.ID, store.StageSuiteX, store.OutcomeFailed); n != 1 {
-			t.Errorf("%d failed SuiteX deliveries audited, want 1", n)
+		// A 400 is a clear refusal (SuiteX did not apply it): refused.
+		if n := x.audits(ev.ID, store.StageSuiteX, store.OutcomeRefused); n != 1 {
+			t.Errorf("%d refused SuiteX deliveries audited, want 1", n)
+		}
+		if n := x.audits(ev.ID, store.StageSuiteX, store.OutcomeSending); n != 1 {
+			t.Errorf("%d SuiteX attempts audited, want 1", n)
 		}
 		if n := x.audits(ev.ID, store.StageRetry, store.OutcomeRetried); n != 0 {
 			t.Errorf("%d retries audited, want 0", n)

@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/backbone-sync/backbone/shared/event"
 	engine "github.com/backbone-sync/backbone/shared/merge"
+	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
@@ -276,6 +279,31 @@ func TestNoop(t *testing.T) {
 	}
 }
 
+// deliveredTo records what a sink writes when it delivers version v of a
+// record to target: a `sending` row just before the request and a
+// `delivered` row naming it, both with the digests of the fields sent
+// (here v's changes: what the target lacked).
+func (h *harness) deliveredTo(target, rt, rid string, v uint64) {
+	h.t.Helper()
+	ctx := context.Background()
+	ev := h.history(rt, rid)[v-1]
+	var changes map[string]json.RawMessage
+	if err := json.Unmarshal(ev.Changes, &changes); err != nil {
+		h.t.Fatal(err)
+	}
+	sent := record.Digests(changes)
+	sending := store.Audit{ID: uuid.Must(uuid.NewV7()).String(), EventID: ev.ID, Fingerprint: strings.Repeat("0", 64), RecordType: rt, RecordID: rid,
+		Outcome: store.OutcomeSending, Stage: target, Version: v, MessageID: "sink-" + ev.ID, Fields: &store.FieldSet{Fields: sent}}
+	done := sending
+	done.ID, done.Outcome, done.Fields = "", store.OutcomeDelivered, &store.FieldSet{Attempt: sending.ID, Fields: sent}
+	for _, a := range []store.Audit{sending, done} {
+		if err := h.db.Store.AppendAudit(ctx, a); err != nil {
+			h.t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond) // written in order, as a sink does
+	}
+}
+
 // TestEcho: SPEC §5 step 1. NetSuite sets email (v1), the backbone delivers
 // v1 to SuiteX, NetSuite changes email again (v2). SuiteX then re-emits the
 // value it received, at base 1 and with a later timestamp: an echo, dropped,
@@ -285,20 +313,10 @@ func TestNoop(t *testing.T) {
 func TestEcho(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	ctx := context.Background()
 	const rt, rid = "customer", "C-7"
 	delivered := func(version uint64) {
 		t.Helper()
-		ev := h.history(rt, rid)[version-1]
-		as, err := h.db.Store.AuditForEvent(ctx, ev.ID)
-		if err != nil || len(as) == 0 {
-			t.Fatalf("audit of %s: %v", ev.ID, err)
-		}
-		// What the SuiteX sink writes after a 2xx.
-		if err := h.db.Store.AppendAudit(ctx, store.Audit{EventID: ev.ID, Fingerprint: as[0].Fingerprint, RecordType: rt, RecordID: rid,
-			Outcome: store.OutcomeDelivered, Stage: store.StageSuiteX, Version: version, MessageID: "sink-" + ev.ID}); err != nil {
-			t.Fatal(err)
-		}
+		h.deliveredTo(store.StageSuiteX, rt, rid, version)
 	}
 	current := func() string {
 		t.Helper()
@@ -331,8 +349,11 @@ func TestEcho(t *testing.T) {
 	if last.Outcome != store.OutcomeEcho || last.MessageID != echo.ID || !strings.Contains(last.Detail, `"rule":"echo"`) {
 		t.Errorf("echo audited as %+v", last)
 	}
-	if got := h.merged(); len(got) != 0 {
-		t.Errorf("an echo published %d messages", len(got))
+	// Nothing new is stored, but SuiteX now holds a value the store does
+	// not: the head (v2) is published again so that its sink sends the
+	// store's value back (SPEC §7).
+	if got := h.merged(); len(got) != 1 || got[0].ID != h.history(rt, rid)[1].ID || got[0].Version != 2 {
+		t.Errorf("an echo published %+v, want the head (v2) again", got)
 	}
 
 	// An echo among real changes: the echoed field is dropped, the rest kept.
@@ -377,15 +398,10 @@ func TestEcho(t *testing.T) {
 func TestEchoNotAfterOwnChange(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	ctx := context.Background()
 	const rt, rid = "customer", "C-9"
 	delivered := func(v uint64) {
 		t.Helper()
-		ev := h.history(rt, rid)[v-1]
-		if err := h.db.Store.AppendAudit(ctx, store.Audit{EventID: ev.ID, Fingerprint: strings.Repeat("0", 64), RecordType: rt, RecordID: rid,
-			Outcome: store.OutcomeDelivered, Stage: store.StageSuiteX, Version: v}); err != nil {
-			t.Fatal(err)
-		}
+		h.deliveredTo(store.StageSuiteX, rt, rid, v)
 	}
 	h.send(raw{ID: newID(), RecordType: rt, RecordID: rid, Source: "netsuite", Base: 0, TS: t0, Changes: map[string]any{"email": "a@x"}})
 	delivered(1)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -80,9 +81,18 @@ func setup(t *testing.T) *harness {
 
 func mergedMsg(t *testing.T, env, rid, source string, version uint64) (message.Message, event.Merged) {
 	t.Helper()
+	return mergedMsgWith(t, env, rid, source, version, `{"email":"ada@example.com","phone":null}`)
+}
+
+// mergedMsgWith is a merged message of version with changes given as JSON.
+func mergedMsgWith(t *testing.T, env, rid, source string, version uint64, changes string) (message.Message, event.Merged) {
+	t.Helper()
+	var c map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(changes), &c); err != nil {
+		t.Fatal(err)
+	}
 	ev := event.Merged{ID: uuid.NewString(), RecordType: "customer", RecordID: rid, Source: source,
-		Timestamp: event.NewTime(time.Now()), BaseVersion: version - 1, Version: version,
-		Changes: map[string]json.RawMessage{"email": json.RawMessage(`"ada@example.com"`), "phone": json.RawMessage(`null`)}}
+		Timestamp: event.NewTime(time.Now()), BaseVersion: version - 1, Version: version, Changes: c}
 	data, err := json.Marshal(ev)
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +110,22 @@ func push(t *testing.T, url string, m message.Message) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// stageRows returns the audit rows of one event at one stage.
+func stageRows(t *testing.T, h *harness, eventID, stage string) []store.Audit {
+	t.Helper()
+	all, err := h.db.Store.AuditForEvent(context.Background(), eventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []store.Audit
+	for _, a := range all {
+		if a.Stage == stage {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func errorMessages(t *testing.T, h *harness) []event.Error {
@@ -124,7 +150,9 @@ func TestNetSuiteSinkEndToEnd(t *testing.T) {
 	ctx := context.Background()
 
 	// Delivered: the fake verified the TBA signature and holds the record.
+	// The sink reads the record from the store: the merge stored it first.
 	m, ev := mergedMsg(t, "sandbox", "C-1001", "suitex", 1)
+	sinktest.StoreMerged(t, h.db.Store, ev)
 	if code := push(t, h.fn.URL, m); code != http.StatusNoContent {
 		t.Fatalf("delivery answered %d", code)
 	}
@@ -134,31 +162,39 @@ func TestNetSuiteSinkEndToEnd(t *testing.T) {
 	if last, _ := h.db.Store.LastDelivered(ctx, "customer", "C-1001", store.StageNetSuite); last != 1 {
 		t.Fatalf("LastDelivered %d", last)
 	}
-	if rows, _ := h.db.Store.AuditForEvent(ctx, ev.ID); len(rows) != 1 || rows[0].Outcome != store.OutcomeDelivered || rows[0].MessageID != m.ID {
+	if rows := stageRows(t, h, ev.ID, store.StageNetSuite); len(rows) != 2 || rows[0].Outcome != store.OutcomeSending ||
+		rows[1].Outcome != store.OutcomeDelivered || rows[1].MessageID != m.ID {
 		t.Fatalf("delivery audit %+v", rows)
 	}
 
-	// Echo: a change that came from NetSuite is never sent to NetSuite.
-	echo, echoEv := mergedMsg(t, "sandbox", "C-echo", "netsuite", 2)
+	// Echo: NetSuite's own change, which NetSuite reported, is not sent back.
+	echo, echoEv := mergedMsg(t, "sandbox", "C-echo", "netsuite", 1)
+	sinktest.StoreMerged(t, h.db.Store, echoEv)
 	if code := push(t, h.fn.URL, echo); code != http.StatusNoContent {
 		t.Fatalf("echo answered %d", code)
 	}
 	for _, r := range h.fake.Requests() {
 		if r.ExternalID == "C-echo" {
-			t.Fatal("an event from netsuite was sent to netsuite")
+			t.Fatal("NetSuite's own values were sent to netsuite")
 		}
 	}
-	if rows, _ := h.db.Store.AuditForEvent(ctx, echoEv.ID); len(rows) != 1 || rows[0].Outcome != store.OutcomeSkippedEcho {
+	if rows := stageRows(t, h, echoEv.ID, store.StageNetSuite); len(rows) != 1 || rows[0].Outcome != store.OutcomeSkippedEcho {
 		t.Fatalf("echo audit %+v", rows)
 	}
 
-	// Regression: v3 after v5 is skipped and audited stale.
-	v5, _ := mergedMsg(t, "sandbox", "C-reg", "suitex", 5)
-	v3, v3ev := mergedMsg(t, "sandbox", "C-reg", "suitex", 3)
-	if push(t, h.fn.URL, v5) != 204 || push(t, h.fn.URL, v3) != 204 {
+	// No regression: v3's message after v5's finds NetSuite holding the
+	// values of v5 (stale), sends nothing, and NetSuite keeps v5's email.
+	var reg []event.Merged
+	var regMsgs []message.Message
+	for v := uint64(1); v <= 5; v++ {
+		m, ev := mergedMsgWith(t, "sandbox", "C-reg", "suitex", v, fmt.Sprintf(`{"email":"v%d@x"}`, v))
+		sinktest.StoreMerged(t, h.db.Store, ev)
+		reg, regMsgs = append(reg, ev), append(regMsgs, m)
+	}
+	if push(t, h.fn.URL, regMsgs[4]) != 204 || push(t, h.fn.URL, regMsgs[2]) != 204 {
 		t.Fatal("regression pushes not acked")
 	}
-	if rows, _ := h.db.Store.AuditForEvent(ctx, v3ev.ID); len(rows) != 1 || rows[0].Outcome != store.OutcomeStale {
+	if rows := stageRows(t, h, reg[2].ID, store.StageNetSuite); len(rows) != 1 || rows[0].Outcome != store.OutcomeStale {
 		t.Fatalf("v3 audit %+v", rows)
 	}
 	n := 0
@@ -170,9 +206,13 @@ func TestNetSuiteSinkEndToEnd(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("C-reg sent %d times, want once (v5)", n)
 	}
+	if rec := h.fake.Record("customer", "C-reg"); string(rec["email"]) != `"v5@x"` {
+		t.Fatalf("NetSuite holds %v, want v5's email", rec)
+	}
 
 	// A retryable failure is parked on the error topic and acked.
 	fail, failEv := mergedMsg(t, "sandbox", "C-503", "suitex", 1)
+	sinktest.StoreMerged(t, h.db.Store, failEv)
 	if code := push(t, h.fn.URL, fail); code != http.StatusNoContent {
 		t.Fatalf("reported failure answered %d", code)
 	}
@@ -182,7 +222,8 @@ func TestNetSuiteSinkEndToEnd(t *testing.T) {
 		t.Fatalf("foreign message answered %d", code)
 	}
 	// A target quoting credentials back: permanent, reason from its body.
-	leaky, _ := mergedMsg(t, "sandbox", "C-echo-auth", "suitex", 1)
+	leaky, leakyEv := mergedMsg(t, "sandbox", "C-echo-auth", "suitex", 1)
+	sinktest.StoreMerged(t, h.db.Store, leakyEv)
 	if code := push(t, h.fn.URL, leaky); code != http.StatusNoContent {
 		t.Fatalf("leaky failure answered %d", code)
 	}
@@ -208,8 +249,13 @@ func TestNetSuiteSinkEndToEnd(t *testing.T) {
 	if eLeak.Retryable || !strings.Contains(eLeak.Detail, sink.Redacted) {
 		t.Fatalf("USER_ERROR error message %+v", eLeak)
 	}
-	if rows, _ := h.db.Store.AuditForEvent(ctx, failEv.ID); len(rows) != 1 || rows[0].Outcome != store.OutcomeFailed {
+	// A 503 may come after NetSuite applied it: failed (in doubt); a 400
+	// is a clear refusal: refused.
+	if rows := stageRows(t, h, failEv.ID, store.StageNetSuite); len(rows) != 2 || rows[1].Outcome != store.OutcomeFailed {
 		t.Fatalf("503 audit %+v", rows)
+	}
+	if rows := stageRows(t, h, leakyEv.ID, store.StageNetSuite); len(rows) != 2 || rows[1].Outcome != store.OutcomeRefused {
+		t.Fatalf("400 audit %+v", rows)
 	}
 
 	// No secret anywhere: logs, error messages, audit rows.
@@ -263,15 +309,20 @@ func TestNackWhenTheErrorTopicIsUnreachable(t *testing.T) {
 		failure.NewReporter(config.Sandbox, publish.Guard(config.Sandbox, down)), nil)
 	fn := httptest.NewServer(message.HTTP(slog.New(slog.DiscardHandler), pubsubtest.Project, handler))
 	t.Cleanup(fn.Close)
-	m, _ := mergedMsg(t, "sandbox", "C-1", "suitex", 1)
+	m, ev := mergedMsg(t, "sandbox", "C-1", "suitex", 1)
+	sinktest.StoreMerged(t, d.Store, ev)
 	if code := push(t, fn.URL, m); code != http.StatusInternalServerError {
 		t.Fatalf("unreported failure answered %d, want a nack", code)
 	}
 	// A success needs no report: acked even with the error topic down.
 	healthy.Store(true)
-	m2, _ := mergedMsg(t, "sandbox", "C-2", "suitex", 1)
+	m2, ev2 := mergedMsg(t, "sandbox", "C-2", "suitex", 1)
+	sinktest.StoreMerged(t, d.Store, ev2)
 	if code := push(t, fn.URL, m2); code != http.StatusNoContent {
 		t.Fatalf("delivery answered %d", code)
+	}
+	if rec := fake.Record("customer", "C-2"); string(rec["email"]) != `"ada@example.com"` {
+		t.Fatalf("NetSuite holds %v", rec)
 	}
 }
 

@@ -75,26 +75,43 @@ func TestSuiteXSinkEndToEnd(t *testing.T) {
 	t.Cleanup(fn.Close)
 	ctx := context.Background()
 
+	// The sink reads the record from the store: the merge stored it first.
 	m, ev := mergedMsg(t, "C-1", "netsuite", 1)
+	sinktest.StoreMerged(t, d.Store, ev)
 	if code := push(t, fn.URL, m); code != http.StatusNoContent {
 		t.Fatalf("delivery answered %d", code)
 	}
-	// The fake checked the signature and idempotency key and stored the event.
-	if got := fake.Event(ev.ID); !bytes.Equal(got, m.Data) {
-		t.Fatalf("SuiteX got %s, want the merged event %s (refused: %v)", got, m.Data, fake.Refused())
+	// The fake checked the signature and the idempotency key
+	// ({event id}:{digest of the changes}) and applied the event.
+	reqs := fake.Requests()
+	if len(reqs) != 1 || !strings.HasPrefix(reqs[0].IdempotencyKey, ev.ID+":") {
+		t.Fatalf("requests %+v (refused: %v)", reqs, fake.Refused())
+	}
+	var body struct {
+		event.Merged
+		SinceVersion *uint64 `json:"since_version"`
+	}
+	if err := json.Unmarshal(fake.Event(reqs[0].IdempotencyKey), &body); err != nil || body.ID != ev.ID || body.Version != 1 ||
+		len(body.Changes) != 1 || string(body.Changes["email"]) != `"ada@example.com"` || body.SinceVersion == nil || *body.SinceVersion != 0 {
+		t.Fatalf("SuiteX got %s, want the merged event of v1 with since_version 0 (%v)", reqs[0].Body, err)
+	}
+	if rec := fake.Record("customer", "C-1"); string(rec["email"]) != `"ada@example.com"` {
+		t.Fatalf("SuiteX's record %v", rec)
 	}
 	if last, _ := d.Store.LastDelivered(ctx, "customer", "C-1", store.StageSuiteX); last != 1 {
 		t.Fatalf("LastDelivered %d", last)
 	}
 
-	// Echo: a change from SuiteX is not sent back.
-	echo, _ := mergedMsg(t, "C-2", "suitex", 1)
+	// Echo: SuiteX's own change, which it reported, is not sent back.
+	echo, echoEv := mergedMsg(t, "C-2", "suitex", 1)
+	sinktest.StoreMerged(t, d.Store, echoEv)
 	if code := push(t, fn.URL, echo); code != http.StatusNoContent || len(fake.Requests()) != 1 {
 		t.Fatalf("echo answered %d, %d requests", code, len(fake.Requests()))
 	}
 
 	// Permanent failure: reported and acked, secrets redacted.
 	bad, badEv := mergedMsg(t, "C-422", "netsuite", 1)
+	sinktest.StoreMerged(t, d.Store, badEv)
 	if code := push(t, fn.URL, bad); code != http.StatusNoContent {
 		t.Fatalf("failure answered %d", code)
 	}
@@ -113,8 +130,16 @@ func TestSuiteXSinkEndToEnd(t *testing.T) {
 	if strings.Contains(string(got[0].Data), secret) || strings.Contains(logs.String(), secret) {
 		t.Fatal("signing secret leaked into the error message or logs")
 	}
-	rows, _ := d.Store.AuditForEvent(ctx, badEv.ID)
-	if len(rows) != 1 || rows[0].Outcome != store.OutcomeFailed || strings.Contains(rows[0].Detail, secret) {
+	all, _ := d.Store.AuditForEvent(ctx, badEv.ID)
+	var rows []store.Audit
+	for _, a := range all {
+		if a.Stage == store.StageSuiteX {
+			rows = append(rows, a)
+		}
+	}
+	// A 4xx is a clear refusal: SuiteX did not apply it.
+	if len(rows) != 2 || rows[0].Outcome != store.OutcomeSending || rows[1].Outcome != store.OutcomeRefused ||
+		strings.Contains(rows[1].Detail, secret) {
 		t.Fatalf("audit %+v", rows)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
+	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/store"
 	mysqlstore "github.com/backbone-sync/backbone/shared/store/mysql"
 	"github.com/backbone-sync/backbone/shared/testdb"
@@ -48,8 +49,9 @@ import (
 //	UPDATE events SET processed = 1                                      1
 //	                                                                    10
 //
-// plus one DeliveredTo when a field may be an echo (another source changed
-// it after this source last did), minus the id probe for id-less events.
+// plus one SystemHistory (the source's reports and the deliveries to it,
+// a fixed window) when a field may be an echo (another source changed it)
+// or a fingerprint matches, minus the id probe for id-less events.
 //
 // BenchmarkHistory compares a merge on records with 10 and with 10,000
 // prior events (target: at most 1.2x): the folded state in the head's audit
@@ -220,15 +222,18 @@ func BenchmarkProcess(b *testing.B) {
 }
 
 // seedHistory writes `prior` events to each record, in bulk, as the merge
-// would have: NetSuite and SuiteX alternating, both changing email and one
-// field of their own, every event delivered to the other system, every
-// accepted audit row carrying its folded state.
+// and the sinks would have: NetSuite and SuiteX alternating, both changing
+// email and one field of their own. Every accepted audit row carries its
+// folded state and the source's report (source, and a field set of
+// digests); every event is delivered to the other system, as a `sending`
+// row and a `delivered` row naming it, both with the fields sent (what the
+// other system lacked: the event's changes).
 func seedHistory(b *testing.B, d *testdb.DB, records []string, prior int) {
 	b.Helper()
 	ctx := context.Background()
 	const batch = 400
 	for _, rid := range records {
-		st := emptyState()
+		st := record.Empty()
 		var evRows, auditRows []string
 		var evArgs, auditArgs []any
 		flush := func() {
@@ -238,12 +243,19 @@ func seedHistory(b *testing.B, d *testdb.DB, records []string, prior int) {
 			if _, err := d.Root.ExecContext(ctx, "INSERT INTO events (id, record_type, record_id, source, `timestamp`, base_version, changes, processed) VALUES "+strings.Join(evRows, ","), evArgs...); err != nil {
 				b.Fatal(err)
 			}
-			if _, err := d.Root.ExecContext(ctx, "INSERT INTO event_audit_log (id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, version, state) VALUES "+strings.Join(auditRows, ","), auditArgs...); err != nil {
+			if _, err := d.Root.ExecContext(ctx, "INSERT INTO event_audit_log (id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, version, state, source, fields, created_at) VALUES "+strings.Join(auditRows, ","), auditArgs...); err != nil {
 				b.Fatal(err)
 			}
 			evRows, auditRows, evArgs, auditArgs = nil, nil, nil, nil
 		}
 		ts := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+		fieldSet := func(fs store.FieldSet) string {
+			j, err := json.Marshal(fs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return string(j)
+		}
 		for v := range prior {
 			src, other, own := "netsuite", "suitex", "credit_limit"
 			if v%2 == 1 {
@@ -254,16 +266,29 @@ func seedHistory(b *testing.B, d *testdb.DB, records []string, prior int) {
 				own:     json.RawMessage(fmt.Sprint(v)),
 			}
 			cj, _ := json.Marshal(changes)
+			at := ts.Add(time.Duration(v) * time.Second)
 			ev := store.Event{ID: uuid.NewString(), RecordType: "customer", RecordID: rid, Source: src,
-				Timestamp: ts.Add(time.Duration(v) * time.Second), BaseVersion: uint64(v), Changes: cj}
-			st = st.apply(ev, changes)
+				Timestamp: at, BaseVersion: uint64(v), Changes: cj}
+			st = st.Apply(ev, changes)
 			state, _ := json.Marshal(st)
 			fp := event.HashHex([]byte(ev.ID))
+			digests := record.Digests(changes)
+			sendingID := mysqlstore.NewAuditID()
 			evRows = append(evRows, "(?, 'customer', ?, ?, ?, ?, ?, 1)")
 			evArgs = append(evArgs, ev.ID, rid, src, ev.Timestamp, ev.BaseVersion, string(cj))
-			auditRows = append(auditRows, "(?, ?, ?, 'customer', ?, 'accepted', 'merge', ?, ?)", "(?, ?, ?, 'customer', ?, 'delivered', ?, ?, NULL)")
-			auditArgs = append(auditArgs, uuid.NewString(), ev.ID, fp, rid, v+1, string(state),
-				uuid.NewString(), ev.ID, fp, rid, other, v+1)
+			// Written in this order (created_at, then the time-ordered id):
+			// the report, the attempt, its outcome.
+			auditRows = append(auditRows,
+				"(?, ?, ?, 'customer', ?, 'accepted', 'merge', ?, ?, ?, ?, ?)",
+				"(?, ?, ?, 'customer', ?, 'sending', ?, ?, NULL, NULL, ?, ?)",
+				"(?, ?, ?, 'customer', ?, 'delivered', ?, ?, NULL, NULL, ?, ?)")
+			auditArgs = append(auditArgs,
+				mysqlstore.NewAuditID(), ev.ID, fp, rid, v+1, string(state), src,
+				fieldSet(store.FieldSet{Base: uint64(v), Fields: digests}), at,
+				sendingID, ev.ID, fp, rid, other, v+1,
+				fieldSet(store.FieldSet{Fields: digests}), at.Add(time.Millisecond),
+				mysqlstore.NewAuditID(), ev.ID, fp, rid, other, v+1,
+				fieldSet(store.FieldSet{Attempt: sendingID, Fields: digests}), at.Add(2*time.Millisecond))
 			if len(evRows) == batch {
 				flush()
 			}
@@ -301,11 +326,18 @@ func BenchmarkHistory(b *testing.B) {
 				if err != nil || res.Outcome != store.OutcomeAccepted {
 					b.Fatalf("process: %+v %v", res, err)
 				}
-				// What the other system's sink records (not measured).
+				// What the other system's sink records (not measured): the
+				// attempt, then its outcome, with the field sent.
 				b.StopTimer()
-				if err := d.Store.AppendAudit(ctx, store.Audit{EventID: res.EventID, Fingerprint: res.Fingerprint, RecordType: "customer",
-					RecordID: rid, Outcome: store.OutcomeDelivered, Stage: other, Version: res.Version}); err != nil {
-					b.Fatal(err)
+				sent := map[string]string{"email": record.Digest(json.RawMessage(fmt.Sprintf(`"b%d@x"`, i)))}
+				sending := store.Audit{ID: mysqlstore.NewAuditID(), EventID: res.EventID, Fingerprint: res.Fingerprint, RecordType: "customer",
+					RecordID: rid, Outcome: store.OutcomeSending, Stage: other, Version: res.Version, Fields: &store.FieldSet{Fields: sent}}
+				done := sending
+				done.ID, done.Outcome, done.Fields = "", store.OutcomeDelivered, &store.FieldSet{Attempt: sending.ID, Fields: sent}
+				for _, a := range []store.Audit{sending, done} {
+					if err := d.Store.AppendAudit(ctx, a); err != nil {
+						b.Fatal(err)
+					}
 				}
 				b.StartTimer()
 			}

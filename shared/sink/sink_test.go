@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -21,7 +22,9 @@ import (
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/logging"
 	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/sink"
+	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 	"github.com/backbone-sync/backbone/shared/testdb"
@@ -33,15 +36,15 @@ type recorder struct {
 	secrets []string
 
 	mu    sync.Mutex
-	calls []event.Merged
+	calls []sink.Delivery
 	err   error
 }
 
 func (r *recorder) Name() string { return r.name }
-func (r *recorder) Deliver(_ context.Context, ev event.Merged) error {
+func (r *recorder) Deliver(_ context.Context, d sink.Delivery) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.calls = append(r.calls, ev)
+	r.calls = append(r.calls, d)
 	return r.err
 }
 func (r *recorder) Secrets() []string { return r.secrets }
@@ -50,14 +53,63 @@ func (r *recorder) called() int {
 	defer r.mu.Unlock()
 	return len(r.calls)
 }
+func (r *recorder) last() sink.Delivery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls[len(r.calls)-1]
+}
+func (r *recorder) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.err = err
+}
 
 func merged(rt, rid, source string, version uint64) event.Merged {
+	return mergedWith(rt, rid, source, version, `{"email":"ada@example.com","phone":null}`)
+}
+
+// mergedWith is a merged event of version with the changes given as JSON.
+func mergedWith(rt, rid, source string, version uint64, changes string) event.Merged {
+	var c map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(changes), &c); err != nil {
+		panic(err)
+	}
 	return event.Merged{
 		ID: uuid.NewString(), RecordType: rt, RecordID: rid, Source: source,
 		Timestamp:   event.NewTime(time.Date(2026, 3, 13, 20, 0, 0, 123456000, time.UTC)),
-		BaseVersion: version - 1, Version: version,
-		Changes: map[string]json.RawMessage{"email": json.RawMessage(`"ada@example.com"`), "phone": json.RawMessage(`null`)},
+		BaseVersion: version - 1, Version: version, Changes: c,
 	}
+}
+
+// storeChain stores versions 1..n of a record, version v changing email to
+// "v{v}@x" (and version 2 also setting phone), and returns them.
+func storeChain(t *testing.T, st store.Store, rt, rid, source string, n uint64) []event.Merged {
+	t.Helper()
+	var out []event.Merged
+	for v := uint64(1); v <= n; v++ {
+		changes := fmt.Sprintf(`{"email":"v%d@x"}`, v)
+		if v == 2 {
+			changes = `{"email":"v2@x","phone":"2"}`
+		}
+		ev := mergedWith(rt, rid, source, v, changes)
+		appendEvent(t, st, ev)
+		out = append(out, ev)
+	}
+	return out
+}
+
+// sentJSON renders a delivery's changes as canonical JSON, for comparison.
+func sentJSON(t *testing.T, d sink.Delivery) string {
+	t.Helper()
+	b, err := json.Marshal(d.Changes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := event.Canonical(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(c)
 }
 
 func msg(t *testing.T, env config.Env, ev event.Merged) message.Message {
@@ -74,21 +126,12 @@ func msg(t *testing.T, env config.Env, ev event.Merged) message.Message {
 	}
 }
 
-// appendEvent stores ev as the merge engine would, so DeliveredTo (which
-// joins events) sees deliveries of it.
+// appendEvent stores ev as the merge engine would (the event, and its
+// merge audit row with the source's report of its fields): the Runner reads
+// the record's state and the target's known state from the store.
 func appendEvent(t *testing.T, st store.Store, ev event.Merged) {
 	t.Helper()
-	changes, _ := json.Marshal(ev.Changes)
-	fp, err := sink.Fingerprint(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = st.AppendEvent(context.Background(), store.Event{ID: ev.ID, RecordType: ev.RecordType, RecordID: ev.RecordID,
-		Source: ev.Source, Timestamp: ev.Timestamp.Time, BaseVersion: ev.BaseVersion, Changes: changes},
-		store.Audit{Fingerprint: fp, RecordType: ev.RecordType, RecordID: ev.RecordID, Outcome: store.OutcomeAccepted, Stage: store.StageMerge})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sinktest.StoreMerged(t, st, ev)
 }
 
 func trail(t *testing.T, st store.Store, rt, rid, stage string) []store.Audit {
@@ -106,7 +149,7 @@ func trail(t *testing.T, st store.Store, rt, rid, stage string) []store.Audit {
 	return out
 }
 
-func TestDeliveredAuditRowIsWhatMergeAndGuardRead(t *testing.T) {
+func TestDeliveredAuditRowsAreWhatMergeAndKnownStateRead(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
 	st, _ := d.Worker(t) // the least-privilege user the functions run as
@@ -121,97 +164,190 @@ func TestDeliveredAuditRowIsWhatMergeAndGuardRead(t *testing.T) {
 	if err != nil || outcome != store.OutcomeDelivered {
 		t.Fatalf("Deliver: %q %v", outcome, err)
 	}
-	if tgt.called() != 1 || tgt.calls[0].ID != ev.ID || string(tgt.calls[0].Changes["email"]) != `"ada@example.com"` {
+	if tgt.called() != 1 {
 		t.Fatalf("target got %+v", tgt.calls)
 	}
+	// The merged event of the newest version, with every field the target
+	// lacks, since_version 0 and the key {event id}:{digest of the changes}.
+	got := tgt.last()
+	sum := sha256.Sum256([]byte(`{"email":"ada@example.com","phone":null}`))
+	if got.ID != ev.ID || got.Version != 1 || got.Source != "suitex" || sentJSON(t, got) != `{"email":"ada@example.com","phone":null}` ||
+		got.SinceVersion != 0 || got.IdempotencyKey != ev.ID+":"+hex.EncodeToString(sum[:8]) {
+		t.Fatalf("target got %+v (key %s)", got, got.IdempotencyKey)
+	}
 	rows := trail(t, st, "customer", "C-1001", store.StageNetSuite)
-	if len(rows) != 1 {
+	if len(rows) != 2 {
 		t.Fatalf("audit rows %+v", rows)
 	}
 	fp, _ := sink.Fingerprint(ev)
-	a := rows[0]
-	if a.Outcome != store.OutcomeDelivered || a.EventID != ev.ID || a.Version != 1 || a.RecordType != "customer" ||
-		a.RecordID != "C-1001" || a.Fingerprint != fp || a.MessageID != m.ID {
-		t.Fatalf("audit row %+v", a)
+	wantFields := map[string]string{"email": record.Digest(json.RawMessage(`"ada@example.com"`)), "phone": record.Digest(json.RawMessage(`null`))}
+	sending, done := rows[0], rows[1]
+	for i, a := range rows {
+		if a.EventID != ev.ID || a.Version != 1 || a.RecordType != "customer" || a.RecordID != "C-1001" ||
+			a.Fingerprint != fp || a.MessageID != m.ID || a.Fields == nil || !maps.Equal(a.Fields.Fields, wantFields) {
+			t.Fatalf("audit row %d %+v (fields %+v)", i, a, a.Fields)
+		}
+	}
+	// One row just before the request (the echo rule counts it from then),
+	// one for the outcome, naming the attempt it concludes.
+	if sending.Outcome != store.OutcomeSending || sending.Fields.Attempt != "" ||
+		done.Outcome != store.OutcomeDelivered || done.Fields.Attempt != sending.ID {
+		t.Fatalf("sending %+v / outcome %+v", sending, done)
+	}
+	// What the merge's echo rule and the next delivery read.
+	hist, err := st.SystemHistory(ctx, "customer", "C-1001", store.StageNetSuite, 0)
+	if err != nil || len(hist) != 2 || hist[0].ID != sending.ID || hist[1].ID != done.ID {
+		t.Fatalf("NetSuite's history %+v, %v", hist, err)
+	}
+	if hist, _ := st.SystemHistory(ctx, "customer", "C-1001", store.StageSuiteX, 0); len(hist) != 1 ||
+		hist[0].Stage != store.StageMerge || hist[0].Source != "suitex" {
+		t.Fatalf("SuiteX's history (its own report) %+v", hist)
 	}
 	last, err := st.LastDelivered(ctx, "customer", "C-1001", store.StageNetSuite)
 	if err != nil || last != 1 {
 		t.Fatalf("LastDelivered = %d, %v", last, err)
 	}
-	got, err := st.DeliveredTo(ctx, "customer", "C-1001", store.StageNetSuite, 5, 10)
-	if err != nil || len(got) != 1 || got[0].ID != ev.ID {
-		t.Fatalf("DeliveredTo = %+v, %v", got, err)
+	dl, err := st.DeliveredTo(ctx, "customer", "C-1001", store.StageNetSuite, 5, 10)
+	if err != nil || len(dl) != 1 || dl[0].ID != ev.ID {
+		t.Fatalf("DeliveredTo = %+v, %v", dl, err)
 	}
 	if other, _ := st.LastDelivered(ctx, "customer", "C-1001", store.StageSuiteX); other != 0 {
 		t.Fatalf("delivery to netsuite counted for suitex: %d", other)
 	}
+
+	// The same message again: the target already holds every field.
+	if outcome, err := r.Deliver(ctx, m); err != nil || outcome != store.OutcomeStale {
+		t.Fatalf("redelivery: %q %v", outcome, err)
+	}
+	if tgt.called() != 1 {
+		t.Fatalf("a redelivery sent %d requests", tgt.called()-1)
+	}
+	if rows := trail(t, st, "customer", "C-1001", store.StageNetSuite); len(rows) != 3 ||
+		rows[2].Outcome != store.OutcomeStale || rows[2].Fields != nil || rows[2].EventID != ev.ID {
+		t.Fatalf("redelivery audit %+v", rows)
+	}
 }
 
-func TestEchoIsNeverSentBack(t *testing.T) {
+// TestOwnEventSendsOnlyWhatTheTargetLacks: an event from NetSuite is not
+// sent back to NetSuite when NetSuite reported those values itself
+// (skipped_echo), but a delivery it triggers does send the fields NetSuite
+// lacks (another source's change whose own delivery has not run yet).
+func TestOwnEventSendsOnlyWhatTheTargetLacks(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
 	ctx := context.Background()
 	tgt := &recorder{name: store.StageNetSuite}
 	r := sink.NewRunner(config.Sandbox, tgt, d.Store, nil)
-	ev := merged("customer", "C-echo", "netsuite", 3)
-	outcome, err := r.Deliver(ctx, msg(t, config.Sandbox, ev))
+	const rid = "C-echo"
+	v1 := merged("customer", rid, "netsuite", 1)
+	appendEvent(t, d.Store, v1)
+	outcome, err := r.Deliver(ctx, msg(t, config.Sandbox, v1))
 	if err != nil || outcome != store.OutcomeSkippedEcho {
 		t.Fatalf("Deliver: %q %v", outcome, err)
 	}
 	if tgt.called() != 0 {
-		t.Fatal("an event from netsuite was sent to netsuite")
+		t.Fatal("NetSuite's own values were sent to NetSuite")
 	}
-	rows := trail(t, d.Store, "customer", "C-echo", store.StageNetSuite)
-	if len(rows) != 1 || rows[0].Outcome != store.OutcomeSkippedEcho || rows[0].EventID != ev.ID || rows[0].Version != 3 {
+	rows := trail(t, d.Store, "customer", rid, store.StageNetSuite)
+	if len(rows) != 1 || rows[0].Outcome != store.OutcomeSkippedEcho || rows[0].EventID != v1.ID || rows[0].Version != 1 {
 		t.Fatalf("audit %+v", rows)
 	}
-	// An echo skip is not a delivery: the merge engine must not count it.
-	if last, _ := d.Store.LastDelivered(ctx, "customer", "C-echo", store.StageNetSuite); last != 0 {
+	// An echo skip is not a delivery.
+	if last, _ := d.Store.LastDelivered(ctx, "customer", rid, store.StageNetSuite); last != 0 {
 		t.Fatalf("skipped echo counted as delivered: %d", last)
+	}
+
+	// SuiteX changes nickname (v2, its delivery still queued), then NetSuite
+	// changes email (v3). v3's message comes from NetSuite, yet NetSuite
+	// lacks v2's nickname: that, and only that, is sent, as version 3.
+	v2 := mergedWith("customer", rid, "suitex", 2, `{"nickname":"ada"}`)
+	v3 := mergedWith("customer", rid, "netsuite", 3, `{"email":"new@x"}`)
+	appendEvent(t, d.Store, v2)
+	appendEvent(t, d.Store, v3)
+	if outcome, err := r.Deliver(ctx, msg(t, config.Sandbox, v3)); err != nil || outcome != store.OutcomeDelivered {
+		t.Fatalf("v3: %q %v", outcome, err)
+	}
+	if tgt.called() != 1 {
+		t.Fatalf("%d requests", tgt.called())
+	}
+	if got := tgt.last(); got.ID != v3.ID || got.Version != 3 || sentJSON(t, got) != `{"nickname":"ada"}` {
+		t.Fatalf("NetSuite got %+v, want v3 carrying only nickname", got)
+	}
+	// v2's own message, late: nothing is missing any more.
+	if outcome, err := r.Deliver(ctx, msg(t, config.Sandbox, v2)); err != nil || outcome != store.OutcomeStale {
+		t.Fatalf("v2 after v3: %q %v", outcome, err)
+	}
+	if tgt.called() != 1 {
+		t.Fatalf("v2 sent again: %d requests", tgt.called())
 	}
 }
 
-func TestRegressionGuardSkipsOlderAndEqualVersions(t *testing.T) {
+// TestOlderOrRepeatedMessagesNeverRegressTheTarget: a delivery always sends
+// the values of the record's newest version N, whichever message triggers
+// it, so an old version arriving late finds nothing missing (stale) and can
+// never put an old value back; an old message arriving first brings the
+// target straight to N.
+func TestOlderOrRepeatedMessagesNeverRegressTheTarget(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
 	ctx := context.Background()
 	tgt := &recorder{name: store.StageSuiteX}
 	r := sink.NewRunner(config.Production, tgt, d.Store, nil)
 
-	v5 := merged("customer", "C-9", "netsuite", 5)
+	evs := storeChain(t, d.Store, "customer", "C-9", "netsuite", 5)
+	v3, v5 := evs[2], evs[4]
 	if out, err := r.Deliver(ctx, msg(t, config.Production, v5)); err != nil || out != store.OutcomeDelivered {
 		t.Fatalf("v5: %q %v", out, err)
 	}
-	v3 := merged("customer", "C-9", "netsuite", 3)
+	if got := tgt.last(); got.ID != v5.ID || got.Version != 5 || sentJSON(t, got) != `{"email":"v5@x","phone":"2"}` {
+		t.Fatalf("v5 delivered %+v: want the state at v5 (v2's phone included)", got)
+	}
 	out, err := r.Deliver(ctx, msg(t, config.Production, v3))
 	if err != nil || out != store.OutcomeStale {
 		t.Fatalf("v3 after v5: %q %v", out, err)
 	}
-	// A redelivery of v5 (same version) is skipped as a duplicate.
+	// A redelivery of v5 finds nothing missing either.
 	out, err = r.Deliver(ctx, msg(t, config.Production, v5))
-	if err != nil || out != store.OutcomeDuplicate {
+	if err != nil || out != store.OutcomeStale {
 		t.Fatalf("v5 again: %q %v", out, err)
 	}
 	if tgt.called() != 1 {
 		t.Fatalf("target called %d times, want once (v5 only)", tgt.called())
 	}
 	rows := trail(t, d.Store, "customer", "C-9", store.StageSuiteX)
-	if len(rows) != 3 {
+	if len(rows) != 4 || rows[0].Outcome != store.OutcomeSending || rows[1].Outcome != store.OutcomeDelivered {
 		t.Fatalf("audit %+v", rows)
 	}
-	byOutcome := map[string]store.Audit{}
-	for _, a := range rows {
-		byOutcome[a.Outcome] = a
+	if a := rows[2]; a.Outcome != store.OutcomeStale || a.EventID != v3.ID || a.Version != 3 || !strings.Contains(a.Detail, "version 5") {
+		t.Fatalf("stale row of v3 %+v", a)
 	}
-	if a := byOutcome[store.OutcomeStale]; a.EventID != v3.ID || a.Version != 3 || !strings.Contains(a.Detail, "5") {
-		t.Fatalf("stale row %+v", a)
+	if a := rows[3]; a.Outcome != store.OutcomeStale || a.EventID != v5.ID || a.Version != 5 {
+		t.Fatalf("stale row of v5 again %+v", a)
 	}
-	if a := byOutcome[store.OutcomeDuplicate]; a.EventID != v5.ID || a.Version != 5 {
-		t.Fatalf("duplicate row %+v", a)
-	}
-	// v6 still goes through.
-	if out, err := r.Deliver(ctx, msg(t, config.Production, merged("customer", "C-9", "netsuite", 6))); err != nil || out != store.OutcomeDelivered {
+	// v6 still goes through, with only what changed and since_version 5.
+	v6 := mergedWith("customer", "C-9", "netsuite", 6, `{"email":"v6@x"}`)
+	appendEvent(t, d.Store, v6)
+	if out, err := r.Deliver(ctx, msg(t, config.Production, v6)); err != nil || out != store.OutcomeDelivered {
 		t.Fatalf("v6: %q %v", out, err)
+	}
+	if got := tgt.last(); got.Version != 6 || got.SinceVersion != 5 || sentJSON(t, got) != `{"email":"v6@x"}` {
+		t.Fatalf("v6 delivered %+v", got)
+	}
+
+	// The other order: v2's message arrives while v4 is already stored. It
+	// sends v4's values (as version 4), and v4's own message is then stale.
+	old := storeChain(t, d.Store, "customer", "C-9b", "netsuite", 4)
+	if out, err := r.Deliver(ctx, msg(t, config.Production, old[1])); err != nil || out != store.OutcomeDelivered {
+		t.Fatalf("v2 of 4: %q %v", out, err)
+	}
+	if got := tgt.last(); got.ID != old[3].ID || got.Version != 4 || got.RecordID != "C-9b" || sentJSON(t, got) != `{"email":"v4@x","phone":"2"}` {
+		t.Fatalf("v2's message delivered %+v, want version 4's values", got)
+	}
+	if out, err := r.Deliver(ctx, msg(t, config.Production, old[3])); err != nil || out != store.OutcomeStale {
+		t.Fatalf("v4 after its values went out: %q %v", out, err)
+	}
+	if tgt.called() != 3 {
+		t.Fatalf("%d requests, want 3", tgt.called())
 	}
 }
 
@@ -298,7 +434,9 @@ func TestFailedDeliveryIsAuditedAndRedacted(t *testing.T) {
 		err: failure.Retryable("whatever", "http_503", "PUT /x: HTTP 503: upstream said Authorization: OAuth oauth_token="+secret)}
 	r := sink.NewRunner(config.Sandbox, tgt, d.Store, logging.New(&logs, slog.LevelDebug))
 	ev := merged("customer", "C-fail", "suitex", 1)
-	out, err := r.Deliver(context.Background(), msg(t, config.Sandbox, ev))
+	appendEvent(t, d.Store, ev)
+	m := msg(t, config.Sandbox, ev)
+	out, err := r.Deliver(context.Background(), m)
 	f, ok := failure.As(err)
 	if !ok || out != store.OutcomeFailed || !f.Retryable || f.Reason != "http_503" {
 		t.Fatalf("Deliver: %q %v", out, err)
@@ -310,8 +448,9 @@ func TestFailedDeliveryIsAuditedAndRedacted(t *testing.T) {
 		t.Fatalf("detail not redacted: %s", f.Detail)
 	}
 	rows := trail(t, d.Store, "customer", "C-fail", store.StageNetSuite)
-	if len(rows) != 1 || rows[0].Outcome != store.OutcomeFailed || rows[0].Version != 1 ||
-		!strings.HasPrefix(rows[0].Detail, "http_503: ") || strings.Contains(rows[0].Detail, secret) {
+	if len(rows) != 2 || rows[0].Outcome != store.OutcomeSending || rows[1].Outcome != store.OutcomeFailed || rows[1].Version != 1 ||
+		rows[1].Fields == nil || rows[1].Fields.Attempt != rows[0].ID ||
+		!strings.HasPrefix(rows[1].Detail, "http_503: ") || strings.Contains(rows[1].Detail, secret) {
 		t.Fatalf("audit %+v", rows)
 	}
 	if strings.Contains(logs.String(), secret) {
@@ -324,6 +463,46 @@ func TestFailedDeliveryIsAuditedAndRedacted(t *testing.T) {
 	if last, _ := d.Store.LastDelivered(context.Background(), "customer", "C-fail", store.StageNetSuite); last != 0 {
 		t.Fatalf("failed delivery counted: %d", last)
 	}
+	// A 503 may come after the target applied the change: what it carried is
+	// unknown, so the next delivery sends every field again.
+	tgt.fail(nil)
+	if out, err := r.Deliver(context.Background(), m); err != nil || out != store.OutcomeDelivered {
+		t.Fatalf("retry: %q %v", out, err)
+	}
+	if tgt.called() != 2 || sentJSON(t, tgt.last()) != `{"email":"ada@example.com","phone":null}` {
+		t.Fatalf("retry sent %+v", tgt.calls)
+	}
+}
+
+// TestRefusedDeliveryIsAuditedRefused: a clear refusal (a 4xx before the
+// target acted) is audited `refused`, not `failed`, and the fields it
+// carried are still missing: the next delivery sends them again.
+func TestRefusedDeliveryIsAuditedRefused(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	refusal := failure.Permanent("whatever", "http_400", "unknown field phone")
+	refusal.NotApplied = true
+	tgt := &recorder{name: store.StageSuiteX, err: refusal}
+	r := sink.NewRunner(config.Sandbox, tgt, d.Store, nil)
+	ev := merged("customer", "C-refused", "netsuite", 1)
+	appendEvent(t, d.Store, ev)
+	m := msg(t, config.Sandbox, ev)
+	out, err := r.Deliver(context.Background(), m)
+	if f, ok := failure.As(err); !ok || out != store.OutcomeFailed || f.Retryable || f.Reason != "http_400" {
+		t.Fatalf("Deliver: %q %v", out, err)
+	}
+	rows := trail(t, d.Store, "customer", "C-refused", store.StageSuiteX)
+	if len(rows) != 2 || rows[0].Outcome != store.OutcomeSending || rows[1].Outcome != store.OutcomeRefused ||
+		rows[1].Fields == nil || rows[1].Fields.Attempt != rows[0].ID {
+		t.Fatalf("audit %+v", rows)
+	}
+	tgt.fail(nil)
+	if out, err := r.Deliver(context.Background(), m); err != nil || out != store.OutcomeDelivered {
+		t.Fatalf("after the fix: %q %v", out, err)
+	}
+	if tgt.called() != 2 || sentJSON(t, tgt.last()) != `{"email":"ada@example.com","phone":null}` {
+		t.Fatalf("after the fix sent %+v", tgt.calls)
+	}
 }
 
 func TestPlainTargetErrorBecomesRetryableFailure(t *testing.T) {
@@ -331,10 +510,32 @@ func TestPlainTargetErrorBecomesRetryableFailure(t *testing.T) {
 	d := testdb.New(t)
 	tgt := &recorder{name: store.StageSuiteX, err: errors.New("boom")}
 	r := sink.NewRunner(config.Sandbox, tgt, d.Store, nil)
-	_, err := r.Deliver(context.Background(), msg(t, config.Sandbox, merged("customer", "C-x", "netsuite", 1)))
+	ev := merged("customer", "C-x", "netsuite", 1)
+	appendEvent(t, d.Store, ev)
+	_, err := r.Deliver(context.Background(), msg(t, config.Sandbox, ev))
 	f, ok := failure.As(err)
 	if !ok || !f.Retryable || f.Reason != sink.ReasonInternal || f.Stage != store.StageSuiteX {
 		t.Fatalf("%v", err)
+	}
+	if tgt.called() != 1 {
+		t.Fatalf("target called %d times", tgt.called())
+	}
+}
+
+// TestMessageAheadOfTheStoreIsNotDelivered: a merged message naming a
+// version the store does not hold (not this store's event) sends nothing:
+// what to send comes from the store.
+func TestMessageAheadOfTheStoreIsNotDelivered(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	tgt := &recorder{name: store.StageSuiteX}
+	r := sink.NewRunner(config.Sandbox, tgt, d.Store, nil)
+	out, err := r.Deliver(context.Background(), msg(t, config.Sandbox, merged("customer", "C-ahead", "netsuite", 3)))
+	if f, ok := failure.As(err); !ok || out != store.OutcomeFailed || !f.Retryable || !strings.Contains(f.Detail, "version 3") {
+		t.Fatalf("%q %v", out, err)
+	}
+	if tgt.called() != 0 {
+		t.Fatal("delivered a version the store does not hold")
 	}
 }
 
@@ -354,9 +555,9 @@ func TestStoreDownIsRetryable(t *testing.T) {
 	if !ok || out != store.OutcomeFailed || !f.Retryable || f.Reason != sink.ReasonStoreUnavailable {
 		t.Fatalf("%q %v", out, err)
 	}
-	// Without the regression guard's answer nothing is sent.
+	// Without the record's state and the target's known state nothing is sent.
 	if tgt.called() != 0 {
-		t.Fatal("delivered without knowing the last delivered version")
+		t.Fatal("delivered without reading the store")
 	}
 }
 
@@ -391,7 +592,7 @@ func ExampleRedact() {
 type panicker struct{}
 
 func (panicker) Name() string { return store.StageSuiteX }
-func (panicker) Deliver(context.Context, event.Merged) error {
+func (panicker) Deliver(context.Context, sink.Delivery) error {
 	var m map[string]int
 	m["boom"]++ // a nil-map write: a bug in a target
 	return nil
@@ -401,7 +602,9 @@ func TestTargetPanicBecomesRetryableFailure(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
 	r := sink.NewRunner(config.Sandbox, panicker{}, d.Store, nil)
-	out, err := r.Deliver(context.Background(), msg(t, config.Sandbox, merged("customer", "C-panic", "netsuite", 1)))
+	ev := merged("customer", "C-panic", "netsuite", 1)
+	appendEvent(t, d.Store, ev)
+	out, err := r.Deliver(context.Background(), msg(t, config.Sandbox, ev))
 	f, ok := failure.As(err)
 	if !ok || out != store.OutcomeFailed || !f.Retryable || f.Reason != sink.ReasonInternal || !strings.Contains(f.Detail, "panicked") {
 		t.Fatalf("%q %v", out, err)
@@ -412,30 +615,31 @@ func TestTargetPanicBecomesRetryableFailure(t *testing.T) {
 type gate struct {
 	recorder
 	block   uint64
+	once    sync.Once
 	entered chan struct{}
 	release chan struct{}
 }
 
-func (g *gate) Deliver(ctx context.Context, ev event.Merged) error {
-	if ev.Version == g.block {
-		close(g.entered)
+func (g *gate) Deliver(ctx context.Context, d sink.Delivery) error {
+	if d.Version == g.block {
+		g.once.Do(func() { close(g.entered) })
 		<-g.release
 	}
-	return g.recorder.Deliver(ctx, ev)
+	return g.recorder.Deliver(ctx, d)
 }
 
 // TestConcurrentDeliveriesNeverRegress: the live subscription delivers v5
-// while Retry re-delivers v3 (two services, one database). v3 must not land
-// after v5: the guard's read and the delivery are serialised per record.
+// while Retry re-delivers v3 (two services, one database). Deliveries of
+// one record to one target are serialised: v3's delivery waits for v5's,
+// then finds the target holds every field at v5 (stale), and sends nothing.
 func TestConcurrentDeliveriesNeverRegress(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
 	g := &gate{recorder: recorder{name: store.StageSuiteX}, block: 5, entered: make(chan struct{}), release: make(chan struct{})}
 	live := sink.NewRunner(config.Sandbox, g, db.Store, nil)
 	retrying := sink.NewRunner(config.Sandbox, g, db.Store, nil)
-	v3, v5 := merged("customer", "RACE-1", "netsuite", 3), merged("customer", "RACE-1", "netsuite", 5)
-	appendEvent(t, db.Store, v3)
-	appendEvent(t, db.Store, v5)
+	evs := storeChain(t, db.Store, "customer", "RACE-1", "netsuite", 5)
+	v3, v5 := evs[2], evs[4]
 	ctx := context.Background()
 	done5 := make(chan error, 1)
 	go func() {
@@ -453,7 +657,7 @@ func TestConcurrentDeliveriesNeverRegress(t *testing.T) {
 	}()
 	select {
 	case out := <-done3:
-		t.Fatalf("v3 finished (%s) while v5 was being delivered: the guard is not serialised", out)
+		t.Fatalf("v3 finished (%s) while v5 was being delivered: deliveries are not serialised", out)
 	case <-time.After(300 * time.Millisecond):
 	}
 	close(g.release)
@@ -465,8 +669,8 @@ func TestConcurrentDeliveriesNeverRegress(t *testing.T) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.calls) != 1 || g.calls[0].Version != 5 {
-		t.Errorf("target received %d deliveries (first v%d), want only v5", len(g.calls), g.calls[0].Version)
+	if len(g.calls) != 1 || g.calls[0].Version != 5 || g.calls[0].ID != v5.ID {
+		t.Fatalf("target received %d deliveries (%+v), want only v5", len(g.calls), g.calls)
 	}
 }
 

@@ -58,10 +58,10 @@ const (
 type plan int
 
 const (
-	planOK         plan = iota
-	planFail            // 503 before applying
-	planApplyFail       // applies, then answers 504 (a timeout after apply)
-	planRefuse          // 400 without applying
+	planOK        plan = iota
+	planFail           // 503 before applying
+	planApplyFail      // applies, then answers 504 (a timeout after apply)
+	planRefuse         // 400 without applying
 )
 
 // world is shared by the schedules of one test; each schedule owns its
@@ -174,12 +174,12 @@ type sched struct {
 	clock   int
 
 	mu        sync.Mutex
-	rawQ      map[string][]message.Message // per source
-	mergedQ   map[string][]message.Message // per target
-	retryQ    map[string][]parked          // per target
-	dead      map[string][]parked          // per target
-	base      map[string]uint64            // system + "/" + record -> version the system holds
-	plans     map[string][]plan            // per target: answers to the next requests
+	rawQ      map[string][]message.Message                                                      // per source
+	mergedQ   map[string][]message.Message                                                      // per target
+	retryQ    map[string][]parked                                                               // per target
+	dead      map[string][]parked                                                               // per target
+	base      map[string]uint64                                                                 // system + "/" + record -> version the system holds
+	plans     map[string][]plan                                                                 // per target: answers to the next requests
 	echo      func(sys, rid string, version, oldBase uint64, fields map[string]json.RawMessage) // decides echoes
 	poisoned  bool
 	published int

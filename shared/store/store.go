@@ -50,11 +50,11 @@ const (
 	OutcomeSending = "sending"
 	// OutcomeRefused: the target clearly refused the attempt before acting
 	// (4xx, 429, a connection never made): it did not apply it.
-	OutcomeRefused = "refused"
-	OutcomeRetried     = "retried"
-	OutcomeDeadLetter  = "dead_lettered"
-	OutcomeRedriven    = "redriven"
-	OutcomePublished   = "published" // outbox recovery published an event
+	OutcomeRefused    = "refused"
+	OutcomeRetried    = "retried"
+	OutcomeDeadLetter = "dead_lettered"
+	OutcomeRedriven   = "redriven"
+	OutcomePublished  = "published" // outbox recovery published an event
 )
 
 // Stages (event_audit_log.stage, error message stage).

@@ -89,6 +89,12 @@ func mergedEvent(rid, source string, version uint64, changes string) event.Merge
 		Timestamp: event.NewTime(time.Now()), BaseVersion: version - 1, Version: version, Changes: c}
 }
 
+// delivery is what the Runner hands the target for ev (the upsert does not
+// use the idempotency key).
+func delivery(ev event.Merged) sink.Delivery {
+	return sink.Delivery{Merged: ev, IdempotencyKey: ev.ID + ":0000000000000000"}
+}
+
 func pushMsg(t *testing.T, ev event.Merged) message.Message {
 	t.Helper()
 	data, err := json.Marshal(ev)
@@ -108,10 +114,12 @@ func TestTBASignaturePassesTheFakeNetSuite(t *testing.T) {
 	ctx := context.Background()
 
 	v1 := mergedEvent("C-1001", "suitex", 1, `{"email":"ada@example.com","phone":"+1 555 0100","company_name":"Acme"}`)
+	sinktest.StoreMerged(t, d.Store, v1)
 	if out, err := r.Deliver(ctx, pushMsg(t, v1)); err != nil || out != store.OutcomeDelivered {
 		t.Fatalf("v1: %q %v (fake refused: %v)", out, err, fake.AuthFailures())
 	}
 	v2 := mergedEvent("C-1001", "suitex", 2, `{"phone":null}`)
+	sinktest.StoreMerged(t, d.Store, v2)
 	if out, err := r.Deliver(ctx, pushMsg(t, v2)); err != nil || out != store.OutcomeDelivered {
 		t.Fatalf("v2: %q %v (fake refused: %v)", out, err, fake.AuthFailures())
 	}
@@ -125,6 +133,10 @@ func TestTBASignaturePassesTheFakeNetSuite(t *testing.T) {
 	reqs := fake.Requests()
 	if len(reqs) != 2 || reqs[0].Method != http.MethodPut || reqs[0].RawPath != "/services/rest/record/v1/customer/eid:C-1001" {
 		t.Fatalf("requests %+v", reqs)
+	}
+	// The second upsert carries only what NetSuite lacked: v2's phone.
+	if string(reqs[1].Body) != `{"phone":null}` {
+		t.Fatalf("second upsert %s", reqs[1].Body)
 	}
 	h := reqs[0].Header.Get("Authorization")
 	if !strings.HasPrefix(h, `OAuth realm="`+realm+`"`) || !strings.Contains(h, `oauth_signature_method="HMAC-SHA256"`) {
@@ -149,7 +161,9 @@ func TestFakeNetSuiteRejectsAWrongSignature(t *testing.T) {
 	cfg := tbaConfig(srv.URL)
 	cfg.TokenSecret = "ts-wrong-0000000000000000"
 	r := sink.NewRunner(config.Sandbox, newTarget(t, cfg), d.Store, nil)
-	out, err := r.Deliver(context.Background(), pushMsg(t, mergedEvent("C-2", "suitex", 1, `{"a":1}`)))
+	c2 := mergedEvent("C-2", "suitex", 1, `{"a":1}`)
+	sinktest.StoreMerged(t, d.Store, c2)
+	out, err := r.Deliver(context.Background(), pushMsg(t, c2))
 	f, ok := failure.As(err)
 	if !ok || out != store.OutcomeFailed || f.Retryable || f.Reason != "INVALID_LOGIN" {
 		t.Fatalf("wrong secret: %q %v", out, err)
@@ -161,7 +175,7 @@ func TestFakeNetSuiteRejectsAWrongSignature(t *testing.T) {
 	// A correctly signed request, then the same request with one character
 	// of the signature changed, then the correct one replayed.
 	good := newTarget(t, tbaConfig(srv.URL))
-	if err := good.Deliver(context.Background(), mergedEvent("C-3", "suitex", 1, `{"a":1}`)); err != nil {
+	if err := good.Deliver(context.Background(), delivery(mergedEvent("C-3", "suitex", 1, `{"a":1}`))); err != nil {
 		t.Fatalf("good signature refused: %v", err)
 	}
 	sent := fake.Requests()[0]
@@ -206,7 +220,7 @@ func TestRecordIDIsOnePercentEncodedSegment(t *testing.T) {
 		"😀-4byte~ok":   "%F0%9F%98%80-4byte~ok",
 		"..":           "..",
 	} {
-		if err := tgt.Deliver(context.Background(), mergedEvent(rid, "suitex", 1, `{"a":1}`)); err != nil {
+		if err := tgt.Deliver(context.Background(), delivery(mergedEvent(rid, "suitex", 1, `{"a":1}`))); err != nil {
 			t.Fatalf("%q: %v (fake: %v)", rid, err, fake.AuthFailures())
 		}
 		reqs := fake.Requests()
@@ -281,23 +295,24 @@ func TestNetSuiteClassification(t *testing.T) {
 		rid       string
 		runner    *sink.Runner
 		outcome   string
+		audited   string // the outcome row: delivered, refused (a clear refusal) or failed (in doubt)
 		reason    string
 		retryable bool
 		detail    string
 	}{
-		{"R-200", r, store.OutcomeDelivered, "", false, ""},
-		{"R-204", r, store.OutcomeDelivered, "", false, ""},
-		{"R-400", r, store.OutcomeFailed, "INVALID_VALUE", false, "Invalid value for the resource"},
-		{"R-400-echo", r, store.OutcomeFailed, "http_400", false, sink.Redacted},
-		{"R-401", r, store.OutcomeFailed, "INVALID_LOGIN", false, "HTTP 401"},
-		{"R-404", r, store.OutcomeFailed, "http_404", false, "HTTP 404"},
-		{"R-409", r, store.OutcomeFailed, "CONFLICT", false, "HTTP 409"},
-		{"R-429", r, store.OutcomeFailed, "CONCURRENCY_LIMIT_EXCEEDED", true, "HTTP 429"},
-		{"R-400-conc", r, store.OutcomeFailed, "CONCURRENCY_LIMIT_EXCEEDED", true, "HTTP 400"},
-		{"R-500", r, store.OutcomeFailed, "http_500", true, "more bytes"},
-		{"R-503", r, store.OutcomeFailed, "http_503", true, "Service Unavailable"},
-		{"R-timeout", r, store.OutcomeFailed, sink.ReasonTimeout, true, ""},
-		{"R-refused", refused, store.OutcomeFailed, sink.ReasonConnectionRefused, true, ""},
+		{"R-200", r, store.OutcomeDelivered, store.OutcomeDelivered, "", false, ""},
+		{"R-204", r, store.OutcomeDelivered, store.OutcomeDelivered, "", false, ""},
+		{"R-400", r, store.OutcomeFailed, store.OutcomeRefused, "INVALID_VALUE", false, "Invalid value for the resource"},
+		{"R-400-echo", r, store.OutcomeFailed, store.OutcomeRefused, "http_400", false, sink.Redacted},
+		{"R-401", r, store.OutcomeFailed, store.OutcomeRefused, "INVALID_LOGIN", false, "HTTP 401"},
+		{"R-404", r, store.OutcomeFailed, store.OutcomeRefused, "http_404", false, "HTTP 404"},
+		{"R-409", r, store.OutcomeFailed, store.OutcomeRefused, "CONFLICT", false, "HTTP 409"},
+		{"R-429", r, store.OutcomeFailed, store.OutcomeRefused, "CONCURRENCY_LIMIT_EXCEEDED", true, "HTTP 429"},
+		{"R-400-conc", r, store.OutcomeFailed, store.OutcomeRefused, "CONCURRENCY_LIMIT_EXCEEDED", true, "HTTP 400"},
+		{"R-500", r, store.OutcomeFailed, store.OutcomeFailed, "http_500", true, "more bytes"},
+		{"R-503", r, store.OutcomeFailed, store.OutcomeFailed, "http_503", true, "Service Unavailable"},
+		{"R-timeout", r, store.OutcomeFailed, store.OutcomeFailed, sink.ReasonTimeout, true, ""},
+		{"R-refused", refused, store.OutcomeFailed, store.OutcomeRefused, sink.ReasonConnectionRefused, true, ""},
 	}
 	var (
 		mu     sync.Mutex
@@ -308,12 +323,20 @@ func TestNetSuiteClassification(t *testing.T) {
 			t.Run(tc.rid, func(t *testing.T) {
 				t.Parallel()
 				ev := mergedEvent(tc.rid, "suitex", 1, `{"email":"ada@example.com"}`)
+				sinktest.StoreMerged(t, d.Store, ev)
 				out, err := tc.runner.Deliver(context.Background(), pushMsg(t, ev))
 				if out != tc.outcome {
 					t.Fatalf("outcome %q, want %q (%v)", out, tc.outcome, err)
 				}
-				rows, aerr := d.Store.AuditForEvent(context.Background(), ev.ID)
-				if aerr != nil || len(rows) != 1 || rows[0].Outcome != tc.outcome || rows[0].Stage != store.StageNetSuite {
+				all, aerr := d.Store.AuditForEvent(context.Background(), ev.ID)
+				var rows []store.Audit // the delivery's: sending, then the outcome
+				for _, a := range all {
+					if a.Stage == store.StageNetSuite {
+						rows = append(rows, a)
+					}
+				}
+				if aerr != nil || len(rows) != 2 || rows[0].Outcome != store.OutcomeSending || rows[1].Outcome != tc.audited ||
+					rows[1].Fields == nil || rows[1].Fields.Attempt != rows[0].ID {
 					t.Fatalf("audit %+v %v", rows, aerr)
 				}
 				if tc.outcome == store.OutcomeDelivered {
@@ -330,7 +353,7 @@ func TestNetSuiteClassification(t *testing.T) {
 					t.Fatalf("detail (%d bytes) lacks %q: %s", len(f.Detail), tc.detail, f.Detail)
 				}
 				mu.Lock()
-				report = append(report, f.Detail, rows[0].Detail)
+				report = append(report, f.Detail, rows[1].Detail)
 				mu.Unlock()
 			})
 		}
@@ -408,7 +431,7 @@ func TestOAuth2TokenIsFetchedOnceAndReusedUntilNearExpiry(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- tgt.Deliver(ctx, mergedEvent(fmt.Sprintf("C-%d", i), "suitex", 1, `{"a":1}`))
+			errs <- tgt.Deliver(ctx, delivery(mergedEvent(fmt.Sprintf("C-%d", i), "suitex", 1, `{"a":1}`)))
 		}()
 	}
 	wg.Wait()
@@ -423,7 +446,7 @@ func TestOAuth2TokenIsFetchedOnceAndReusedUntilNearExpiry(t *testing.T) {
 	}
 	// 50 minutes into a 60-minute token: reused.
 	clk.Advance(50 * time.Minute)
-	if err := tgt.Deliver(ctx, mergedEvent("C-50", "suitex", 1, `{"a":1}`)); err != nil {
+	if err := tgt.Deliver(ctx, delivery(mergedEvent("C-50", "suitex", 1, `{"a":1}`))); err != nil {
 		t.Fatal(err)
 	}
 	if n := fake.TokenFetches(); n != 1 {
@@ -432,7 +455,7 @@ func TestOAuth2TokenIsFetchedOnceAndReusedUntilNearExpiry(t *testing.T) {
 	// 58.5 minutes: within the refresh margin, a new token is fetched before
 	// NetSuite would refuse the old one.
 	clk.Advance(8*time.Minute + 30*time.Second)
-	if err := tgt.Deliver(ctx, mergedEvent("C-58", "suitex", 1, `{"a":1}`)); err != nil {
+	if err := tgt.Deliver(ctx, delivery(mergedEvent("C-58", "suitex", 1, `{"a":1}`))); err != nil {
 		t.Fatal(err)
 	}
 	if n := fake.TokenFetches(); n != 2 {
@@ -451,11 +474,11 @@ func TestOAuth2RevokedTokenIsReplacedOnce(t *testing.T) {
 	fake, cfg, clk := oauth2Setup(t)
 	tgt := newTarget(t, cfg, netsuite.WithClock(clk.Now))
 	ctx := context.Background()
-	if err := tgt.Deliver(ctx, mergedEvent("C-1", "suitex", 1, `{"a":1}`)); err != nil {
+	if err := tgt.Deliver(ctx, delivery(mergedEvent("C-1", "suitex", 1, `{"a":1}`))); err != nil {
 		t.Fatal(err)
 	}
 	fake.RevokeTokens()
-	if err := tgt.Deliver(ctx, mergedEvent("C-2", "suitex", 1, `{"a":1}`)); err != nil {
+	if err := tgt.Deliver(ctx, delivery(mergedEvent("C-2", "suitex", 1, `{"a":1}`))); err != nil {
 		t.Fatalf("after revocation: %v", err)
 	}
 	if n := fake.TokenFetches(); n != 2 {
@@ -475,7 +498,9 @@ func TestOAuth2TokenEndpointRefusalIsPermanent(t *testing.T) {
 	var logs bytes.Buffer
 	tgt := newTarget(t, cfg, netsuite.WithClock(clk.Now))
 	r := sink.NewRunner(config.Sandbox, tgt, d.Store, logging.New(&logs, slog.LevelDebug))
-	out, err := r.Deliver(context.Background(), pushMsg(t, mergedEvent("C-1", "suitex", 1, `{"a":1}`)))
+	c1 := mergedEvent("C-1", "suitex", 1, `{"a":1}`)
+	sinktest.StoreMerged(t, d.Store, c1)
+	out, err := r.Deliver(context.Background(), pushMsg(t, c1))
 	f, ok := failure.As(err)
 	if !ok || out != store.OutcomeFailed || f.Retryable || f.Reason != "oauth2_invalid_grant" || !strings.Contains(f.Detail, "kid") {
 		t.Fatalf("%q %v", out, err)
@@ -501,6 +526,7 @@ func TestOAuth2AccessTokenNeverLeaks(t *testing.T) {
 	var logs bytes.Buffer
 	r := sink.NewRunner(config.Sandbox, newTarget(t, cfg, netsuite.WithClock(clk.Now)), d.Store, logging.New(&logs, slog.LevelDebug))
 	ev := mergedEvent("C-leak", "suitex", 1, `{"a":1}`)
+	sinktest.StoreMerged(t, d.Store, ev)
 	_, err := r.Deliver(context.Background(), pushMsg(t, ev))
 	f, ok := failure.As(err)
 	if !ok {
@@ -508,10 +534,10 @@ func TestOAuth2AccessTokenNeverLeaks(t *testing.T) {
 	}
 	tok := strings.TrimPrefix(fake.Requests()[0].Header.Get("Authorization"), "Bearer ")
 	rows, _ := d.Store.AuditForEvent(context.Background(), ev.ID)
-	if len(tok) < 10 || len(rows) != 1 {
+	if len(tok) < 10 || len(rows) != 3 || rows[2].Outcome != store.OutcomeRefused {
 		t.Fatalf("token %q rows %v", tok, rows)
 	}
-	for where, text := range map[string]string{"failure": f.Detail, "logs": logs.String(), "audit": rows[0].Detail} {
+	for where, text := range map[string]string{"failure": f.Detail, "logs": logs.String(), "audit": rows[1].Detail + rows[2].Detail} {
 		if strings.Contains(text, tok) {
 			t.Errorf("access token in %s: %s", where, text)
 		}
@@ -563,16 +589,45 @@ func TestUnmappedFieldsOnlySendsNothing(t *testing.T) {
 	cfg := tbaConfig(srv.URL)
 	cfg.Mapping = `{"types":{"customer":{"only_mapped":true,"fields":{"email":"email"}}}}`
 	tgt := newTarget(t, cfg)
-	if err := tgt.Deliver(context.Background(), mergedEvent("C-1", "suitex", 1, `{"internal":"x"}`)); err != nil {
+	if err := tgt.Deliver(context.Background(), delivery(mergedEvent("C-1", "suitex", 1, `{"internal":"x"}`))); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(fake.Requests()); n != 0 {
 		t.Fatalf("%d requests for a change with no mapped field", n)
 	}
-	if err := tgt.Deliver(context.Background(), mergedEvent("C-1", "suitex", 2, `{"internal":"x","email":"e@x"}`)); err != nil {
+	if err := tgt.Deliver(context.Background(), delivery(mergedEvent("C-1", "suitex", 2, `{"internal":"x","email":"e@x"}`))); err != nil {
 		t.Fatal(err)
 	}
 	if rec := fake.Record("customer", "C-1"); len(rec) != 1 || string(rec["email"]) != `"e@x"` {
 		t.Fatalf("record %v", rec)
+	}
+}
+
+// TestVersionFieldCarriesTheVersionSent: with NETSUITE_VERSION_FIELD set,
+// the upsert also sets that field to the version N it carries, so NetSuite's
+// adapter can report a true base_version; unset, nothing extra is sent.
+func TestVersionFieldCarriesTheVersionSent(t *testing.T) {
+	t.Parallel()
+	fake := tbaFake()
+	srv := fake.Start(t)
+	cfg := tbaConfig(srv.URL)
+	cfg.VersionField = "custentity_backbone_version"
+	if err := newTarget(t, cfg).Deliver(context.Background(), delivery(mergedEvent("C-v", "suitex", 7, `{"email":"e@x"}`))); err != nil {
+		t.Fatal(err)
+	}
+	if err := newTarget(t, tbaConfig(srv.URL)).Deliver(context.Background(), delivery(mergedEvent("C-nov", "suitex", 3, `{"email":"e@x"}`))); err != nil {
+		t.Fatal(err)
+	}
+	reqs := fake.Requests()
+	if len(reqs) != 2 || string(reqs[0].Body) != `{"custentity_backbone_version":7,"email":"e@x"}` || string(reqs[1].Body) != `{"email":"e@x"}` {
+		t.Fatalf("upserts %q", []string{string(reqs[0].Body), string(reqs[1].Body)})
+	}
+	if rec := fake.Record("customer", "C-v"); string(rec["custentity_backbone_version"]) != `7` {
+		t.Fatalf("record %v", rec)
+	}
+	// NETSUITE_MAX_CONCURRENCY is the share the Runner enforces.
+	cfg.MaxConcurrency = 7
+	if got := newTarget(t, cfg).MaxConcurrency(); got != 7 {
+		t.Fatalf("MaxConcurrency %d, want 7", got)
 	}
 }

@@ -45,6 +45,22 @@ func mergedEvent(rid, source string, version uint64) event.Merged {
 	}
 }
 
+// delivery is what the Runner hands the target for ev: the key is the event
+// id and the first 16 hex of the SHA-256 of the canonical changes.
+func delivery(t *testing.T, ev event.Merged, since uint64) sink.Delivery {
+	t.Helper()
+	b, err := json.Marshal(ev.Changes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	canon, err := event.Canonical(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(canon)
+	return sink.Delivery{Merged: ev, SinceVersion: since, IdempotencyKey: ev.ID + ":" + hex.EncodeToString(sum[:8])}
+}
+
 func pushMsg(t *testing.T, ev event.Merged) message.Message {
 	t.Helper()
 	data, err := json.Marshal(ev)
@@ -70,7 +86,8 @@ func TestSignatureAndIdempotencyKeyAreExact(t *testing.T) {
 	srv := fake.Start(t)
 	tgt := newTarget(t, srv.URL+"/", time.Second, suitex.WithClock(func() time.Time { return fixed }))
 	ev := mergedEvent("C-1001", "netsuite", 4)
-	if err := tgt.Deliver(context.Background(), ev); err != nil {
+	d := delivery(t, ev, 2)
+	if err := tgt.Deliver(context.Background(), d); err != nil {
 		t.Fatalf("deliver: %v (fake refused: %v)", err, fake.Refused())
 	}
 	reqs := fake.Requests()
@@ -78,13 +95,19 @@ func TestSignatureAndIdempotencyKeyAreExact(t *testing.T) {
 		t.Fatalf("requests %+v refused %v", reqs, fake.Refused())
 	}
 	got := reqs[0]
-	// The body is the merged event exactly as the backbone defines it.
-	want, _ := json.Marshal(ev)
+	// The body is the merged event of version N exactly as the backbone
+	// defines it, plus since_version.
+	evJSON, _ := json.Marshal(ev)
+	want := append(evJSON[:len(evJSON)-1:len(evJSON)-1], []byte(`,"since_version":2}`)...)
 	if !bytes.Equal(got.Body, want) {
 		t.Fatalf("body\n got %s\nwant %s", got.Body, want)
 	}
-	var back event.Merged
-	if err := json.Unmarshal(got.Body, &back); err != nil || back.ID != ev.ID || back.Version != 4 || len(back.Conflicts) != 1 {
+	var back struct {
+		event.Merged
+		SinceVersion *uint64 `json:"since_version"`
+	}
+	if err := json.Unmarshal(got.Body, &back); err != nil || back.ID != ev.ID || back.Version != 4 || len(back.Conflicts) != 1 ||
+		back.SinceVersion == nil || *back.SinceVersion != 2 {
 		t.Fatalf("body does not round-trip: %+v %v", back, err)
 	}
 	// Signature recomputed here, byte for byte: t=unix,v1=hex(HMAC-SHA256(secret, t + "." + body)).
@@ -97,11 +120,16 @@ func TestSignatureAndIdempotencyKeyAreExact(t *testing.T) {
 	if wantSig := "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil)); got.Signature != wantSig {
 		t.Fatalf("signature\n got %s\nwant %s", got.Signature, wantSig)
 	}
-	if got.IdempotencyKey != ev.ID {
-		t.Fatalf("Idempotency-Key %q, want %q", got.IdempotencyKey, ev.ID)
+	// The key is the Runner's: {event id of N}:{digest of the changes sent}.
+	sum := sha256.Sum256([]byte(`{"email":"ada@example.com","phone":null}`))
+	if wantKey := ev.ID + ":" + hex.EncodeToString(sum[:8]); got.IdempotencyKey != wantKey || d.IdempotencyKey != wantKey {
+		t.Fatalf("Idempotency-Key %q, want %q", got.IdempotencyKey, wantKey)
 	}
-	if len(fake.Event(ev.ID)) == 0 {
+	if len(fake.Event(got.IdempotencyKey)) == 0 {
 		t.Fatal("fake did not store the event")
+	}
+	if rec := fake.Record("customer", "C-1001"); string(rec["email"]) != `"ada@example.com"` {
+		t.Fatalf("SuiteX's record %v", rec)
 	}
 }
 
@@ -114,28 +142,33 @@ func TestFakeSuiteXRefusesBadSignaturesAndKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = wrong.Deliver(context.Background(), mergedEvent("C-1", "netsuite", 1))
+	err = wrong.Deliver(context.Background(), delivery(t, mergedEvent("C-1", "netsuite", 1), 0))
 	if f, ok := failure.As(err); !ok || f.Retryable || f.Reason != "http_401" {
 		t.Fatalf("wrong secret: %v", err)
 	}
 	stale := newTarget(t, srv.URL, time.Second, suitex.WithClock(func() time.Time { return time.Now().Add(-time.Hour) }))
-	if err := stale.Deliver(context.Background(), mergedEvent("C-2", "netsuite", 1)); err == nil {
+	if err := stale.Deliver(context.Background(), delivery(t, mergedEvent("C-2", "netsuite", 1), 0)); err == nil {
 		t.Fatal("an hour-old signature was accepted")
 	}
-	// A correctly signed body under a key that is not the event id.
-	body := []byte(`{"id":"` + uuid.NewString() + `"}`)
-	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/events", bytes.NewReader(body))
-	req.Header.Set("X-Backbone-Signature", suitex.Signature([]byte(secret), time.Now(), body))
-	req.Header.Set("Idempotency-Key", "something-else")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// A correctly signed body under a key that is not {event id}:{16 hex}:
+	// another string, the bare event id (the old key), a digest too short.
+	id := uuid.NewString()
+	body := []byte(`{"id":"` + id + `"}`)
+	for _, key := range []string{"something-else", id, id + ":0123abcd", id + ":0123456789ABCDEF"} {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/events", bytes.NewReader(body))
+		req.Header.Set("X-Backbone-Signature", suitex.Signature([]byte(secret), time.Now(), body))
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Fatalf("idempotency key %q answered %d", key, resp.StatusCode)
+		}
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 400 {
-		t.Fatalf("mismatched idempotency key answered %d", resp.StatusCode)
-	}
-	if got := fake.Refused(); len(got) != 3 || got[0] != "signature mismatch" || got[1] != "t is outside the tolerance" {
+	if got := fake.Refused(); len(got) != 6 || got[0] != "signature mismatch" || got[1] != "t is outside the tolerance" ||
+		!strings.Contains(got[2], "Idempotency-Key") || !strings.Contains(got[5], "Idempotency-Key") {
 		t.Fatalf("refused %v", got)
 	}
 	if len(fake.Requests()) != 0 {
@@ -143,21 +176,47 @@ func TestFakeSuiteXRefusesBadSignaturesAndKeys(t *testing.T) {
 	}
 }
 
-// 409 means SuiteX already applied the event: a second delivery of the same
-// event (the Runner skips it, but Retry after a lost audit may not) succeeds.
+// 409 means SuiteX already applied the request: a second delivery of the
+// same fields at the same version (Retry after an audit was lost) succeeds
+// without being applied twice. A delivery of other fields at the same
+// version has another key, so SuiteX's 409 cannot swallow it.
 func TestConflictIsSuccess(t *testing.T) {
 	t.Parallel()
-	fake := &sinktest.SuiteX{Secret: secret}
+	var mu sync.Mutex
+	applied := 0 // the fake runs Hook only for a key it has not seen
+	fake := &sinktest.SuiteX{Secret: secret, Hook: func(_ sinktest.SuiteXRequest, _ func()) (int, string) {
+		mu.Lock()
+		applied++
+		mu.Unlock()
+		return 0, ""
+	}}
 	srv := fake.Start(t)
 	tgt := newTarget(t, srv.URL, time.Second)
 	ev := mergedEvent("C-1", "netsuite", 1)
 	for i := range 2 {
-		if err := tgt.Deliver(context.Background(), ev); err != nil {
+		if err := tgt.Deliver(context.Background(), delivery(t, ev, 0)); err != nil {
 			t.Fatalf("delivery %d: %v", i, err)
 		}
 	}
-	if n := len(fake.Requests()); n != 2 {
-		t.Fatalf("%d requests", n)
+	other := ev
+	other.Changes = map[string]json.RawMessage{"nickname": json.RawMessage(`"ada"`)}
+	if err := tgt.Deliver(context.Background(), delivery(t, other, 0)); err != nil {
+		t.Fatalf("other fields at the same version: %v", err)
+	}
+	reqs := fake.Requests()
+	if len(reqs) != 3 || reqs[0].IdempotencyKey != reqs[1].IdempotencyKey || reqs[2].IdempotencyKey == reqs[0].IdempotencyKey {
+		t.Fatalf("requests %+v", reqs)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if applied != 2 {
+		t.Fatalf("%d requests applied, want 2 (the repeat answered 409)", applied)
+	}
+	if rec := fake.Record("customer", "C-1"); string(rec["email"]) != `"ada@example.com"` || string(rec["nickname"]) != `"ada"` {
+		t.Fatalf("SuiteX's record %v: the second key's fields were not applied", rec)
+	}
+	if n := len(fake.Event(reqs[2].IdempotencyKey)); n == 0 {
+		t.Fatal("the delivery of other fields was not applied")
 	}
 }
 
@@ -216,22 +275,23 @@ func TestSuiteXClassification(t *testing.T) {
 		rid       string
 		runner    *sink.Runner
 		outcome   string
+		audited   string // the outcome row: delivered, refused (a clear refusal) or failed (in doubt)
 		reason    string
 		retryable bool
 		detail    string
 	}{
-		{"R-200", r, store.OutcomeDelivered, "", false, ""},
-		{"R-204", r, store.OutcomeDelivered, "", false, ""},
-		{"R-409", r, store.OutcomeDelivered, "", false, ""},
-		{"R-400", r, store.OutcomeFailed, "http_400", false, "unknown field phone"},
-		{"R-400-echo", r, store.OutcomeFailed, "http_400", false, sink.Redacted},
-		{"R-401", r, store.OutcomeFailed, "http_401", false, "bad signature"},
-		{"R-404", r, store.OutcomeFailed, "http_404", false, "HTTP 404"},
-		{"R-429", r, store.OutcomeFailed, "http_429", true, "slow down"},
-		{"R-500", r, store.OutcomeFailed, "http_500", true, "more bytes"},
-		{"R-503", r, store.OutcomeFailed, "http_503", true, "unavailable"},
-		{"R-timeout", r, store.OutcomeFailed, sink.ReasonTimeout, true, ""},
-		{"R-refused", refused, store.OutcomeFailed, sink.ReasonConnectionRefused, true, ""},
+		{"R-200", r, store.OutcomeDelivered, store.OutcomeDelivered, "", false, ""},
+		{"R-204", r, store.OutcomeDelivered, store.OutcomeDelivered, "", false, ""},
+		{"R-409", r, store.OutcomeDelivered, store.OutcomeDelivered, "", false, ""},
+		{"R-400", r, store.OutcomeFailed, store.OutcomeRefused, "http_400", false, "unknown field phone"},
+		{"R-400-echo", r, store.OutcomeFailed, store.OutcomeRefused, "http_400", false, sink.Redacted},
+		{"R-401", r, store.OutcomeFailed, store.OutcomeRefused, "http_401", false, "bad signature"},
+		{"R-404", r, store.OutcomeFailed, store.OutcomeRefused, "http_404", false, "HTTP 404"},
+		{"R-429", r, store.OutcomeFailed, store.OutcomeRefused, "http_429", true, "slow down"},
+		{"R-500", r, store.OutcomeFailed, store.OutcomeFailed, "http_500", true, "more bytes"},
+		{"R-503", r, store.OutcomeFailed, store.OutcomeFailed, "http_503", true, "unavailable"},
+		{"R-timeout", r, store.OutcomeFailed, store.OutcomeFailed, sink.ReasonTimeout, true, ""},
+		{"R-refused", refused, store.OutcomeFailed, store.OutcomeRefused, sink.ReasonConnectionRefused, true, ""},
 	}
 	var (
 		mu     sync.Mutex
@@ -242,12 +302,20 @@ func TestSuiteXClassification(t *testing.T) {
 			t.Run(tc.rid, func(t *testing.T) {
 				t.Parallel()
 				ev := mergedEvent(tc.rid, "netsuite", 1)
+				sinktest.StoreMerged(t, d.Store, ev)
 				out, err := tc.runner.Deliver(context.Background(), pushMsg(t, ev))
 				if out != tc.outcome {
 					t.Fatalf("outcome %q, want %q (%v)", out, tc.outcome, err)
 				}
-				rows, aerr := d.Store.AuditForEvent(context.Background(), ev.ID)
-				if aerr != nil || len(rows) != 1 || rows[0].Outcome != tc.outcome || rows[0].Stage != store.StageSuiteX {
+				all, aerr := d.Store.AuditForEvent(context.Background(), ev.ID)
+				var rows []store.Audit // the delivery's: sending, then the outcome
+				for _, a := range all {
+					if a.Stage == store.StageSuiteX {
+						rows = append(rows, a)
+					}
+				}
+				if aerr != nil || len(rows) != 2 || rows[0].Outcome != store.OutcomeSending || rows[1].Outcome != tc.audited ||
+					rows[1].Fields == nil || rows[1].Fields.Attempt != rows[0].ID {
 					t.Fatalf("audit %+v %v", rows, aerr)
 				}
 				if tc.outcome == store.OutcomeDelivered {
@@ -264,7 +332,7 @@ func TestSuiteXClassification(t *testing.T) {
 					t.Fatalf("detail (%d bytes) lacks %q: %s", len(f.Detail), tc.detail, f.Detail)
 				}
 				mu.Lock()
-				report = append(report, f.Detail, rows[0].Detail)
+				report = append(report, f.Detail, rows[1].Detail)
 				mu.Unlock()
 			})
 		}
@@ -278,15 +346,22 @@ func TestSuiteXClassification(t *testing.T) {
 	}
 }
 
+// TestEchoFromSuiteXIsNotSentToSuiteX: SuiteX's own change, which SuiteX
+// reported itself, is not sent back to it (skipped_echo, no request).
 func TestEchoFromSuiteXIsNotSentToSuiteX(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
 	fake := &sinktest.SuiteX{Secret: secret}
 	srv := fake.Start(t)
 	r := sink.NewRunner(config.Sandbox, newTarget(t, srv.URL, time.Second), d.Store, nil)
-	out, err := r.Deliver(context.Background(), pushMsg(t, mergedEvent("C-1", "suitex", 2)))
+	v1 := mergedEvent("C-1", "suitex", 1)
+	sinktest.StoreMerged(t, d.Store, v1)
+	out, err := r.Deliver(context.Background(), pushMsg(t, v1))
 	if err != nil || out != store.OutcomeSkippedEcho || len(fake.Requests()) != 0 {
 		t.Fatalf("%q %v, %d requests", out, err, len(fake.Requests()))
+	}
+	if rec := fake.Record("customer", "C-1"); rec != nil {
+		t.Fatalf("SuiteX's record changed: %v", rec)
 	}
 }
 
