@@ -48,6 +48,11 @@ func (h *handler) handle(ctx context.Context, m message.Message) error {
 	if home == "" {
 		home = envOfSubscription(m.SubscriptionName())
 	}
+	if m.Invalid != nil && len(m.Data) == 0 {
+		// A CloudEvent that is not a Pub/Sub message: archive what came,
+		// whatever it is, so that nothing is lost.
+		m.Data = m.Invalid.Data
+	}
 	a, err := deadletter.Archive(ctx, h.store, home, m)
 	if a.New {
 		// The row is in even if its audit row then failed (err, nack): the

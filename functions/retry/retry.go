@@ -77,6 +77,12 @@ func (r *Retry) handle(ctx context.Context, m message.Message) error {
 	if got := m.Attributes[publish.AttrEnv]; got != "" && got != string(r.env) {
 		return r.deadLetter(ctx, log, m, ReasonWrongEnv, nil)
 	}
+	if inv := m.Invalid; inv != nil {
+		// A CloudEvent that is not a Pub/Sub message: nothing to re-run.
+		// Dead-letter what came, with the decoder's reason.
+		m.Data = inv.Data
+		return r.deadLetter(ctx, log, m, inv.Reason, nil)
+	}
 	e, err := failure.Decode(m.Data)
 	if err != nil {
 		return r.deadLetter(ctx, log, m, ReasonUndecodable, nil)

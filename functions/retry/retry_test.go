@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,5 +151,35 @@ func TestUndecodableAndUnknownStageAreKept(t *testing.T) {
 	if len(dl) != 2 || string(dl[0].Data) != "not json \x00" || dl[0].Attributes[retry.AttrDeadLetterReason] != retry.ReasonUndecodable ||
 		dl[1].Attributes[retry.AttrDeadLetterReason] != retry.ReasonUnknownStage {
 		t.Errorf("dead letters %+v", dl)
+	}
+}
+
+// A CloudEvent of another type is dead-lettered with the decoder's reason
+// and what it carried, never re-run.
+func TestForeignCloudEventIsDeadLetteredWithItsReason(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	req, err := http.NewRequest(http.MethodPost, f.srv.URL, strings.NewReader(`{"hello":"world"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"ce-specversion": "1.0", "ce-type": "com.example.not.pubsub", "ce-source": "//example/x",
+		"ce-id": "ce-1", "Content-Type": "application/json"} {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != message.StatusAck {
+		t.Fatalf("status %d, want an ack (parked, not redelivered forever)", resp.StatusCode)
+	}
+	dl := f.ps.Drain(t, f.ps.Names.DLQSub)
+	if len(dl) != 1 || dl[0].Attributes[retry.AttrDeadLetterReason] != message.ReasonUnexpectedEventType || string(dl[0].Data) != `{"hello":"world"}` {
+		t.Fatalf("dead letters %+v", dl)
+	}
+	if len(f.calls["merge"])+len(f.calls["suitex"]) != 0 {
+		t.Fatal("a foreign CloudEvent re-ran a stage")
 	}
 }

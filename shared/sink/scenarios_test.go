@@ -15,6 +15,7 @@ import (
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
+	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
@@ -443,3 +444,22 @@ func TestSinkNacksWhileTheStoreIsUnreachable(t *testing.T) {
 type reporterFunc func(context.Context, event.Error) (string, error)
 
 func (f reporterFunc) Report(ctx context.Context, e event.Error) (string, error) { return f(ctx, e) }
+
+// A CloudEvent the backbone must not act on is bad input at the sinks too:
+// rejected with the decoder's reason, nothing delivered.
+func TestSinkRejectsForeignCloudEvents(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 5)
+	m := message.Message{ID: "ce-1", Invalid: &message.Invalid{Reason: message.ReasonUnexpectedEventType,
+		Detail: "type com.example.other", Data: []byte(`{"id":"x"}`)}}
+	for _, sys := range systems {
+		outcome, err := w.runner[sys].Deliver(context.Background(), m)
+		f, ok := failure.As(err)
+		if outcome != store.OutcomeRejected || !ok || f.Retryable || f.Reason != message.ReasonUnexpectedEventType {
+			t.Fatalf("%s: %s %v, want rejected unexpected_event_type", sys, outcome, err)
+		}
+	}
+	if len(w.nsFake.Requests())+len(w.sxFake.Requests()) != 0 {
+		t.Fatal("a foreign CloudEvent reached a target")
+	}
+}

@@ -81,6 +81,7 @@ const (
 	ReasonWrongEnv         = "wrong_env"
 	ReasonInvalidMessage   = "invalid_message"
 	ReasonStoreUnavailable = "store_unavailable"
+	ReasonStoreError       = "store_error"
 	ReasonInternal         = "internal_error"
 )
 
@@ -128,6 +129,13 @@ func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string
 			outcome, err = store.OutcomeFailed, failure.Retryable(stage, ReasonInternal, r.redact(fmt.Sprintf("delivery panicked: %v", p)))
 		}
 	}()
+	if inv := m.Invalid; inv != nil {
+		// A CloudEvent the backbone must not act on (another type, or
+		// broken): bad input, parked with its reason, never delivered.
+		f := failure.Permanent(stage, inv.Reason, fmt.Sprintf("message %s: %s", m.ID, inv.Detail))
+		r.log.WarnContext(ctx, "merged message rejected", "message_id", m.ID, "reason", f.Reason, "detail", f.Detail)
+		return store.OutcomeRejected, f
+	}
 	if got := m.Attributes[publish.AttrEnv]; got != string(r.env) {
 		detail := fmt.Sprintf("message %s carries env %q, this is %s", m.ID, got, r.env)
 		if got == "" {
@@ -209,8 +217,8 @@ const (
 func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Logger, audit store.Audit, trig event.Merged) (string, error) {
 	stage := r.target.Name()
 	unavailable := func(what string, err error) (string, error) {
-		f := r.fail(failure.Retryable(stage, ReasonStoreUnavailable, fmt.Sprintf("%s: %v", what, err)), trig)
-		log.WarnContext(ctx, "delivery failed", "reason", f.Reason, "retryable", true, "detail", f.Detail)
+		f := r.fail(storeFailure(stage, what, err), trig)
+		log.WarnContext(ctx, "delivery failed", "reason", f.Reason, "retryable", f.Retryable, "detail", f.Detail)
 		return store.OutcomeFailed, f
 	}
 	st, err := r.state(ctx, l, trig)
@@ -356,6 +364,25 @@ func (r *Runner) delivery(ctx context.Context, l store.Locked, st *record.State,
 		SinceVersion:   since,
 		IdempotencyKey: head.ID + ":" + sum,
 	}, nil
+}
+
+// storeFailure classifies a store error with the one table (SPEC §6): a
+// statement the server refused for its content is permanent, with a reason
+// naming the refusal; an unknown server error is retried and says so;
+// everything else is the store being unreachable.
+func storeFailure(stage, what string, err error) *failure.Failure {
+	detail := fmt.Sprintf("%s: %v", what, err)
+	switch store.Classify(err) {
+	case store.ClassRefused:
+		reason := ReasonStoreError
+		if re, ok := store.AsRefused(err); ok {
+			reason = re.Reason()
+		}
+		return failure.Permanent(stage, reason, "the database refused the delivery's bookkeeping; not retried: "+detail)
+	case store.ClassUnclassified:
+		return failure.Retryable(stage, ReasonStoreError, "unclassified database error, retried by default: "+detail)
+	}
+	return failure.Retryable(stage, ReasonStoreUnavailable, detail)
 }
 
 // newRowID is a time-ordered id for an audit row the sink must refer to.
