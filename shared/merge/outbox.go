@@ -12,7 +12,6 @@ import (
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/stress"
 )
 
 // MergedMessage renders a stored event as its message on events.merged.{env}
@@ -74,7 +73,7 @@ const OutcomeWithheld = "withheld"
 // 1 and acks) but no message leaves, so no sink, Retry or redrive can ever
 // deliver it to a target, however it got into the store.
 func (e *Engine) publish(ctx context.Context, ev store.Event, conflicts []event.Conflict) error {
-	if stress.Reserved(ev.RecordType) {
+	if event.Reserved(ev.RecordType) {
 		e.log.InfoContext(ctx, "stress record withheld from the merged topic", "event_id", ev.ID, "record", ev.RecordType+":"+ev.RecordID)
 		return nil
 	}
@@ -130,7 +129,7 @@ func (e *Engine) republish(ctx context.Context, ev store.Event, msgID, why strin
 		return fmt.Errorf("event %s republished but not marked processed: %w", ev.ID, err)
 	}
 	outcome := store.OutcomePublished
-	if stress.Reserved(ev.RecordType) {
+	if event.Reserved(ev.RecordType) {
 		outcome, why = OutcomeWithheld, why+": a stress record, marked processed and never published"
 	}
 	err = e.store.AppendAudit(ctx, store.Audit{

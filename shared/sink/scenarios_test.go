@@ -463,3 +463,21 @@ func TestSinkRejectsForeignCloudEvents(t *testing.T) {
 		t.Fatal("a foreign CloudEvent reached a target")
 	}
 }
+
+// A stress record's merged message, however it got onto the topic, is
+// refused: nothing stress writes ever reaches a target.
+func TestSinkRefusesStressRecords(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 5)
+	ev := merged(event.StressRecordType, "S-1", "netsuite", 1)
+	for _, sys := range systems {
+		outcome, err := w.runner[sys].Deliver(context.Background(), msg(t, config.Sandbox, ev))
+		f, ok := failure.As(err)
+		if outcome != store.OutcomeRejected || !ok || f.Retryable || f.Reason != sink.ReasonReservedRecordType {
+			t.Fatalf("%s: %s %v, want rejected %s", sys, outcome, err, sink.ReasonReservedRecordType)
+		}
+	}
+	if len(w.nsFake.Requests())+len(w.sxFake.Requests()) != 0 {
+		t.Fatal("a stress record reached a target")
+	}
+}

@@ -83,6 +83,8 @@ const (
 	ReasonStoreUnavailable = "store_unavailable"
 	ReasonStoreError       = "store_error"
 	ReasonInternal         = "internal_error"
+	// ReasonReservedRecordType: a stress record (event.Reserved).
+	ReasonReservedRecordType = "reserved_record_type"
 )
 
 // Runner delivers merged messages to one target.
@@ -151,6 +153,14 @@ func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string
 		if id := m.Attributes[event.AttrEventID]; id != "" {
 			f.EventID = id
 		}
+		r.log.WarnContext(ctx, "merged message rejected", "message_id", m.ID, "reason", f.Reason, "detail", f.Detail)
+		return store.OutcomeRejected, f
+	}
+	if event.Reserved(ev.RecordType) {
+		// A stress record must never reach a target, however its message got
+		// here (the merge never publishes one; this is the second lock).
+		f := r.fail(failure.Permanent(stage, ReasonReservedRecordType,
+			fmt.Sprintf("message %s: record type %s is reserved for `backbone stress` and never delivered", m.ID, ev.RecordType)), ev)
 		r.log.WarnContext(ctx, "merged message rejected", "message_id", m.ID, "reason", f.Reason, "detail", f.Detail)
 		return store.OutcomeRejected, f
 	}

@@ -19,22 +19,18 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
 // RecordType is the record type of everything stress writes. The store is
 // append-only, so these rows stay: the type makes them easy to tell apart,
-// and it is reserved (Reserved), so none of them can ever reach a target.
-const RecordType = "backbone_stress"
+// and it is reserved (event.Reserved), so none of them can ever reach a
+// target.
+const RecordType = event.StressRecordType
 
-// Reserved reports whether recordType is stress's: RecordType itself or
-// RecordType followed by "_" (the probe's backbone_stress_probe). The merge
-// engine's one publish step to events.merged refuses these record types, so
-// no path (a merge, an outbox flush, a redrive or replay that re-runs the
-// merge) can deliver them; redrive skips their dead letters as well.
-func Reserved(recordType string) bool {
-	return recordType == RecordType || strings.HasPrefix(recordType, RecordType+"_")
-}
+// Reserved reports whether recordType is stress's (event.Reserved).
+func Reserved(recordType string) bool { return event.Reserved(recordType) }
 
 // Options configure a run.
 type Options struct {
