@@ -18,6 +18,8 @@ import (
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 	gomysql "github.com/go-sql-driver/mysql"
 
+	"github.com/backbone-sync/backbone/internal/console"
+	"github.com/backbone-sync/backbone/internal/health"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/logging"
 	"github.com/backbone-sync/backbone/shared/message"
@@ -58,6 +60,8 @@ type devOptions struct {
 	serve func(handlers map[string]http.Handler, ln net.Listener) (stop func(), err error)
 	// getenv supplies the sink credentials when real targets are used.
 	getenv func(string) string
+	// operators may redrive from the console; nil: the local OS user.
+	operators []string
 }
 
 // devStack is the running backbone.
@@ -75,6 +79,7 @@ type devStack struct {
 	funcURL   string
 	emulator  string
 	changes   topology.Changes
+	console   *console.Console
 	stopFuncs []func()
 	stopped   chan struct{}
 	cancel    context.CancelFunc
@@ -188,6 +193,10 @@ func startDev(ctx context.Context, o devOptions) (_ *devStack, err error) {
 	for t, h := range d.app.handlers {
 		handlers[t] = message.HTTP(o.log.With("function", t), d.project, h)
 	}
+	if d.console, err = devConsole(o, d); err != nil {
+		return nil, err
+	}
+	handlers[devConsoleKey] = d.console
 	ln, err := net.Listen("tcp", o.funcAddr)
 	if err != nil {
 		return nil, fmt.Errorf("the functions cannot listen on %s: %w (pass another --port, or 0 for any)", o.funcAddr, err)
@@ -390,6 +399,11 @@ func serveFunctionsFramework(handlers map[string]http.Handler, ln net.Listener) 
 			functions.HTTP(name, h.ServeHTTP)
 		}
 	}
+	if h, ok := handlers[devConsoleKey]; ok {
+		if err := funcframework.RegisterHTTPFunctionContext(context.Background(), "/"+devConsoleKey, h.ServeHTTP); err != nil {
+			return nil, fmt.Errorf("serve the console: %w", err)
+		}
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- funcframework.StartHostPort("127.0.0.1", port) }()
 	// Wait until it answers (or failed to listen).
@@ -493,6 +507,7 @@ func (d *devStack) printBanner(w io.Writer, dsn string) {
 	}
 	fmt.Fprintf(w, "  event store        %s  (functions connect as %s, with the sync_worker grants)\n", dsn, worker)
 	fmt.Fprintf(w, "  functions          %s/{Merge,NetSuiteSink,SuiteXSink,Retry,DLQArchive}\n", d.funcURL)
+	fmt.Fprintf(w, "  console            %s%s/  (you are an operator as %s)\n", d.funcURL, console.Prefix, localUser())
 	fmt.Fprintf(w, "  NetSuite           %s%s\n", d.cfg.NetSuite.BaseURL, standinNote(d.netsuite))
 	fmt.Fprintf(w, "  SuiteX             %s%s\n", d.cfg.SuiteX.BaseURL, standinNote(d.suitex))
 	fmt.Fprintf(w, "\nFrom another shell (make build first; go run hides exit codes):\n\n")
@@ -509,4 +524,26 @@ func standinNote(t *standin.Target) string {
 		return "  (local stand-in: logs what it receives)"
 	}
 	return ""
+}
+
+// devConsoleKey is the console's entry among the dev server's handlers:
+// served at /console/ and below.
+const devConsoleKey = "console/"
+
+// devConsole is the web console on the dev stack: the local OS user is the
+// identity and, unless operators are given, an operator (it is their
+// machine); redrive publishes through the stack's emulator.
+func devConsole(o devOptions, d *devStack) (*console.Console, error) {
+	me := localUser()
+	ops := o.operators
+	if ops == nil {
+		ops = []string{me}
+	}
+	st, ok := d.app.store.(console.Store)
+	if !ok {
+		return nil, fmt.Errorf("the console needs the MySQL store, got %T", d.app.store)
+	}
+	return console.New(console.Options{Env: o.env, Store: st, Publisher: publish.Guard(o.env, d.pubsub),
+		Identity: console.Fixed(me), Operators: ops, Refresh: 2 * time.Second, Log: o.log,
+		Thresholds: health.DefaultThresholds()})
 }

@@ -47,6 +47,8 @@ func commands() map[string]command {
 		"dlq":       {"list, show, redrive dead letters", runDLQ},
 		"outbox":    {"flush: republish events left unprocessed", runOutbox},
 		"trace":     {"the full history of one record (record_type:record_id)", runTrace},
+		"status":    {"health at a glance; exits 1 past thresholds", runStatus},
+		"console":   {"the operators' web console (health, records, dead letters)", runConsole},
 	}
 }
 
