@@ -203,6 +203,8 @@ func scriptArgs(f *fake, env string) map[string][]string {
 		"provision.sh":         {env, project, projectNumber, ep, f.backbone},
 		"grant-publishers.sh":  {env, project},
 		"scheduler-redrive.sh": {env, project, "tag1"},
+		"console.sh":           {env, project, "tag1"},
+		"monitoring.sh":        {env, project},
 	}
 }
 

@@ -240,6 +240,13 @@ func scenarios() []scenario {
 			scenario{name: e + "/setup/wrong-instance", env: env, script: "setup-env.sh", fails: "does not have the " + e + " shape",
 				prepare: func(t *testing.T, f *fake) { existing(t, f, env, instanceJSON("NONE", true, false)) }},
 			scenario{name: e + "/deploy/secret-missing", env: env, script: "cloudbuild-deploy.sh", fails: "without an enabled version"},
+			// Policies, the dashboard and the log metric exist: updated.
+			scenario{name: e + "/monitoring/exists", env: env, script: "monitoring.sh", prepare: func(_ *testing.T, f *fake) {
+				f.respond("gcloud logging metrics describe *\t0\tname: m",
+					"gcloud alpha monitoring policies list *\t0\tprojects/"+project+"/alertPolicies/1",
+					"gcloud monitoring dashboards list *\t0\tprojects/"+projectNumber+"/dashboards/d1")
+			}},
+			scenario{name: e + "/console/invokers", env: env, script: "console.sh", extra: []string{"CONSOLE_INVOKERS=group:ops@example.com,user:a@example.com", "CONSOLE_OPERATORS=a@example.com"}},
 		)
 		if env == config.Production {
 			out = append(out,
