@@ -49,6 +49,7 @@ func commands() map[string]command {
 		"trace":     {"the full history of one record (record_type:record_id)", runTrace},
 		"status":    {"health at a glance; exits 1 past thresholds", runStatus},
 		"console":   {"the operators' web console (health, records, dead letters)", runConsole},
+		"rebuild":   {"rebuild the projection tables from events and the audit log", runRebuild},
 	}
 }
 

@@ -49,7 +49,7 @@ func TestAcceptedEventIsStoredAndPublished(t *testing.T) {
 	}
 	as := h.audit("customer", "C-1001")
 	if len(as) != 1 || as[0].Outcome != store.OutcomeAccepted || as[0].EventID != r.ID || as[0].Version != 1 ||
-		as[0].Stage != store.StageMerge || as[0].MessageID == "" || len(as[0].Fingerprint) != 64 || len(as[0].State) == 0 {
+		as[0].Stage != store.StageMerge || as[0].MessageID == "" || len(as[0].Fingerprint) != 64 || len(as[0].State) != 0 {
 		t.Errorf("audit %+v", as)
 	}
 	if n := len(h.errorsByMessage()); n != 0 {

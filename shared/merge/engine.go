@@ -432,6 +432,7 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 	var (
 		conflicts []event.Conflict
 		det       detail
+		refreshed []string // no-op fields whose conflict timestamp this event refreshes
 	)
 	for _, f := range slices.Sorted(maps.Keys(raw.Changes)) {
 		v := raw.Changes[f]
@@ -443,8 +444,14 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 		cur := st.Fields[f]
 		if cur != nil && event.SameJSON(cur.Value, v) {
 			// Already the current value: nothing to change, nothing to
-			// weigh (an equal value is no conflict).
+			// weigh (an equal value is no conflict). A later timestamp still
+			// refreshes the field's conflict timestamp (SPEC §5 step 4), so
+			// an older concurrent change processed afterwards cannot beat
+			// this newer edit of equal value.
 			det.Noop = append(det.Noop, f)
+			if raw.Timestamp.After(cur.Timestamp.Time) {
+				refreshed = append(refreshed, f)
+			}
 			continue
 		}
 		if cur != nil && cur.Version > raw.BaseVersion {
@@ -462,6 +469,11 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 	det.Conflicts = conflicts
 	d.conflicts = conflicts
 
+	if len(refreshed) > 0 {
+		ts := raw.Timestamp
+		det.Refreshed, det.RefreshedAt, det.RefreshedBy = refreshed, &ts, raw.Source
+	}
+
 	// Step 5: nothing left.
 	if len(effective) == 0 {
 		switch {
@@ -473,6 +485,15 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 			d.outcome = store.OutcomeNoop
 		}
 		d.nudge = d.outcome != store.OutcomeNoop
+		if len(refreshed) > 0 {
+			state, err := encodeState(st.Refresh(refreshed, raw.Timestamp, raw.Source))
+			if err != nil {
+				return err
+			}
+			if err := tx.RefreshHead(ctx, rt, rid, head, state); err != nil {
+				return err
+			}
+		}
 		return tx.AppendAudit(ctx, store.Audit{
 			EventID: raw.ID, Fingerprint: fp, RecordType: rt, RecordID: rid, Outcome: d.outcome, Stage: store.StageMerge,
 			MessageID: messageID(m.ID), Version: head.Version, Detail: det.String(), Source: raw.Source, Fields: report,
@@ -505,7 +526,7 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 		Timestamp: raw.Timestamp.Time, BaseVersion: head.Version, Changes: changes,
 		FullSnapshotRef: raw.FullSnapshotRef,
 	}
-	state, err := encodeState(st.Apply(ev, effective))
+	state, err := encodeState(st.Refresh(refreshed, raw.Timestamp, raw.Source).Apply(ev, effective))
 	if err != nil {
 		return fmt.Errorf("encode state of %s:%s: %w", rt, rid, err)
 	}
@@ -570,10 +591,16 @@ type detail struct {
 	Echo       []string         `json:"echo,omitempty"`
 	Noop       []string         `json:"noop,omitempty"`
 	Superseded []string         `json:"superseded,omitempty"`
+	// Refreshed are no-op fields whose conflict timestamp this event
+	// refreshed to RefreshedAt, by RefreshedBy (its timestamp was later than
+	// the stored change's); rebuild reads them back.
+	Refreshed   []string    `json:"refreshed,omitempty"`
+	RefreshedAt *event.Time `json:"refreshed_at,omitempty"`
+	RefreshedBy string      `json:"refreshed_by,omitempty"`
 }
 
 func (d detail) String() string {
-	if len(d.Conflicts) == 0 && len(d.Echo) == 0 && len(d.Noop) == 0 && len(d.Superseded) == 0 {
+	if len(d.Conflicts) == 0 && len(d.Echo) == 0 && len(d.Noop) == 0 && len(d.Superseded) == 0 && len(d.Refreshed) == 0 {
 		return ""
 	}
 	b, err := event.Marshal(d)

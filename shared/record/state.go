@@ -104,6 +104,28 @@ func (s *State) Apply(ev store.Event, changes map[string]json.RawMessage) *State
 	return next
 }
 
+// Refresh returns the state with the conflict timestamp (and source) of
+// fields set to ts and source: a no-op edit that is newer than the stored
+// change of equal value (SPEC §5 step 4). The value and version stay. The
+// receiver is not modified.
+func (s *State) Refresh(fields []string, ts event.Time, source string) *State {
+	if len(fields) == 0 {
+		return s
+	}
+	next := *s
+	next.Fields = maps.Clone(s.Fields)
+	for _, f := range fields {
+		old := next.Fields[f]
+		if old == nil {
+			continue
+		}
+		c := *old
+		c.Timestamp, c.Source = event.NewTime(ts.Time), source
+		next.Fields[f] = &c
+	}
+	return &next
+}
+
 // Fold rebuilds a record's state from its events in version order.
 func Fold(evs []store.Event) (*State, error) {
 	st := Empty()

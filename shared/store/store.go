@@ -97,8 +97,9 @@ type Audit struct {
 	MessageID   string
 	Version     uint64 // record version concerned; 0 = NULL
 	Detail      string
-	// State is the folded record state after an accepted event, owned by the
-	// merge engine; the store keeps the bytes. Empty = NULL.
+	// State, on the audit of an appended event, is the folded record state
+	// after it, owned by the merge engine: the store keeps it in the
+	// record's projection row (record_heads), not in the audit row.
 	State json.RawMessage
 	// Source is the raw event's source on a merge row (whose report it is).
 	Source string
@@ -165,8 +166,8 @@ func DigestOf(data []byte) string {
 type Head struct {
 	// Version is V, the number of accepted events: the next base_version.
 	Version uint64
-	// State is the Audit.State stored with the newest accepted event, nil for
-	// a new record.
+	// State is the folded state of the record's projection row (nil for a
+	// new record, or when it must be rebuilt from the events).
 	State json.RawMessage
 	// NewestID and NewestProcessed describe the newest event (empty for a
 	// new record): the merge's outbox gate reads them with the lock.
@@ -229,10 +230,13 @@ type Locked interface {
 type Tx interface {
 	Reader
 	Writer
-	// LockRecord locks the record's newest event row until the transaction
+	// LockRecord locks the record's projection row until the transaction
 	// ends and returns its head. Concurrent mergers of one record queue here;
 	// different records proceed in parallel.
 	LockRecord(ctx context.Context, recordType, recordID string) (Head, error)
+	// RefreshHead replaces the state of the locked head h (same version and
+	// event): a no-op that refreshed a field's conflict timestamp.
+	RefreshHead(ctx context.Context, recordType, recordID string, h Head, state json.RawMessage) error
 }
 
 // Store is the append-only event store.

@@ -10,6 +10,11 @@ import (
 // Tables are the backbone tables that sync_worker may touch.
 var Tables = []string{"events", "event_audit_log", "dead_letters"}
 
+// Projections are the mutable tables derived from Tables (SPEC §4):
+// sync_worker may update them, never delete from them, and `backbone
+// rebuild` rebuilds them.
+var Projections = []string{"record_heads"}
+
 // GrantStatements returns the least-privilege grant set of SPEC §4 for
 // user@host on database: SELECT and INSERT on the backbone tables, UPDATE on
 // events.processed only, nothing else (no DELETE, no other schema). The
@@ -22,6 +27,9 @@ func GrantStatements(database, user, host string) []string {
 		stmts = append(stmts, fmt.Sprintf("GRANT SELECT, INSERT ON %s.%s TO %s", db, quoteIdent(t), acct))
 	}
 	stmts = append(stmts, fmt.Sprintf("GRANT UPDATE (processed) ON %s.%s TO %s", db, quoteIdent("events"), acct))
+	for _, t := range Projections {
+		stmts = append(stmts, fmt.Sprintf("GRANT SELECT, INSERT, UPDATE ON %s.%s TO %s", db, quoteIdent(t), acct))
+	}
 	return stmts
 }
 

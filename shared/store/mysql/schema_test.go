@@ -266,6 +266,10 @@ func TestSyncWorkerHasNoOtherAccess(t *testing.T) {
 		"TRUNCATE TABLE events",
 		"UPDATE events SET source = 'x'",
 		"CREATE DATABASE `" + d.Name + "_x`",
+		// The projection may be updated, never emptied.
+		"DELETE FROM record_heads",
+		"TRUNCATE TABLE record_heads",
+		"DROP TABLE record_heads",
 	} {
 		if !refused(db, q) {
 			t.Errorf("sync_worker could run %q", q)
@@ -304,7 +308,7 @@ func TestMigrateUpDownUp(t *testing.T) {
 	if n, err := m.Up(ctx); err != nil || n != migrationCount(t) {
 		t.Fatalf("up: %d, %v", n, err)
 	}
-	if tables(t, d) != "dead_letters,event_audit_log,events,goose_db_version" {
+	if tables(t, d) != "dead_letters,event_audit_log,events,goose_db_version,record_heads" {
 		t.Errorf("after up: %s (legacy event_store must be gone)", tables(t, d))
 	}
 	schemaAfterFirstUp := schemaDump(t, d)
@@ -384,6 +388,8 @@ func TestGrantStatementsAreExactlyTheSpecSet(t *testing.T) {
 		"GRANT SELECT, INSERT ON `bb`.`event_audit_log` TO 'sync_worker'@'%'",
 		"GRANT SELECT, INSERT ON `bb`.`dead_letters` TO 'sync_worker'@'%'",
 		"GRANT UPDATE (processed) ON `bb`.`events` TO 'sync_worker'@'%'",
+		// The projection (SPEC §4): updated, never deleted from.
+		"GRANT SELECT, INSERT, UPDATE ON `bb`.`record_heads` TO 'sync_worker'@'%'",
 	}, "\n")
 	if got != want {
 		t.Errorf("grants:\n%s\nwant:\n%s", got, want)
@@ -391,5 +397,25 @@ func TestGrantStatementsAreExactlyTheSpecSet(t *testing.T) {
 	// Quoting: a hostile name cannot break out.
 	if s := mysql.GrantStatements("b`b", "u'x", "%")[0]; !strings.Contains(s, "`b``b`") || !strings.Contains(s, `'u\'x'`) {
 		t.Errorf("quoting: %s", s)
+	}
+}
+
+// sync_worker keeps the projection up to date: it may insert and update a
+// record's head (and DELETE is refused above).
+func TestSyncWorkerUpdatesTheProjection(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	worker, _ := d.Worker(t)
+	ctx := context.Background()
+	if err := worker.PutHead(ctx, "customer", "H-1", 1, "e1", []byte(`{"v":1}`)); err != nil {
+		t.Fatalf("insert head: %v", err)
+	}
+	if err := worker.PutHead(ctx, "customer", "H-1", 2, "e2", []byte(`{"v":2}`)); err != nil {
+		t.Fatalf("update head: %v", err)
+	}
+	var v int
+	var state string
+	if err := d.Root.QueryRow("SELECT version, state FROM record_heads WHERE record_type = 'customer' AND record_id = 'H-1'").Scan(&v, &state); err != nil || v != 2 || state != `{"v":2}` {
+		t.Fatalf("head = %d %s, %v", v, state, err)
 	}
 }

@@ -176,32 +176,59 @@ func (p prefixed) Scan(dest ...any) error {
 	return p.r.Scan(append([]any{p.kind}, dest...)...)
 }
 
-// headQuery reads the newest event of a record and the state stored with it.
-// The descending scan of idx_events_aggregate touches one row whatever the
-// history length.
-const headQuery = "SELECT e.base_version, a.state, e.id, e.processed FROM events e" +
-	" LEFT JOIN event_audit_log a ON a.event_id = e.id AND a.processing_outcome IN " + acceptedOutcomes +
+// headQuery reads a record's projection row (record_heads, one primary-key
+// probe whatever the history length) and the outbox flag of its newest
+// event. With " FOR UPDATE" it is the merge's record lock.
+const headQuery = "SELECT h.version, h.state, h.event_id, e.processed FROM record_heads h" +
+	" JOIN events e ON e.id = h.event_id WHERE h.record_type = ? AND h.record_id = ?"
+
+// eventsHeadQuery finds the newest event of a record without the
+// projection: for a record whose events were appended by something that
+// did not keep record_heads (a bulk load, an old tool). The state is then
+// rebuilt from the events by the merge.
+const eventsHeadQuery = "SELECT e.base_version, e.id, e.processed FROM events e" +
 	" WHERE e.record_type = ? AND e.record_id = ? ORDER BY e.base_version DESC LIMIT 1"
 
 func (o ops) head(ctx context.Context, rt, rid, suffix string) (store.Head, error) {
 	var (
-		base      uint64
+		version   uint64
 		state     []byte
 		id        string
 		processed bool
 	)
-	err := o.q.QueryRowContext(ctx, headQuery+suffix, rt, rid).Scan(&base, &state, &id, &processed)
+	err := o.q.QueryRowContext(ctx, headQuery+suffix, rt, rid).Scan(&version, &state, &id, &processed)
 	if errors.Is(err, sql.ErrNoRows) {
-		return store.Head{}, nil
+		var base uint64
+		err = o.q.QueryRowContext(ctx, eventsHeadQuery+suffix, rt, rid).Scan(&base, &id, &processed)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.Head{}, nil // a new record
+		}
+		version, state = base+1, nil
 	}
 	if err != nil {
 		return store.Head{}, wrap(err, "head of "+rt+":"+rid)
 	}
-	h := store.Head{Version: base + 1, NewestID: id, NewestProcessed: processed}
-	if state != nil {
+	h := store.Head{Version: version, NewestID: id, NewestProcessed: processed}
+	if len(state) > 0 {
 		h.State = json.RawMessage(state)
 	}
 	return h, nil
+}
+
+// putHead writes a record's projection row: the head after an append, or
+// the same head with a refreshed state.
+func (o ops) putHead(ctx context.Context, rt, rid string, version uint64, eventID string, state []byte) error {
+	if state == nil {
+		state = []byte{}
+	}
+	_, err := o.q.ExecContext(ctx,
+		"INSERT INTO record_heads (record_type, record_id, version, event_id, state) VALUES (?, ?, ?, ?, ?)"+
+			" ON DUPLICATE KEY UPDATE version = ?, event_id = ?, state = ?",
+		rt, rid, version, eventID, state, version, eventID, state)
+	if err != nil {
+		return wrap(err, "head of "+rt+":"+rid)
+	}
+	return nil
 }
 
 func (o ops) Head(ctx context.Context, rt, rid string) (store.Head, error) {
@@ -349,12 +376,51 @@ func (o ops) insertEvent(ctx context.Context, e store.Event, a store.Audit) erro
 	if a.Version == 0 {
 		a.Version = e.Version()
 	}
-	return o.AppendAudit(ctx, a)
+	// The state goes to the record's projection row, not into the audit
+	// row: one copy per record, not one per event.
+	state := a.State
+	a.State = nil
+	if err := o.AppendAudit(ctx, a); err != nil {
+		return err
+	}
+	return o.putHead(ctx, e.RecordType, e.RecordID, e.Version(), e.ID, state)
 }
 
 // AppendEvent inserts the event and its audit row in one transaction.
 func (s *Store) AppendEvent(ctx context.Context, e store.Event, a store.Audit) error {
 	return s.InTx(ctx, func(ctx context.Context, tx store.Tx) error { return tx.AppendEvent(ctx, e, a) })
+}
+
+// PutHead writes a record's projection row (backbone rebuild).
+func (s *Store) PutHead(ctx context.Context, rt, rid string, version uint64, eventID string, state json.RawMessage) error {
+	return s.o().putHead(ctx, rt, rid, version, eventID, state)
+}
+
+// Records lists the records that have events, in key order after the
+// given one, at most limit (backbone rebuild walks them).
+func (s *Store) Records(ctx context.Context, afterType, afterID string, limit int) ([][2]string, error) {
+	if limit <= 0 {
+		limit = 500
+	}
+	rows, err := s.db.QueryContext(ctx,
+		"SELECT DISTINCT record_type, record_id FROM events WHERE (record_type, record_id) > (?, ?) ORDER BY record_type, record_id LIMIT ?",
+		afterType, afterID, limit)
+	if err != nil {
+		return nil, wrap(err, "list records")
+	}
+	defer rows.Close()
+	var out [][2]string
+	for rows.Next() {
+		var k [2]string
+		if err := rows.Scan(&k[0], &k[1]); err != nil {
+			return nil, wrap(err, "list records")
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap(err, "list records")
+	}
+	return out, nil
 }
 
 func (s *Store) o() ops { return ops{q: s.db} }
@@ -391,7 +457,14 @@ func (t tx) AppendEvent(ctx context.Context, e store.Event, a store.Audit) error
 	return t.insertEvent(ctx, e, a)
 }
 
-// LockRecord takes the row lock of the record's newest event (FOR UPDATE).
+// RefreshHead replaces the state of the record's head (the same version and
+// event): a no-op that refreshed a field's conflict timestamp.
+func (t tx) RefreshHead(ctx context.Context, rt, rid string, h store.Head, state json.RawMessage) error {
+	return t.putHead(ctx, rt, rid, h.Version, h.NewestID, state)
+}
+
+// LockRecord takes the row lock of the record's projection row and of its
+// newest event (FOR UPDATE).
 // A writer that queued behind another reads, once granted, the row it
 // waited for; if that is no longer the head its insert hits the unique index
 // and InTx runs the merge again.
