@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/backbone-sync/backbone/internal/health"
 	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/record"
+	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/testdb"
 )
 
@@ -55,9 +58,21 @@ func seed(b *testing.B, d *testdb.DB) {
 		}
 		evRows, auRows, evArgs, auArgs = nil, nil, nil, nil
 	}
+	// Each record's projection row, as the merge keeps it.
+	var headRows []string
+	var headArgs []any
+	flushHeads := func() {
+		if len(headRows) > 0 {
+			if _, err := d.Root.ExecContext(ctx, "INSERT INTO record_heads (record_type, record_id, version, event_id, state) VALUES "+strings.Join(headRows, ","), headArgs...); err != nil {
+				b.Fatal(err)
+			}
+		}
+		headRows, headArgs = nil, nil
+	}
 	n := 0
 	for r := range benchRecords {
 		rid := fmt.Sprintf("R-%05d", r)
+		st := record.Empty()
 		for v := range benchVersions {
 			at := now.Add(-time.Duration(benchRecords*benchVersions-n) * 800 * time.Millisecond)
 			n++
@@ -69,12 +84,24 @@ func seed(b *testing.B, d *testdb.DB) {
 			auRows = append(auRows, "(?, ?, ?, 'customer', ?, 'accepted', 'merge', ?, ?, ?)", "(?, ?, ?, 'customer', ?, 'delivered', 'netsuite', ?, NULL, ?)",
 				"(?, ?, ?, 'customer', ?, 'delivered', 'suitex', ?, NULL, ?)")
 			auArgs = append(auArgs, v7At(at), id, fp, rid, v+1, src, at, v7At(at), id, fp, rid, v+1, at, v7At(at), id, fp, rid, v+1, at)
+			st = st.Apply(store.Event{ID: id, RecordType: "customer", RecordID: rid, Source: src, Timestamp: at, BaseVersion: uint64(v)},
+				map[string]json.RawMessage{"n": json.RawMessage(fmt.Sprint(v))})
 			if len(evRows) == batch {
 				flush()
 			}
 		}
+		state, err := json.Marshal(st)
+		if err != nil {
+			b.Fatal(err)
+		}
+		headRows = append(headRows, "('customer', ?, ?, ?, ?)")
+		headArgs = append(headArgs, rid, st.Version, st.EventID, string(state))
+		if len(headRows) == batch {
+			flushHeads()
+		}
 	}
 	flush()
+	flushHeads()
 }
 
 func p99(ds []time.Duration) time.Duration {
