@@ -13,7 +13,6 @@ import (
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/deadletter"
-	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
@@ -173,7 +172,7 @@ func TestDLQRedriveRetryable(t *testing.T) {
 	_, worker := d.Worker(t)
 	ps := pubsubtest.New(t, config.Sandbox, true)
 	transient := dlqErrorData(t, "suitex", "http_503", "customer", "C-1")
-	f := failure.Permanent(event.StageSuiteX, "http_400", "SuiteX refused the field")
+	f := failure.Permanent(store.StageSuiteX, "http_400", "SuiteX refused the field")
 	f.RecordType, f.RecordID = "customer", "C-2"
 	orig := message.Message{Data: []byte(dlqRawEvent), ID: "orig-2", Subscription: "projects/p/subscriptions/events.merged.sandbox-suitex-sub"}
 	permanent, err := json.Marshal(failure.Message(f, orig))

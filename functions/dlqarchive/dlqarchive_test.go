@@ -78,7 +78,7 @@ func pushStatus(url string, m message.Message) (int, error) {
 // errorData is an error message as the SuiteX sink reports a 503.
 func errorData(t *testing.T) []byte {
 	t.Helper()
-	f := failure.Retryable(event.StageSuiteX, "http_503", "SuiteX answered 503")
+	f := failure.Retryable(store.StageSuiteX, "http_503", "SuiteX answered 503")
 	f.EventID, f.RecordType, f.RecordID = eventID, "customer", "C-1001"
 	orig := message.Message{
 		Data:            []byte(`{"id":"` + eventID + `","record_type":"customer","record_id":"C-1001","changes":{"email":"` + secret + `"}}`),
@@ -277,7 +277,7 @@ func TestArchiveFromRealDeadLettering(t *testing.T) {
 	ps := pubsubtest.New(t, config.Sandbox, true)
 	d := testdb.New(t)
 	url, _ := serve(t, d.Store)
-	f := failure.Retryable(event.StageMerge, "db_unavailable", "event store down")
+	f := failure.Retryable(store.StageMerge, "db_unavailable", "event store down")
 	orig := message.Message{Data: []byte(`{"record_type":"customer"}`), ID: "raw-1", DeliveryAttempt: 2,
 		Subscription: pubsubtest.SubPath(ps.Names.MergeSub), Attributes: map[string]string{"env": "sandbox"}}
 	if _, err := failure.NewReporter(config.Sandbox, ps.Publisher(t)).Report(ctx, failure.Message(f, orig)); err != nil {
@@ -446,7 +446,7 @@ func poisonDeadLetters(t *testing.T, ps *pubsubtest.Server) []message.Message {
 				reason = v.Reason
 			}
 		}
-		f := failure.Permanent(event.StageMerge, reason, "rejected by the merge")
+		f := failure.Permanent(store.StageMerge, reason, "rejected by the merge")
 		data, err := json.Marshal(failure.Message(f, fromPulled(r, ps.Names.MergeSub)))
 		if err != nil {
 			t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/backbone-sync/backbone/functions/retry"
 	"github.com/backbone-sync/backbone/shared/event"
+	"github.com/backbone-sync/backbone/shared/failure"
 	engine "github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
@@ -195,7 +196,7 @@ func TestStoreRefusal(t *testing.T) {
 	if e := errs[refused.ID]; e.Reason != "store_refused_data_too_long" || e.Retryable || !strings.Contains(e.Detail, "1406") {
 		t.Errorf("refused: error message %+v, want permanent store_refused_data_too_long", e)
 	}
-	if e := errs[odd.ID]; e.Reason != engine.ReasonStoreError || !e.Retryable || !strings.Contains(e.Detail, "retried by default") {
+	if e := errs[odd.ID]; e.Reason != failure.ReasonStoreError || !e.Retryable || !strings.Contains(e.Detail, "retried by default") {
 		t.Errorf("unknown number: error message %+v, want retryable store_error saying so", e)
 	}
 	for id, want := range map[string]string{refused.ID: store.OutcomeRejected, odd.ID: store.OutcomeDeferred} {
@@ -213,7 +214,7 @@ func TestStoreRefusal(t *testing.T) {
 
 	// Retry sends the refusal straight to the dead-letter topic (it is not
 	// retryable) and re-runs the unclassified one, which fails again: nack.
-	rt := retry.New(env, map[string]retry.Stage{event.StageMerge: func(ctx context.Context, m message.Message) error {
+	rt := retry.New(env, map[string]retry.Stage{store.StageMerge: func(ctx context.Context, m message.Message) error {
 		_, err := h.eng.Process(ctx, m)
 		return err
 	}}, h.ps.Publisher(t), h.store, nil)

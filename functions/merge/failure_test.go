@@ -13,6 +13,7 @@ import (
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
+	"github.com/backbone-sync/backbone/shared/failure"
 	engine "github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
@@ -49,7 +50,7 @@ func TestBadInput(t *testing.T) {
 		{"missing field", del("record_id"), nil, event.ReasonMissingField},
 		{"wrong type", set("record_id", 1001), nil, event.ReasonWrongType},
 		{"unknown source", set("source", "salesforce"), nil, event.ReasonUnknownSource},
-		{"wrong env attribute", good, map[string]string{"env": "production"}, engine.ReasonWrongEnv},
+		{"wrong env attribute", good, map[string]string{"env": "production"}, failure.ReasonWrongEnv},
 		{"300 KiB", set("changes", map[string]string{"blob": strings.Repeat("x", 300<<10)}), nil, event.ReasonTooLarge},
 		{"control character in record_id", set("record_id", "C-\u0007"), nil, event.ReasonInvalidRecordID},
 		{"unknown field", set("priority", "high"), nil, event.ReasonUnknownField},
@@ -105,7 +106,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%s: no error message", c.name)
 			continue
 		}
-		if e.Reason != c.reason || e.Retryable || e.Stage != event.StageMerge || e.Detail == "" {
+		if e.Reason != c.reason || e.Retryable || e.Stage != store.StageMerge || e.Detail == "" {
 			t.Errorf("%s: error message reason %q retryable %v detail %q, want %q", c.name, e.Reason, e.Retryable, e.Detail, c.reason)
 		}
 		if string(e.Original.Data) != c.data || e.Original.MessageID != id {
@@ -155,7 +156,7 @@ func TestHandlerNeverPanics(t *testing.T) {
 		ids = append(ids, m.ID)
 	}
 	for id, e := range h.errorsByMessage() {
-		if e.Reason == engine.ReasonInternal {
+		if e.Reason == failure.ReasonInternal {
 			t.Errorf("message %s made the handler panic: %s", id, e.Detail)
 		}
 	}
@@ -356,7 +357,7 @@ func TestPanicIsParked(t *testing.T) {
 	m := h.msg([]byte(good))
 	h.pushOK(m)
 	e, ok := h.errorsByMessage()[m.ID]
-	if !ok || e.Reason != engine.ReasonInternal || !e.Retryable {
+	if !ok || e.Reason != failure.ReasonInternal || !e.Retryable {
 		t.Errorf("error message %+v, want retryable internal_error", e)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/backbone-sync/backbone/shared/failure"
-	engine "github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
 )
 
@@ -40,7 +39,7 @@ func FuzzMergeHandler(f *testing.F) {
 	// on the error topic once the run is over.
 	f.Cleanup(func() {
 		for _, r := range h.ps.Drain(f, h.names.RetrySub) {
-			if e, err := failure.Decode(r.Data); err == nil && e.Reason == engine.ReasonInternal {
+			if e, err := failure.Decode(r.Data); err == nil && e.Reason == failure.ReasonInternal {
 				f.Errorf("the handler panicked on %q: %s", e.Original.Data, e.Detail)
 			}
 		}
@@ -70,7 +69,7 @@ func FuzzMergeHandler(f *testing.F) {
 		if !message.Acked(resp.StatusCode) && resp.StatusCode != message.StatusUndecodable {
 			t.Fatalf("status %d (%s): want an ack, or 400 for a body that is no Pub/Sub request", resp.StatusCode, out)
 		}
-		if bytes.Contains(out, []byte(engine.ReasonInternal)) {
+		if bytes.Contains(out, []byte(failure.ReasonInternal)) {
 			t.Fatalf("the handler panicked: %s", out)
 		}
 	})

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/backbone-sync/backbone/shared/event"
-	engine "github.com/backbone-sync/backbone/shared/merge"
+	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
@@ -156,7 +156,7 @@ func hostileCases() []hostileCase {
 		{name: "bad id", data: set("id", "12345"), reason: event.ReasonInvalidID},
 		{name: "nil id", data: set("id", "00000000-0000-0000-0000-000000000000"), reason: event.ReasonInvalidID},
 		{name: "snapshot ref too long", data: set("full_snapshot_ref", strings.Repeat("x", 1025)), reason: event.ReasonInvalidSnapshotRef},
-		{name: "wrong env attribute", data: good, attrs: map[string]string{"env": "production"}, reason: engine.ReasonWrongEnv},
+		{name: "wrong env attribute", data: good, attrs: map[string]string{"env": "production"}, reason: failure.ReasonWrongEnv},
 		{name: "cloudevent binary wrong type", req: ceBinary("google.cloud.storage.object.v1.finalized", "", ""), reason: message.ReasonUnexpectedEventType},
 		{name: "cloudevent binary no type", req: ceBinary(published, "Ce-Type", ""), reason: message.ReasonInvalidCloudEvent},
 		{name: "cloudevent binary no source", req: ceBinary(published, "Ce-Source", ""), reason: message.ReasonInvalidCloudEvent},
@@ -215,10 +215,10 @@ func TestHostileInput(t *testing.T) {
 			for k, v := range errs {
 				id, e = k, v
 			}
-			if e.Reason != c.reason || e.Retryable || e.Stage != event.StageMerge || e.Detail == "" {
+			if e.Reason != c.reason || e.Retryable || e.Stage != store.StageMerge || e.Detail == "" {
 				t.Errorf("error message reason %q retryable %v detail %q, want %q", e.Reason, e.Retryable, e.Detail, c.reason)
 			}
-			if e.Reason == engine.ReasonInternal {
+			if e.Reason == failure.ReasonInternal {
 				t.Errorf("the handler panicked: %s", e.Detail)
 			}
 			if sentData != nil && !bytes.Equal(e.Original.Data, sentData) {

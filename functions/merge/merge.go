@@ -11,10 +11,10 @@ import (
 	"runtime/debug"
 
 	"github.com/backbone-sync/backbone/shared/config"
-	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	engine "github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/store"
 )
 
 // Name is the function target.
@@ -44,7 +44,7 @@ func New(d Deps) message.Handler {
 				// retryable, so Retry tries again and dead-letters it after
 				// its attempts.
 				d.Log.ErrorContext(ctx, "merge panicked", "message_id", m.ID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-				err = report(ctx, d, m, failure.Retryable(event.StageMerge, engine.ReasonInternal, fmt.Sprintf("merge panicked: %v", p)))
+				err = report(ctx, d, m, failure.Retryable(store.StageMerge, failure.ReasonInternal, fmt.Sprintf("merge panicked: %v", p)))
 			}
 		}()
 		var res engine.Result
@@ -65,10 +65,10 @@ func New(d Deps) message.Handler {
 		if !ok {
 			// The engine classifies everything it knows; anything else is
 			// taken as the store being unreachable: retryable.
-			f = failure.Retryable(event.StageMerge, engine.ReasonStoreUnavailable, err.Error())
+			f = failure.Retryable(store.StageMerge, failure.ReasonStoreUnavailable, err.Error())
 			f.RecordType, f.RecordID, f.EventID = res.RecordType, res.RecordID, res.EventID
 		}
-		if f.Reason == engine.ReasonStoreUnavailable {
+		if f.Reason == failure.ReasonStoreUnavailable {
 			// The database being down is not the message's fault (SPEC §6):
 			// nack, so merge-sub (no dead-letter policy, 10–600 s backoff, 7
 			// days) keeps it and ordering holds the record's later messages

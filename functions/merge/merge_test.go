@@ -445,7 +445,7 @@ func TestVersionGap(t *testing.T) {
 	ahead := h.send(raw{ID: newID(), RecordType: "customer", RecordID: "C-1", Source: "netsuite", Base: 2, TS: t0, Changes: map[string]any{"c": 3}})
 	errs := h.errorsByMessage()
 	e, ok := errs[ahead.ID]
-	if !ok || e.Reason != engine.ReasonVersionGap || !e.Retryable || e.Stage != event.StageMerge ||
+	if !ok || e.Reason != engine.ReasonVersionGap || !e.Retryable || e.Stage != store.StageMerge ||
 		e.RecordType != "customer" || e.RecordID != "C-1" || string(e.Original.Data) != string(ahead.Data) ||
 		e.Original.Subscription != ahead.Subscription || e.Original.Attributes["env"] != string(env) {
 		t.Fatalf("error message %+v, want a retryable version_gap carrying the original", e)

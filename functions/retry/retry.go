@@ -50,7 +50,6 @@ const (
 const (
 	ReasonUndecodable  = "undecodable_error_message"
 	ReasonUnknownStage = "unknown_stage"
-	ReasonWrongEnv     = "wrong_env"
 )
 
 // Retry holds what the handler needs.
@@ -75,7 +74,7 @@ func New(env config.Env, stages map[string]Stage, pub publish.Publisher, st stor
 func (r *Retry) handle(ctx context.Context, m message.Message) error {
 	log := r.log.With("message_id", m.ID, "delivery_attempt", m.DeliveryAttempt)
 	if got := m.Attributes[publish.AttrEnv]; got != "" && got != string(r.env) {
-		return r.deadLetter(ctx, log, m, ReasonWrongEnv, nil)
+		return r.deadLetter(ctx, log, m, failure.ReasonWrongEnv, nil)
 	}
 	if inv := m.Invalid; inv != nil {
 		// A CloudEvent that is not a Pub/Sub message: nothing to re-run.

@@ -34,11 +34,10 @@ const (
 const (
 	// AttrDeadLetterReason says why Retry parked the message (not_retryable,
 	// failed_permanently, unknown_stage, undecodable_error_message, wrong_env).
+	// Its value failure.ReasonWrongEnv marks a message whose `env` attribute
+	// named another environment: Retry's publisher restamps `env` with its
+	// own, so this attribute is what is left of the mismatch.
 	AttrDeadLetterReason = "dead_letter_reason"
-	// WhyWrongEnv is the dead_letter_reason of a message whose `env`
-	// attribute named another environment. Retry's publisher restamps `env`
-	// with its own, so this attribute is what is left of the mismatch.
-	WhyWrongEnv = "wrong_env"
 )
 
 // What an archived message that is not an error message is filed under.
@@ -204,7 +203,7 @@ type Archived struct {
 func Archive(ctx context.Context, s store.Store, home config.Env, m message.Message) (Archived, error) {
 	d, decodeErr := FromMessage(m)
 	a := Archived{DeadLetter: d, DecodeErr: decodeErr, Env: m.Attributes[publish.AttrEnv], Why: m.Attributes[AttrDeadLetterReason]}
-	a.WrongEnv = (home != "" && a.Env != "" && a.Env != string(home)) || a.Why == WhyWrongEnv
+	a.WrongEnv = (home != "" && a.Env != "" && a.Env != string(home)) || a.Why == failure.ReasonWrongEnv
 	inserted, err := s.AppendDeadLetter(ctx, d)
 	if err != nil {
 		return a, fmt.Errorf("archive dead letter %s: %w", m.ID, err)

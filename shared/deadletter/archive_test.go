@@ -11,7 +11,6 @@ import (
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/deadletter"
-	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/store"
@@ -48,7 +47,7 @@ func TestFromMessagePrefersPubSubDeadLetterAttributes(t *testing.T) {
 func TestFromMessageFallsBackToTheOriginal(t *testing.T) {
 	t.Parallel()
 	// Retry parks a non-retryable error directly: no Pub/Sub attributes.
-	f := failure.Permanent(event.StageMerge, "invalid_json", "not JSON")
+	f := failure.Permanent(store.StageMerge, "invalid_json", "not JSON")
 	data := errorMessage(t, f, "events.raw.sandbox-merge-sub", 3)
 	d, err := deadletter.FromMessage(message.Message{ID: "m2", Data: data, Attributes: map[string]string{"env": "sandbox"}})
 	if err != nil {
@@ -189,7 +188,7 @@ func TestArchiveFlagsWrongEnv(t *testing.T) {
 	// Retry parked a foreign message: its publisher restamped env with its
 	// own, the dead_letter_reason attribute is what tells.
 	a, err = deadletter.Archive(context.Background(), d.Store, config.Sandbox, message.Message{ID: "p3", Data: data,
-		Attributes: map[string]string{"env": "sandbox", deadletter.AttrDeadLetterReason: deadletter.WhyWrongEnv}})
+		Attributes: map[string]string{"env": "sandbox", deadletter.AttrDeadLetterReason: failure.ReasonWrongEnv}})
 	if err != nil || !a.New || !a.WrongEnv || a.Why != "wrong_env" {
 		t.Fatalf("parked by Retry as wrong_env: %+v, %v", a, err)
 	}

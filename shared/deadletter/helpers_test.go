@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/store"
 )
 
 // rawEvent is an original message's data as a source would send it.
@@ -38,7 +38,7 @@ func errorMessage(t testing.TB, f *failure.Failure, sub string, attempt int) []b
 }
 
 func suitexFailure(reason string) *failure.Failure {
-	f := failure.Retryable(event.StageSuiteX, reason, "SuiteX answered 503")
+	f := failure.Retryable(store.StageSuiteX, reason, "SuiteX answered 503")
 	f.EventID, f.RecordType, f.RecordID = "7d0c6b8e-3f5a-4c1e-9b7a-1e2d3c4b5a69", "customer", "C-1001"
 	return f
 }

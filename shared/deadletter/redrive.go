@@ -167,7 +167,7 @@ func (r *Redriver) one(ctx context.Context, d store.DeadLetter, dryRun bool, o *
 		// then be processed by sandbox (or the reverse).
 		return ActionSkipped, fmt.Sprintf("its env attribute is %q: redrive it with BACKBONE_ENV=%s", env, env)
 	}
-	if d.Attributes[AttrDeadLetterReason] == WhyWrongEnv {
+	if d.Attributes[AttrDeadLetterReason] == failure.ReasonWrongEnv {
 		return ActionSkipped, "Retry parked it because it came from another environment: it does not belong on this error topic"
 	}
 	if stress.Reserved(d.RecordType) {

@@ -159,7 +159,7 @@ func TestRedrive(t *testing.T) {
 	d := testdb.New(t)
 	worker, _ := d.Worker(t) // redrive needs nothing beyond the sync_worker grants
 	retryable := errorMessage(t, suitexFailure("http_503"), "events.merged.sandbox-suitex-sub", 1)
-	permanent := errorMessage(t, failure.Permanent(event.StageMerge, "invalid_json", "x"), "events.raw.sandbox-merge-sub", 1)
+	permanent := errorMessage(t, failure.Permanent(store.StageMerge, "invalid_json", "x"), "events.raw.sandbox-merge-sub", 1)
 	dlAttrs := map[string]string{"env": "sandbox", "stage": "suitex", "retryable": "true",
 		deadletter.AttrSourceDeliveryCount: "5", deadletter.AttrSourceSubscription: "events.error.sandbox-retry-sub"}
 	archiveAll(t, d.Store,
@@ -167,7 +167,7 @@ func TestRedrive(t *testing.T) {
 		message.Message{ID: "dl-b", Data: permanent, Attributes: map[string]string{"env": "sandbox"}},
 		message.Message{ID: "dl-u", Data: []byte("not an error message")},
 		message.Message{ID: "dl-p", Data: retryable, Attributes: map[string]string{"env": "production"}},
-		message.Message{ID: "dl-w", Data: retryable, Attributes: map[string]string{"env": "sandbox", deadletter.AttrDeadLetterReason: deadletter.WhyWrongEnv}},
+		message.Message{ID: "dl-w", Data: retryable, Attributes: map[string]string{"env": "sandbox", deadletter.AttrDeadLetterReason: failure.ReasonWrongEnv}},
 	)
 	before := deadLetterRows(t, d.Root)
 	letters, err := deadletter.Select(ctx, worker, []string{"dl-a", "dl-b", "dl-u", "dl-p", "dl-a", "dl-w"}, store.DeadLetterFilter{})

@@ -25,9 +25,9 @@ import (
 // system refused for its content.
 var transientReasons = map[string]bool{
 	// merge (shared/merge)
-	"version_gap":       true,
-	"store_unavailable": true,
-	"publish_failed":    true,
+	"version_gap":                  true,
+	failure.ReasonStoreUnavailable: true,
+	"publish_failed":               true,
 	// sinks' transport failures (shared/sink)
 	"timeout":            true,
 	"connection_refused": true,

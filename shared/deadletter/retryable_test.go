@@ -13,7 +13,6 @@ import (
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/deadletter"
-	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
@@ -25,9 +24,9 @@ import (
 // record rid: its original is the merged event of that version.
 func mergedFailure(t *testing.T, rid string, v uint64, reason string, retryable bool) []byte {
 	t.Helper()
-	f := failure.Permanent(event.StageSuiteX, reason, "SuiteX answered "+reason)
+	f := failure.Permanent(store.StageSuiteX, reason, "SuiteX answered "+reason)
 	if retryable {
-		f = failure.Retryable(event.StageSuiteX, reason, "SuiteX answered "+reason)
+		f = failure.Retryable(store.StageSuiteX, reason, "SuiteX answered "+reason)
 	}
 	f.EventID, f.RecordType, f.RecordID = fmt.Sprintf("00000000-0000-0000-0000-%012d", v), "customer", rid
 	orig := message.Message{
@@ -119,11 +118,11 @@ func TestPlanRetryableSkipsPermanentAndWaitsForHealth(t *testing.T) {
 	ps := pubsubtest.New(t, config.Sandbox, true)
 	d := testdb.New(t)
 	worker, _ := d.Worker(t)
-	storeDown := failure.Retryable(event.StageMerge, "store_unavailable", "connection refused")
+	storeDown := failure.Retryable(store.StageMerge, "store_unavailable", "connection refused")
 	storeDown.RecordType, storeDown.RecordID = "customer", "C-2"
-	netsuite503 := failure.Retryable(event.StageNetSuite, "http_503", "down")
+	netsuite503 := failure.Retryable(store.StageNetSuite, "http_503", "down")
 	netsuite503.RecordType, netsuite503.RecordID = "customer", "C-3"
-	permanent := failure.Permanent(event.StageSuiteX, "http_400", "bad field")
+	permanent := failure.Permanent(store.StageSuiteX, "http_400", "bad field")
 	permanent.RecordType, permanent.RecordID = "customer", "C-4"
 	parked := map[string]string{"env": "sandbox", deadletter.AttrDeadLetterReason: "not_retryable"}
 	archiveAll(t, d.Store,

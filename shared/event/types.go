@@ -87,13 +87,6 @@ const (
 	AttrEventID    = "event_id"
 )
 
-// Stages of an error message.
-const (
-	StageMerge    = "merge"
-	StageNetSuite = "netsuite"
-	StageSuiteX   = "suitex"
-)
-
 // Original is the message a failed stage was handling, kept whole so that
 // Retry can re-run the stage and an operator can see what came in.
 type Original struct {

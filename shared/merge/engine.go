@@ -56,13 +56,9 @@ import (
 // Reasons of the merge stage's own failures (validation failures carry the
 // event.Reason* codes). Stable: operators filter on them.
 const (
-	ReasonWrongEnv         = "wrong_env"
-	ReasonIDConflict       = "id_conflict"
-	ReasonVersionGap       = "version_gap"
-	ReasonStoreUnavailable = "store_unavailable"
-	ReasonStoreError       = "store_error"
-	ReasonPublishFailed    = "publish_failed"
-	ReasonInternal         = "internal_error"
+	ReasonIDConflict    = "id_conflict"
+	ReasonVersionGap    = "version_gap"
+	ReasonPublishFailed = "publish_failed"
 )
 
 // Conflict resolutions and rules (event.Conflict).
@@ -152,7 +148,7 @@ func (e *Engine) Process(ctx context.Context, m message.Message) (Result, error)
 		res.Fingerprint = event.HashHex(m.Data)
 	}
 	if env := m.Attributes[publish.AttrEnv]; env != "" && env != string(e.env) {
-		return e.reject(ctx, m, res, ReasonWrongEnv,
+		return e.reject(ctx, m, res, failure.ReasonWrongEnv,
 			fmt.Sprintf("message env attribute is %q, this is the %s backbone: another environment's message must never merge here", env, e.env))
 	}
 	if derr != nil {
@@ -183,7 +179,7 @@ func (e *Engine) Process(ctx context.Context, m message.Message) (Result, error)
 // again and the rejection is audited then (every message gets its row).
 func (e *Engine) reject(ctx context.Context, m message.Message, res Result, reason, detail string) (Result, error) {
 	res.Outcome = store.OutcomeRejected
-	f := failure.Permanent(event.StageMerge, reason, detail)
+	f := failure.Permanent(store.StageMerge, reason, detail)
 	f.RecordType, f.RecordID = res.RecordType, res.RecordID
 	err := e.store.AppendAudit(ctx, store.Audit{
 		Fingerprint: res.Fingerprint,
@@ -362,7 +358,7 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 			return duplicate(ev, "same id and change as an event already stored")
 		}
 		d.outcome = store.OutcomeRejected
-		d.fail = failure.Permanent(event.StageMerge, ReasonIDConflict, fmt.Sprintf(
+		d.fail = failure.Permanent(store.StageMerge, ReasonIDConflict, fmt.Sprintf(
 			"event id %s is already stored for a different change (%s:%s version %d)", ev.ID, ev.RecordType, ev.RecordID, ev.Version()))
 		d.fail.EventID = ev.ID
 		return audit(store.OutcomeRejected, ReasonIDConflict+": "+d.fail.Detail, "", head.Version)
@@ -403,7 +399,7 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 	// Step 2: a base ahead of the chain waits for the change before it.
 	if raw.BaseVersion > head.Version {
 		d.outcome = store.OutcomeDeferred
-		d.fail = failure.Retryable(event.StageMerge, ReasonVersionGap, fmt.Sprintf(
+		d.fail = failure.Retryable(store.StageMerge, ReasonVersionGap, fmt.Sprintf(
 			"base_version %d is ahead of record version %d: an earlier change is still in flight", raw.BaseVersion, head.Version))
 		return audit(store.OutcomeDeferred, ReasonVersionGap+": "+d.fail.Detail, "", head.Version)
 	}
@@ -629,7 +625,7 @@ func (e *Engine) storeFailure(res Result, err error) *failure.Failure {
 }
 
 func (e *Engine) publishFailure(res Result, eventID string, err error) *failure.Failure {
-	f := failure.Retryable(event.StageMerge, ReasonPublishFailed,
+	f := failure.Retryable(store.StageMerge, ReasonPublishFailed,
 		fmt.Sprintf("event %s is stored but not yet published (processed = 0; a redelivery or `backbone outbox flush` publishes it): %v", eventID, err))
 	f.RecordType, f.RecordID, f.EventID = res.RecordType, res.RecordID, eventID
 	return f

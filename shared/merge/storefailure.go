@@ -42,21 +42,21 @@ func classifyStoreFailure(res Result, err error) *failure.Failure {
 	var f *failure.Failure
 	switch store.Classify(err) {
 	case store.ClassTooLarge:
-		f = failure.Permanent(event.StageMerge, ReasonRecordTooLarge,
+		f = failure.Permanent(store.StageMerge, ReasonRecordTooLarge,
 			"change rejected, not retried: "+err.Error()+"; split the record's data or send smaller values")
 	case store.ClassRefused:
 		re, _ := store.AsRefused(err)
-		f = failure.Permanent(event.StageMerge, re.Reason(), fmt.Sprintf(
+		f = failure.Permanent(store.StageMerge, re.Reason(), fmt.Sprintf(
 			"the database refused to store this change (%s, error %d); rejected, not retried: %v", re.Name, re.Number, err))
 	case store.ClassUnclassified:
-		f = failure.Retryable(event.StageMerge, ReasonStoreError,
+		f = failure.Retryable(store.StageMerge, failure.ReasonStoreError,
 			"unclassified database error, retried by default (add its number to the table in shared/store/mysql/errors.go): "+err.Error())
 	default:
-		reason := ReasonStoreError
+		reason := failure.ReasonStoreError
 		if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			reason = ReasonStoreUnavailable
+			reason = failure.ReasonStoreUnavailable
 		}
-		f = failure.Retryable(event.StageMerge, reason, err.Error())
+		f = failure.Retryable(store.StageMerge, reason, err.Error())
 	}
 	f.RecordType, f.RecordID, f.EventID = res.RecordType, res.RecordID, res.EventID
 	return f
@@ -76,7 +76,7 @@ func (e *Engine) AuditStoreFailure(ctx context.Context, m message.Message, res R
 	switch {
 	case f.Reason == ReasonRecordTooLarge || strings.HasPrefix(f.Reason, store.ReasonRefusedPrefix):
 		outcome = store.OutcomeRejected
-	case f.Reason == ReasonStoreError:
+	case f.Reason == failure.ReasonStoreError:
 		outcome = store.OutcomeDeferred
 	default:
 		return nil

@@ -37,9 +37,9 @@ func Handler(r *Runner, rep Reporter, log *slog.Logger) message.Handler {
 		f, ok := failure.As(err)
 		if !ok {
 			// Runner returns only failures; keep the contract if that changes.
-			f = failure.Retryable(r.Target(), ReasonInternal, err.Error())
+			f = failure.Retryable(r.Target(), failure.ReasonInternal, err.Error())
 		}
-		if f.Reason == ReasonStoreUnavailable {
+		if f.Reason == failure.ReasonStoreUnavailable {
 			// The database being down is not the message's fault (SPEC §6):
 			// nack, so the subscription (no dead-letter policy, 10–600 s
 			// backoff, 7 days) keeps it and ordering holds the record's

@@ -78,11 +78,7 @@ type SecretHolder interface {
 
 // Failure reasons the Runner itself produces.
 const (
-	ReasonWrongEnv         = "wrong_env"
-	ReasonInvalidMessage   = "invalid_message"
-	ReasonStoreUnavailable = "store_unavailable"
-	ReasonStoreError       = "store_error"
-	ReasonInternal         = "internal_error"
+	ReasonInvalidMessage = "invalid_message"
 	// ReasonReservedRecordType: a stress record (event.Reserved).
 	ReasonReservedRecordType = "reserved_record_type"
 )
@@ -128,7 +124,7 @@ func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string
 			// dead-letters it after its attempts.
 			r.log.ErrorContext(ctx, "delivery panicked", "message_id", m.ID, "panic", r.redact(fmt.Sprint(p)),
 				"stack", string(debug.Stack()))
-			outcome, err = store.OutcomeFailed, failure.Retryable(stage, ReasonInternal, r.redact(fmt.Sprintf("delivery panicked: %v", p)))
+			outcome, err = store.OutcomeFailed, failure.Retryable(stage, failure.ReasonInternal, r.redact(fmt.Sprintf("delivery panicked: %v", p)))
 		}
 	}()
 	if inv := m.Invalid; inv != nil {
@@ -143,7 +139,7 @@ func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string
 		if got == "" {
 			detail = fmt.Sprintf("message %s has no env attribute, this is %s: only the backbone's guarded publisher writes merged messages", m.ID, r.env)
 		}
-		f := failure.Permanent(stage, ReasonWrongEnv, detail)
+		f := failure.Permanent(stage, failure.ReasonWrongEnv, detail)
 		r.log.WarnContext(ctx, "merged message rejected", "message_id", m.ID, "reason", f.Reason, "detail", f.Detail)
 		return store.OutcomeRejected, f
 	}
@@ -193,7 +189,7 @@ func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string
 		return nil
 	})
 	if lerr != nil {
-		f := r.fail(failure.Retryable(stage, ReasonStoreUnavailable, fmt.Sprintf("serialise delivery: %v", lerr)), ev)
+		f := r.fail(failure.Retryable(stage, failure.ReasonStoreUnavailable, fmt.Sprintf("serialise delivery: %v", lerr)), ev)
 		log.WarnContext(ctx, "delivery failed", "reason", f.Reason, "retryable", true, "detail", f.Detail)
 		return store.OutcomeFailed, f
 	}
@@ -294,7 +290,7 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 				// The target has the change but the store does not know: the
 				// attempt stays in doubt (unknown), so the retry sends the
 				// fields again, which both targets accept.
-				f := r.fail(failure.Retryable(stage, ReasonStoreUnavailable,
+				f := r.fail(failure.Retryable(stage, failure.ReasonStoreUnavailable,
 					fmt.Sprintf("delivered, but the delivery could not be audited: %v", err)), trig)
 				log.ErrorContext(ctx, "delivered but not audited", "reason", f.Reason, "detail", f.Detail)
 				return store.OutcomeFailed, f
@@ -304,7 +300,7 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 		}
 		f, ok := failure.As(derr)
 		if !ok {
-			f = failure.Retryable(stage, ReasonInternal, derr.Error())
+			f = failure.Retryable(stage, failure.ReasonInternal, derr.Error())
 		}
 		f = r.fail(f, trig)
 		done.Outcome = store.OutcomeFailed
@@ -384,15 +380,15 @@ func storeFailure(stage, what string, err error) *failure.Failure {
 	detail := fmt.Sprintf("%s: %v", what, err)
 	switch store.Classify(err) {
 	case store.ClassRefused:
-		reason := ReasonStoreError
+		reason := failure.ReasonStoreError
 		if re, ok := store.AsRefused(err); ok {
 			reason = re.Reason()
 		}
 		return failure.Permanent(stage, reason, "the database refused the delivery's bookkeeping; not retried: "+detail)
 	case store.ClassUnclassified:
-		return failure.Retryable(stage, ReasonStoreError, "unclassified database error, retried by default: "+detail)
+		return failure.Retryable(stage, failure.ReasonStoreError, "unclassified database error, retried by default: "+detail)
 	}
-	return failure.Retryable(stage, ReasonStoreUnavailable, detail)
+	return failure.Retryable(stage, failure.ReasonStoreUnavailable, detail)
 }
 
 // newRowID is a time-ordered id for an audit row the sink must refer to.
@@ -406,7 +402,7 @@ func newRowID() string {
 // skip audits a decision not to deliver and acks.
 func (r *Runner) skip(ctx context.Context, st store.Locked, log *slog.Logger, a store.Audit, ev event.Merged) (string, error) {
 	if err := st.AppendAudit(ctx, a); err != nil {
-		f := r.fail(failure.Retryable(r.target.Name(), ReasonStoreUnavailable,
+		f := r.fail(failure.Retryable(r.target.Name(), failure.ReasonStoreUnavailable,
 			fmt.Sprintf("audit %s: %v", a.Outcome, err)), ev)
 		log.WarnContext(ctx, "skip not audited", "outcome", a.Outcome, "reason", f.Reason, "detail", f.Detail)
 		return store.OutcomeFailed, f

@@ -365,7 +365,7 @@ func TestForeignOrMissingEnvIsRejected(t *testing.T) {
 		}
 		out, err := r.Deliver(context.Background(), m)
 		f, ok := failure.As(err)
-		if !ok || out != store.OutcomeRejected || f.Retryable || f.Reason != sink.ReasonWrongEnv || f.Stage != store.StageNetSuite {
+		if !ok || out != store.OutcomeRejected || f.Retryable || f.Reason != failure.ReasonWrongEnv || f.Stage != store.StageNetSuite {
 			t.Fatalf("env %q: %q %v", env, out, err)
 		}
 	}
@@ -514,7 +514,7 @@ func TestPlainTargetErrorBecomesRetryableFailure(t *testing.T) {
 	appendEvent(t, d.Store, ev)
 	_, err := r.Deliver(context.Background(), msg(t, config.Sandbox, ev))
 	f, ok := failure.As(err)
-	if !ok || !f.Retryable || f.Reason != sink.ReasonInternal || f.Stage != store.StageSuiteX {
+	if !ok || !f.Retryable || f.Reason != failure.ReasonInternal || f.Stage != store.StageSuiteX {
 		t.Fatalf("%v", err)
 	}
 	if tgt.called() != 1 {
@@ -552,7 +552,7 @@ func TestStoreDownIsRetryable(t *testing.T) {
 	r := sink.NewRunner(config.Sandbox, tgt, st, nil)
 	out, err := r.Deliver(context.Background(), msg(t, config.Sandbox, merged("customer", "C-down", "suitex", 1)))
 	f, ok := failure.As(err)
-	if !ok || out != store.OutcomeFailed || !f.Retryable || f.Reason != sink.ReasonStoreUnavailable {
+	if !ok || out != store.OutcomeFailed || !f.Retryable || f.Reason != failure.ReasonStoreUnavailable {
 		t.Fatalf("%q %v", out, err)
 	}
 	// Without the record's state and the target's known state nothing is sent.
@@ -606,7 +606,7 @@ func TestTargetPanicBecomesRetryableFailure(t *testing.T) {
 	appendEvent(t, d.Store, ev)
 	out, err := r.Deliver(context.Background(), msg(t, config.Sandbox, ev))
 	f, ok := failure.As(err)
-	if !ok || out != store.OutcomeFailed || !f.Retryable || f.Reason != sink.ReasonInternal || !strings.Contains(f.Detail, "panicked") {
+	if !ok || out != store.OutcomeFailed || !f.Retryable || f.Reason != failure.ReasonInternal || !strings.Contains(f.Detail, "panicked") {
 		t.Fatalf("%q %v", out, err)
 	}
 }
