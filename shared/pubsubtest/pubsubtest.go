@@ -1,7 +1,6 @@
 // Package pubsubtest runs a real pstest server for tests, with one
 // environment's topology (the four topics and five subscriptions of SPEC §2,
-// ordering on, the retry subscription dead-lettering after 5 attempts), and
-// helpers to pull what was published.
+// as topology.Desired defines them), and helpers to pull what was published.
 package pubsubtest
 
 import (
@@ -15,10 +14,10 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/topology"
 )
 
 // Project is the project id tests use.
@@ -34,8 +33,8 @@ type Server struct {
 }
 
 // New starts pstest and a client; both stop when the test ends. With
-// topology true, env's topics and subscriptions are created.
-func New(t testing.TB, env config.Env, topology bool) *Server {
+// withTopology true, env's topics and subscriptions are created.
+func New(t testing.TB, env config.Env, withTopology bool) *Server {
 	t.Helper()
 	ctx := context.Background()
 	srv := pstest.NewServer()
@@ -54,7 +53,7 @@ func New(t testing.TB, env config.Env, topology bool) *Server {
 		_ = conn.Close()
 		_ = srv.Close()
 	})
-	if topology {
+	if withTopology {
 		s.CreateTopology(t)
 	}
 	return s
@@ -69,30 +68,24 @@ func TopicPath(name string) string { return "projects/" + Project + "/topics/" +
 // SubPath returns projects/P/subscriptions/NAME.
 func SubPath(name string) string { return "projects/" + Project + "/subscriptions/" + name }
 
-// CreateTopology creates the environment's topics and subscriptions (a
-// minimal version of what `backbone provision` does, for tests that only
-// need messages to flow).
+// CreateTopology creates the environment's topics and pull subscriptions as
+// topology.Desired defines them, so that tests run against the attempts,
+// backoffs, ack deadline and retention `backbone provision` and `backbone
+// dev` use, not a copy of them that could drift.
 func (s *Server) CreateTopology(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
-	for _, topic := range s.Names.Topics() {
+	want, err := topology.Desired(s.Env, nil, topology.Options{})
+	if err != nil {
+		t.Fatalf("pubsubtest: topology of %s: %v", s.Env, err)
+	}
+	for _, topic := range want.Topics {
 		if _, err := s.Client.TopicAdminClient.CreateTopic(ctx, &pb.Topic{Name: TopicPath(topic)}); err != nil {
 			t.Fatalf("pubsubtest: create topic %s: %v", topic, err)
 		}
 	}
-	for _, sub := range s.Names.Subscriptions() {
-		req := &pb.Subscription{
-			Name:                     SubPath(sub.Name),
-			Topic:                    TopicPath(sub.Topic),
-			EnableMessageOrdering:    true,
-			AckDeadlineSeconds:       60,
-			MessageRetentionDuration: durationpb.New(7 * 24 * time.Hour),
-		}
-		if sub.Name == s.Names.RetrySub {
-			req.DeadLetterPolicy = &pb.DeadLetterPolicy{DeadLetterTopic: TopicPath(s.Names.DLQTopic), MaxDeliveryAttempts: 5}
-			req.RetryPolicy = &pb.RetryPolicy{MinimumBackoff: durationpb.New(10 * time.Second), MaximumBackoff: durationpb.New(600 * time.Second)}
-		}
-		if _, err := s.Client.SubscriptionAdminClient.CreateSubscription(ctx, req); err != nil {
+	for _, sub := range want.Subscriptions {
+		if _, err := s.Client.SubscriptionAdminClient.CreateSubscription(ctx, sub.Proto(Project)); err != nil {
 			t.Fatalf("pubsubtest: create subscription %s: %v", sub.Name, err)
 		}
 	}
