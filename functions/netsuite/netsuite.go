@@ -22,7 +22,7 @@ const Name = config.TargetNetSuite
 
 // New returns the push handler: deliver; report a failure to
 // events.error.{env} and ack; nack only if the report fails.
-func New(r *sink.Runner, rep sink.Reporter, log *slog.Logger) message.Handler {
+func New(r *sink.Runner, rep failure.Sender, log *slog.Logger) message.Handler {
 	return sink.Handler(r, rep, log)
 }
 
