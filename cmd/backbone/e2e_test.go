@@ -20,7 +20,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/record"
-	nssink "github.com/backbone-sync/backbone/shared/sink/netsuite"
+	"github.com/backbone-sync/backbone/shared/sink/netsuite"
 	"github.com/backbone-sync/backbone/shared/standin"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/testdb"
@@ -459,7 +459,7 @@ func check(t *testing.T, x *e2e, poisonIDs map[string]bool, records, echoRecords
 func (x *e2e) divergence() []string {
 	x.t.Helper()
 	ctx := context.Background()
-	mapping, err := nssink.ParseMapping(x.d.cfg.NetSuite.Mapping)
+	mapping, err := netsuite.ParseMapping(x.d.cfg.NetSuite.Mapping)
 	if err != nil {
 		x.t.Fatal(err)
 	}

@@ -8,18 +8,18 @@ import (
 	"slices"
 
 	"github.com/backbone-sync/backbone/functions/dlqarchive"
-	mergefn "github.com/backbone-sync/backbone/functions/merge"
-	netsuitefn "github.com/backbone-sync/backbone/functions/netsuite"
+	"github.com/backbone-sync/backbone/functions/merge"
+	"github.com/backbone-sync/backbone/functions/netsuite"
 	"github.com/backbone-sync/backbone/functions/retry"
-	suitexfn "github.com/backbone-sync/backbone/functions/suitex"
+	"github.com/backbone-sync/backbone/functions/suitex"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/sink"
-	nssink "github.com/backbone-sync/backbone/shared/sink/netsuite"
-	sxsink "github.com/backbone-sync/backbone/shared/sink/suitex"
+	"github.com/backbone-sync/backbone/shared/sink/netsuite"
+	"github.com/backbone-sync/backbone/shared/sink/suitex"
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
@@ -47,8 +47,8 @@ func (a *app) Close() error {
 // wireOptions let dev and tests reach in without touching the environment.
 type wireOptions struct {
 	pubsub   *publish.PubSub // reuse a client (dev); else one is opened
-	netsuite []nssink.Option
-	suitex   []sxsink.Option
+	netsuite []netsuite.Option
+	suitex   []suitex.Option
 }
 
 // wire validates what the targets need and builds their handlers. Every
@@ -89,13 +89,13 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 	}
 	runners := map[string]*sink.Runner{}
 	if need(config.TargetNetSuite) || need(config.TargetRetry) {
-		if runners[config.TargetNetSuite], err = netsuitefn.Runner(cfg, a.store, log, o.netsuite...); err != nil {
+		if runners[config.TargetNetSuite], err = netsuitefunc.Runner(cfg, a.store, log, o.netsuite...); err != nil {
 			_ = a.Close()
 			return nil, err
 		}
 	}
 	if need(config.TargetSuiteX) || need(config.TargetRetry) {
-		if runners[config.TargetSuiteX], err = suitexfn.Runner(cfg, a.store, log, o.suitex...); err != nil {
+		if runners[config.TargetSuiteX], err = suitexfunc.Runner(cfg, a.store, log, o.suitex...); err != nil {
 			_ = a.Close()
 			return nil, err
 		}
@@ -104,14 +104,14 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 		flog := log.With("function", t)
 		switch t {
 		case config.TargetMerge:
-			a.handlers[t] = mergefn.New(mergefn.Deps{Engine: a.engine, Reporter: reporter, Log: flog})
+			a.handlers[t] = mergefunc.New(mergefunc.Deps{Engine: a.engine, Reporter: reporter, Log: flog})
 		case config.TargetNetSuite:
-			a.handlers[t] = netsuitefn.New(runners[t], reporter, flog)
+			a.handlers[t] = netsuitefunc.New(runners[t], reporter, flog)
 		case config.TargetSuiteX:
-			a.handlers[t] = suitexfn.New(runners[t], reporter, flog)
+			a.handlers[t] = suitexfunc.New(runners[t], reporter, flog)
 		case config.TargetRetry:
 			eng := a.engine
-			stages := map[string]retry.Stage{
+			stages := map[string]retryfunc.Stage{
 				store.StageMerge: func(ctx context.Context, m message.Message) error {
 					_, err := eng.Process(ctx, m)
 					return err
@@ -124,9 +124,9 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 					return err
 				}
 			}
-			a.handlers[t] = retry.New(cfg.Env, stages, a.pub, a.store, flog)
+			a.handlers[t] = retryfunc.New(cfg.Env, stages, a.pub, a.store, flog)
 		case config.TargetDLQArchive:
-			a.handlers[t] = dlqarchive.New(a.store, flog, dlqarchive.WithEnv(cfg.Env))
+			a.handlers[t] = dlqarchivefunc.New(a.store, flog, dlqarchivefunc.WithEnv(cfg.Env))
 		default:
 			_ = a.Close()
 			return nil, fmt.Errorf("unknown function target %q: accepted values are %v", t, config.Targets)

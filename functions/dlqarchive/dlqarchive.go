@@ -1,8 +1,8 @@
-// Package dlqarchive is the DLQArchive function: triggered by
+// Package dlqarchivefunc is the DLQArchive function: triggered by
 // events.dlq.{env}-sub, it stores every dead letter append-only for
 // inspection and redrive (SPEC §6). The work is deadletter.Archive; this
 // handler adds the nack-while-down contract and the alerting log lines.
-package dlqarchive
+package dlqarchivefunc
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package dlqarchive_test
+package dlqarchivefunc_test
 
 import (
 	"bytes"
@@ -47,11 +47,11 @@ func errorLines(t *testing.T, logs *logtest.Buffer) []map[string]any {
 }
 
 // serve runs DLQArchive over s behind the real push adapter.
-func serve(t *testing.T, s store.Store, opts ...dlqarchive.Option) (string, *logtest.Buffer) {
+func serve(t *testing.T, s store.Store, opts ...dlqarchivefunc.Option) (string, *logtest.Buffer) {
 	t.Helper()
 	logs := &logtest.Buffer{}
 	log := logging.New(logs, slog.LevelDebug)
-	srv := httptest.NewServer(message.HTTP(log, pubsubtest.Project, dlqarchive.New(s, log, opts...)))
+	srv := httptest.NewServer(message.HTTP(log, pubsubtest.Project, dlqarchivefunc.New(s, log, opts...)))
 	t.Cleanup(srv.Close)
 	return srv.URL, logs
 }
@@ -340,10 +340,10 @@ func TestWrongEnvIsArchivedAndLogged(t *testing.T) {
 	data := errorData(t)
 	for _, c := range []struct {
 		name string
-		opts []dlqarchive.Option
+		opts []dlqarchivefunc.Option
 		sub  string
 	}{
-		{"env from option", []dlqarchive.Option{dlqarchive.WithEnv(config.Sandbox)}, "somewhere-else"},
+		{"env from option", []dlqarchivefunc.Option{dlqarchivefunc.WithEnv(config.Sandbox)}, "somewhere-else"},
 		{"env from subscription", nil, pubsubtest.SubPath("events.dlq.sandbox-sub")},
 	} {
 		url, logs := serve(t, d.Store, c.opts...)
@@ -361,7 +361,7 @@ func TestWrongEnvIsArchivedAndLogged(t *testing.T) {
 		}
 	}
 	// Its own environment raises no wrong_env.
-	url, logs := serve(t, d.Store, dlqarchive.WithEnv(config.Production))
+	url, logs := serve(t, d.Store, dlqarchivefunc.WithEnv(config.Production))
 	if code := push(t, url, message.Message{ID: "prod-ok", Data: data, Attributes: map[string]string{"env": "production"}}); code != http.StatusNoContent {
 		t.Fatalf("status %d", code)
 	}
@@ -372,8 +372,8 @@ func TestWrongEnvIsArchivedAndLogged(t *testing.T) {
 
 func TestName(t *testing.T) {
 	t.Parallel()
-	if dlqarchive.Name != "DLQArchive" {
-		t.Errorf("Name = %q", dlqarchive.Name)
+	if dlqarchivefunc.Name != "DLQArchive" {
+		t.Errorf("Name = %q", dlqarchivefunc.Name)
 	}
 }
 

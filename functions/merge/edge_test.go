@@ -1,4 +1,4 @@
-package merge_test
+package mergefunc_test
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 	"github.com/backbone-sync/backbone/functions/retry"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
-	engine "github.com/backbone-sync/backbone/shared/merge"
+	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
@@ -130,14 +130,14 @@ func TestRecordTooLarge(t *testing.T) {
 	}
 	errs := h.errorsByMessage()
 	e, ok := errs[last.ID]
-	if !ok || e.Reason != engine.ReasonRecordTooLarge || e.Retryable || !strings.Contains(e.Detail, "bound") {
+	if !ok || e.Reason != merge.ReasonRecordTooLarge || e.Retryable || !strings.Contains(e.Detail, "bound") {
 		t.Fatalf("error message %+v, want permanent record_too_large with a clear detail", e)
 	}
 	var outcome, detail string
 	if err := h.db.Root.QueryRow("SELECT processing_outcome, detail FROM event_audit_log WHERE message_id = ?", last.ID).Scan(&outcome, &detail); err != nil {
 		t.Fatal(err)
 	}
-	if outcome != store.OutcomeRejected || !strings.HasPrefix(detail, engine.ReasonRecordTooLarge+": ") {
+	if outcome != store.OutcomeRejected || !strings.HasPrefix(detail, merge.ReasonRecordTooLarge+": ") {
 		t.Errorf("audit %s %q", outcome, detail)
 	}
 	h.merged()
@@ -214,7 +214,7 @@ func TestStoreRefusal(t *testing.T) {
 
 	// Retry sends the refusal straight to the dead-letter topic (it is not
 	// retryable) and re-runs the unclassified one, which fails again: nack.
-	rt := retry.New(env, map[string]retry.Stage{store.StageMerge: func(ctx context.Context, m message.Message) error {
+	rt := retryfunc.New(env, map[string]retryfunc.Stage{store.StageMerge: func(ctx context.Context, m message.Message) error {
 		_, err := h.eng.Process(ctx, m)
 		return err
 	}}, h.ps.Publisher(t), h.store, nil)

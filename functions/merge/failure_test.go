@@ -1,4 +1,4 @@
-package merge_test
+package mergefunc_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
-	engine "github.com/backbone-sync/backbone/shared/merge"
+	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store"
@@ -200,7 +200,7 @@ func TestCrashWindow(t *testing.T) {
 	m1 := h.send(v1)
 
 	e, ok := h.errorsByMessage()[m1.ID]
-	if !ok || e.Reason != engine.ReasonPublishFailed || !e.Retryable || e.EventID != v1.ID {
+	if !ok || e.Reason != merge.ReasonPublishFailed || !e.Retryable || e.EventID != v1.ID {
 		t.Fatalf("error message %+v, want retryable publish_failed for %s", e, v1.ID)
 	}
 	evs := h.history("customer", "C-1")

@@ -1,4 +1,4 @@
-package merge_test
+package mergefunc_test
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
-	engine "github.com/backbone-sync/backbone/shared/merge"
+	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
@@ -37,7 +37,7 @@ type harness struct {
 	store store.Store // the worker's store, as the function uses it
 	ps    *pubsubtest.Server
 	names config.Names
-	eng   *engine.Engine
+	eng   *merge.Engine
 	url   string
 	msgs  atomic.Int64
 }
@@ -77,13 +77,13 @@ func newHarness(t testing.TB, opts ...option) *harness {
 }
 
 // serve runs one Merge function instance over HTTP.
-func serve(t testing.TB, st store.Store, mergePub, reporterPub publish.Publisher) (*engine.Engine, string) {
+func serve(t testing.TB, st store.Store, mergePub, reporterPub publish.Publisher) (*merge.Engine, string) {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	eng := engine.New(st, mergePub, env, config.DefaultSources, log)
-	handler := merge.New(merge.Deps{Engine: eng, Reporter: failure.NewReporter(env, reporterPub), Log: log})
+	eng := merge.New(st, mergePub, env, config.DefaultSources, log)
+	handler := mergefunc.New(mergefunc.Deps{Engine: eng, Reporter: failure.NewReporter(env, reporterPub), Log: log})
 	srv := httptest.NewServer(message.HTTP(log, pubsubtest.Project, handler))
 	t.Cleanup(srv.Close)
-	return eng, srv.URL + "/" + merge.Name
+	return eng, srv.URL + "/" + mergefunc.Name
 }
 
 // secondInstance starts another Merge instance (another Cloud Run

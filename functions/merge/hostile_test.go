@@ -1,4 +1,4 @@
-package merge_test
+package mergefunc_test
 
 import (
 	"bytes"

@@ -1,8 +1,8 @@
-// Package merge is the Merge function: triggered by events.raw.{env}-merge-sub,
+// Package mergefunc is the Merge function: triggered by events.raw.{env}-merge-sub,
 // it runs the merge engine (shared/merge) on each raw event and parks every
 // failure on events.error.{env} (SPEC §1, §6). The work is the engine's; this
 // handler adds the ack/nack contract.
-package merge
+package mergefunc
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/failure"
-	engine "github.com/backbone-sync/backbone/shared/merge"
+	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/store"
 )
@@ -20,7 +20,7 @@ const Name = config.TargetMerge
 
 // Deps is what the handler needs.
 type Deps struct {
-	Engine   *engine.Engine
+	Engine   *merge.Engine
 	Reporter *failure.Reporter // to events.error.{env}
 	Log      *slog.Logger
 }
@@ -42,7 +42,7 @@ func New(d Deps) message.Handler {
 
 // handle runs the engine and returns nil or a classified failure.
 func (d Deps) handle(ctx context.Context, m message.Message) error {
-	var res engine.Result
+	var res merge.Result
 	var err error
 	if m.Invalid != nil {
 		// Park what the request carried: the foreign event's data.

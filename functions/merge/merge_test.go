@@ -1,4 +1,4 @@
-package merge_test
+package mergefunc_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/backbone-sync/backbone/shared/event"
-	engine "github.com/backbone-sync/backbone/shared/merge"
+	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/store"
 )
@@ -146,7 +146,7 @@ func TestIDConflict(t *testing.T) {
 	h.send(raw{ID: id, RecordType: "customer", RecordID: "C-1", Source: "netsuite", TS: t0, Changes: map[string]any{"a": 1}})
 	m := h.send(raw{ID: id, RecordType: "customer", RecordID: "C-1", Source: "netsuite", Base: 1, TS: t0, Changes: map[string]any{"a": 2}})
 	e, ok := h.errorsByMessage()[m.ID]
-	if !ok || e.Reason != engine.ReasonIDConflict || e.Retryable || e.EventID != id {
+	if !ok || e.Reason != merge.ReasonIDConflict || e.Retryable || e.EventID != id {
 		t.Errorf("error message %+v, want permanent id_conflict about %s", e, id)
 	}
 	if evs := h.history("customer", "C-1"); len(evs) != 1 {
@@ -235,12 +235,12 @@ func TestConcurrentEdits(t *testing.T) {
 			}
 			c := m.Conflicts[0]
 			_, won := m.Changes["email"]
-			if won != (c.Resolution == engine.ResolutionIncomingWon) {
+			if won != (c.Resolution == merge.ResolutionIncomingWon) {
 				t.Errorf("version %d: conflict %+v but email in changes = %v", m.Version, c, won)
 			}
-			wantRule := engine.RuleLaterTimestamp
+			wantRule := merge.RuleLaterTimestamp
 			if (j/2)%4 == 2 {
-				wantRule = engine.RuleSourcePriority
+				wantRule = merge.RuleSourcePriority
 			}
 			if c.Rule != wantRule {
 				t.Errorf("version %d: rule %s, want %s", m.Version, c.Rule, wantRule)
@@ -360,7 +360,7 @@ func TestEcho(t *testing.T) {
 	h.send(raw{ID: newID(), RecordType: rt, RecordID: rid, Source: "suitex", Base: 1, TS: t0.Add(time.Hour), Changes: map[string]any{"email": "old@x", "nickname": "ada"}})
 	got := h.merged()
 	if len(got) != 1 || got[0].Version != 3 || len(got[0].Changes) != 1 || got[0].Changes["nickname"] == nil ||
-		len(got[0].Conflicts) != 1 || got[0].Conflicts[0].Rule != engine.RuleEcho || got[0].Conflicts[0].OtherVersion != 1 {
+		len(got[0].Conflicts) != 1 || got[0].Conflicts[0].Rule != merge.RuleEcho || got[0].Conflicts[0].OtherVersion != 1 {
 		t.Errorf("echo with a real change published %+v", got)
 	}
 	if current() != "new@x" {
@@ -445,7 +445,7 @@ func TestVersionGap(t *testing.T) {
 	ahead := h.send(raw{ID: newID(), RecordType: "customer", RecordID: "C-1", Source: "netsuite", Base: 2, TS: t0, Changes: map[string]any{"c": 3}})
 	errs := h.errorsByMessage()
 	e, ok := errs[ahead.ID]
-	if !ok || e.Reason != engine.ReasonVersionGap || !e.Retryable || e.Stage != store.StageMerge ||
+	if !ok || e.Reason != merge.ReasonVersionGap || !e.Retryable || e.Stage != store.StageMerge ||
 		e.RecordType != "customer" || e.RecordID != "C-1" || string(e.Original.Data) != string(ahead.Data) ||
 		e.Original.Subscription != ahead.Subscription || e.Original.Attributes["env"] != string(env) {
 		t.Fatalf("error message %+v, want a retryable version_gap carrying the original", e)

@@ -1,4 +1,4 @@
-package merge_test
+package mergefunc_test
 
 import (
 	"bytes"
@@ -38,11 +38,11 @@ func TestAcceptedEdgesReachBothSinks(t *testing.T) {
 		NetSuite: config.NetSuite{AccountID: "1234567", BaseURL: nsSrv.URL, Auth: "tba", ConsumerKey: "ck", ConsumerSecret: "cs",
 			TokenID: "tk", TokenSecret: "ts", Timeout: 10 * time.Second}}
 	worker, _ := h.db.Worker(t)
-	sxHandler, err := suitex.FromConfig(cfg, worker, h.ps.Publisher(t), log)
+	sxHandler, err := suitexfunc.FromConfig(cfg, worker, h.ps.Publisher(t), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nsHandler, err := netsuite.FromConfig(cfg, worker, h.ps.Publisher(t), log)
+	nsHandler, err := netsuitefunc.FromConfig(cfg, worker, h.ps.Publisher(t), log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,8 @@
-// Package netsuite is the NetSuiteSink function: triggered by
+// Package netsuitefunc is the NetSuiteSink function: triggered by
 // events.merged.{env}-netsuite-sub, it delivers merged changes to NetSuite
 // (SPEC §7). It is a thin handler over the sink machinery: shared/sink runs
 // the delivery, shared/sink/netsuite speaks to NetSuite.
-package netsuite
+package netsuitefunc
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/sink"
-	nssink "github.com/backbone-sync/backbone/shared/sink/netsuite"
+	"github.com/backbone-sync/backbone/shared/sink/netsuite"
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
@@ -29,11 +29,11 @@ func New(r *sink.Runner, rep failure.Sender, log *slog.Logger) message.Handler {
 // Runner checks the NetSuite settings (one error naming every missing
 // variable) and builds the sink runner: the function's own start-up, and
 // Retry's, which re-runs deliveries.
-func Runner(cfg config.Config, st store.Store, log *slog.Logger, opts ...nssink.Option) (*sink.Runner, error) {
+func Runner(cfg config.Config, st store.Store, log *slog.Logger, opts ...netsuite.Option) (*sink.Runner, error) {
 	if err := cfg.RequireNetSuite(); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
-	t, err := nssink.New(cfg.NetSuite, opts...)
+	t, err := netsuite.New(cfg.NetSuite, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
@@ -42,7 +42,7 @@ func Runner(cfg config.Config, st store.Store, log *slog.Logger, opts ...nssink.
 
 // FromConfig is the function's start-up: Runner, wired to the error topic.
 // pub must be guarded (publish.Guard).
-func FromConfig(cfg config.Config, st store.Store, pub publish.Publisher, log *slog.Logger, opts ...nssink.Option) (message.Handler, error) {
+func FromConfig(cfg config.Config, st store.Store, pub publish.Publisher, log *slog.Logger, opts ...netsuite.Option) (message.Handler, error) {
 	r, err := Runner(cfg, st, log, opts...)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package netsuite_test
+package netsuitefunc_test
 
 import (
 	"bytes"
@@ -26,7 +26,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/sink"
-	nssink "github.com/backbone-sync/backbone/shared/sink/netsuite"
+	"github.com/backbone-sync/backbone/shared/sink/netsuite"
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/testdb"
@@ -70,7 +70,7 @@ func setup(t *testing.T) *harness {
 		ConsumerKey: consumerKey, ConsumerSecret: consumerSecret, TokenID: tokenID, TokenSecret: tokenSecret, Timeout: 5 * time.Second}}
 	log := logging.New(h.logs, slog.LevelDebug)
 	worker, _ := h.db.Worker(t)
-	handler, err := netsuite.FromConfig(cfg, worker, h.ps.Publisher(t), log)
+	handler, err := netsuitefunc.FromConfig(cfg, worker, h.ps.Publisher(t), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +297,7 @@ func TestNackWhenTheErrorTopicIsUnreachable(t *testing.T) {
 			return 503, ""
 		}}
 	srv := fake.Start(t)
-	tgt, err := nssink.New(config.NetSuite{AccountID: account, BaseURL: srv.URL, ConsumerKey: consumerKey,
+	tgt, err := netsuite.New(config.NetSuite{AccountID: account, BaseURL: srv.URL, ConsumerKey: consumerKey,
 		ConsumerSecret: consumerSecret, TokenID: tokenID, TokenSecret: tokenSecret})
 	if err != nil {
 		t.Fatal(err)
@@ -305,7 +305,7 @@ func TestNackWhenTheErrorTopicIsUnreachable(t *testing.T) {
 	down := publish.Func(func(context.Context, string, publish.Message) (string, error) {
 		return "", errors.New("pubsub unavailable")
 	})
-	handler := netsuite.New(sink.NewRunner(config.Sandbox, tgt, d.Store, nil),
+	handler := netsuitefunc.New(sink.NewRunner(config.Sandbox, tgt, d.Store, nil),
 		failure.NewReporter(config.Sandbox, publish.Guard(config.Sandbox, down)), nil)
 	fn := httptest.NewServer(message.HTTP(slog.New(slog.DiscardHandler), pubsubtest.Project, handler))
 	t.Cleanup(fn.Close)
@@ -328,7 +328,7 @@ func TestNackWhenTheErrorTopicIsUnreachable(t *testing.T) {
 
 func TestFromConfigNamesMissingSettings(t *testing.T) {
 	t.Parallel()
-	_, err := netsuite.FromConfig(config.Config{Env: config.Sandbox, NetSuite: config.NetSuite{Auth: "tba"}}, nil, nil, nil)
+	_, err := netsuitefunc.FromConfig(config.Config{Env: config.Sandbox, NetSuite: config.NetSuite{Auth: "tba"}}, nil, nil, nil)
 	if err == nil {
 		t.Fatal("empty configuration accepted")
 	}
@@ -337,7 +337,7 @@ func TestFromConfigNamesMissingSettings(t *testing.T) {
 			t.Errorf("error %q does not name %s", err, v)
 		}
 	}
-	if netsuite.Name != "NetSuiteSink" {
-		t.Fatalf("Name %q", netsuite.Name)
+	if netsuitefunc.Name != "NetSuiteSink" {
+		t.Fatalf("Name %q", netsuitefunc.Name)
 	}
 }

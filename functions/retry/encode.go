@@ -1,4 +1,4 @@
-package retry
+package retryfunc
 
 import (
 	"encoding/json"

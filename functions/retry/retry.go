@@ -1,11 +1,11 @@
-// Package retry is the Retry function, triggered by
+// Package retryfunc is the Retry function, triggered by
 // events.error.{env}-retry-sub (SPEC §6). A non-retryable error goes straight
 // to events.dlq.{env}. A retryable one re-runs its stage inline — the merge
 // on the original raw message, or the delivery to the named target (with its
 // regression guard) — and acks on success. While the stage still fails the
 // handler nacks, so that Pub/Sub backs off (10 s to 600 s) and, after 5
 // attempts, dead-letters the message to events.dlq.{env} itself.
-package retry
+package retryfunc
 
 import (
 	"context"

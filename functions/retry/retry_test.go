@@ -1,4 +1,4 @@
-package retry_test
+package retryfunc_test
 
 import (
 	"bytes"
@@ -33,13 +33,13 @@ type fixture struct {
 func setup(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{ps: pubsubtest.New(t, config.Sandbox, true), db: testdb.New(t), calls: map[string][]message.Message{}, next: map[string]error{}}
-	stage := func(name string) retry.Stage {
+	stage := func(name string) retryfunc.Stage {
 		return func(ctx context.Context, m message.Message) error {
 			f.calls[name] = append(f.calls[name], m)
 			return f.next[name]
 		}
 	}
-	h := retry.New(config.Sandbox, map[string]retry.Stage{"merge": stage("merge"), "suitex": stage("suitex")},
+	h := retryfunc.New(config.Sandbox, map[string]retryfunc.Stage{"merge": stage("merge"), "suitex": stage("suitex")},
 		f.ps.Publisher(t), f.db.Store, logging.New(&bytes.Buffer{}, nil))
 	f.srv = httptest.NewServer(message.HTTP(logging.New(&bytes.Buffer{}, nil), "p", h))
 	t.Cleanup(f.srv.Close)
@@ -116,8 +116,8 @@ func TestNonRetryableGoesStraightToDLQ(t *testing.T) {
 		t.Fatalf("%d dead letters", len(dl))
 	}
 	a := dl[0].Attributes
-	if !bytes.Equal(dl[0].Data, data) || a["env"] != "sandbox" || a[retry.AttrDeadLetterDeliveryCount] != "1" ||
-		a[retry.AttrDeadLetterSubscription] != f.ps.Names.RetrySub || a[retry.AttrDeadLetterReason] != "not_retryable" || dl[0].OrderingKey != "customer:C-1" {
+	if !bytes.Equal(dl[0].Data, data) || a["env"] != "sandbox" || a[retryfunc.AttrDeadLetterDeliveryCount] != "1" ||
+		a[retryfunc.AttrDeadLetterSubscription] != f.ps.Names.RetrySub || a[retryfunc.AttrDeadLetterReason] != "not_retryable" || dl[0].OrderingKey != "customer:C-1" {
 		t.Errorf("dead letter %+v", dl[0])
 	}
 }
@@ -134,7 +134,7 @@ func TestPermanentOnRetryIsDeadLettered(t *testing.T) {
 		t.Fatalf("%d dead letters", len(dl))
 	}
 	e, err := failure.Decode(dl[0].Data)
-	if err != nil || e.Reason != "http_400" || e.Retryable || string(e.Original.Data) != `{"id":"e1"}` || dl[0].Attributes[retry.AttrDeadLetterDeliveryCount] != "2" {
+	if err != nil || e.Reason != "http_400" || e.Retryable || string(e.Original.Data) != `{"id":"e1"}` || dl[0].Attributes[retryfunc.AttrDeadLetterDeliveryCount] != "2" {
 		t.Errorf("dead letter %+v, %v", e, err)
 	}
 }
@@ -148,8 +148,8 @@ func TestUndecodableAndUnknownStageAreKept(t *testing.T) {
 		}
 	}
 	dl := f.ps.Drain(t, f.ps.Names.DLQSub)
-	if len(dl) != 2 || string(dl[0].Data) != "not json \x00" || dl[0].Attributes[retry.AttrDeadLetterReason] != retry.ReasonUndecodable ||
-		dl[1].Attributes[retry.AttrDeadLetterReason] != retry.ReasonUnknownStage {
+	if len(dl) != 2 || string(dl[0].Data) != "not json \x00" || dl[0].Attributes[retryfunc.AttrDeadLetterReason] != retryfunc.ReasonUndecodable ||
+		dl[1].Attributes[retryfunc.AttrDeadLetterReason] != retryfunc.ReasonUnknownStage {
 		t.Errorf("dead letters %+v", dl)
 	}
 }
@@ -176,7 +176,7 @@ func TestForeignCloudEventIsDeadLetteredWithItsReason(t *testing.T) {
 		t.Fatalf("status %d, want an ack (parked, not redelivered forever)", resp.StatusCode)
 	}
 	dl := f.ps.Drain(t, f.ps.Names.DLQSub)
-	if len(dl) != 1 || dl[0].Attributes[retry.AttrDeadLetterReason] != message.ReasonUnexpectedEventType || string(dl[0].Data) != `{"hello":"world"}` {
+	if len(dl) != 1 || dl[0].Attributes[retryfunc.AttrDeadLetterReason] != message.ReasonUnexpectedEventType || string(dl[0].Data) != `{"hello":"world"}` {
 		t.Fatalf("dead letters %+v", dl)
 	}
 	if len(f.calls["merge"])+len(f.calls["suitex"]) != 0 {

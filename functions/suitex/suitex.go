@@ -1,8 +1,8 @@
-// Package suitex is the SuiteXSink function: triggered by
+// Package suitexfunc is the SuiteXSink function: triggered by
 // events.merged.{env}-suitex-sub, it delivers merged changes to SuiteX
 // (SPEC §7). It is a thin handler over the sink machinery: shared/sink runs
 // the delivery, shared/sink/suitex speaks to SuiteX.
-package suitex
+package suitexfunc
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/sink"
-	sxsink "github.com/backbone-sync/backbone/shared/sink/suitex"
+	"github.com/backbone-sync/backbone/shared/sink/suitex"
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
@@ -29,11 +29,11 @@ func New(r *sink.Runner, rep failure.Sender, log *slog.Logger) message.Handler {
 // Runner checks the SuiteX settings (one error naming every missing
 // variable) and builds the sink runner: the function's own start-up, and
 // Retry's, which re-runs deliveries.
-func Runner(cfg config.Config, st store.Store, log *slog.Logger, opts ...sxsink.Option) (*sink.Runner, error) {
+func Runner(cfg config.Config, st store.Store, log *slog.Logger, opts ...suitex.Option) (*sink.Runner, error) {
 	if err := cfg.RequireSuiteX(); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
-	t, err := sxsink.New(cfg.SuiteX, opts...)
+	t, err := suitex.New(cfg.SuiteX, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
@@ -42,7 +42,7 @@ func Runner(cfg config.Config, st store.Store, log *slog.Logger, opts ...sxsink.
 
 // FromConfig is the function's start-up: Runner, wired to the error topic.
 // pub must be guarded (publish.Guard).
-func FromConfig(cfg config.Config, st store.Store, pub publish.Publisher, log *slog.Logger, opts ...sxsink.Option) (message.Handler, error) {
+func FromConfig(cfg config.Config, st store.Store, pub publish.Publisher, log *slog.Logger, opts ...suitex.Option) (message.Handler, error) {
 	r, err := Runner(cfg, st, log, opts...)
 	if err != nil {
 		return nil, err

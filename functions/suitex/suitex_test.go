@@ -1,4 +1,4 @@
-package suitex_test
+package suitexfunc_test
 
 import (
 	"bytes"
@@ -67,7 +67,7 @@ func TestSuiteXSinkEndToEnd(t *testing.T) {
 	srv := fake.Start(t)
 	cfg := config.Config{Env: config.Sandbox, SuiteX: config.SuiteX{BaseURL: srv.URL, SigningSecret: secret, Timeout: 5 * time.Second}}
 	worker, _ := d.Worker(t)
-	handler, err := suitex.FromConfig(cfg, worker, ps.Publisher(t), log)
+	handler, err := suitexfunc.FromConfig(cfg, worker, ps.Publisher(t), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,11 +146,11 @@ func TestSuiteXSinkEndToEnd(t *testing.T) {
 
 func TestFromConfigNamesMissingSettings(t *testing.T) {
 	t.Parallel()
-	_, err := suitex.FromConfig(config.Config{Env: config.Sandbox}, nil, nil, nil)
+	_, err := suitexfunc.FromConfig(config.Config{Env: config.Sandbox}, nil, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "SUITEX_BASE_URL") || !strings.Contains(err.Error(), "SUITEX_SIGNING_SECRET") {
 		t.Fatalf("error %v", err)
 	}
-	if suitex.Name != "SuiteXSink" {
-		t.Fatalf("Name %q", suitex.Name)
+	if suitexfunc.Name != "SuiteXSink" {
+		t.Fatalf("Name %q", suitexfunc.Name)
 	}
 }

@@ -3,8 +3,10 @@ package bench
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -16,7 +18,9 @@ import (
 	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/store"
+	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
 
 // ScalePoint is the cost of a merge on records with a given history.
@@ -174,12 +178,19 @@ func MeasureScale(ctx context.Context, db *sql.DB, st, counted store.Store, prox
 	return sc, nil
 }
 
-// seedHistory appends prior events to record rid in bulk: sources
-// alternating, both changing email and a field of their own, each event
-// audited accepted (no state) and delivered to the other system.
+// seedHistory appends prior events to record rid in bulk, as the backbone
+// would have written them: sources alternating, both changing email and a
+// field of their own; each event audited accepted with the fields its
+// source reported, and delivered to the other system (a sending row and a
+// delivered row with the fields sent); the record's projection row last.
 func seedHistory(ctx context.Context, db *sql.DB, rid string, prior int) error {
 	const batch = 1000
 	ts := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := record.Empty()
+	fieldSet := func(fs store.FieldSet) string {
+		b, _ := json.Marshal(fs)
+		return string(b)
+	}
 	for from := 0; from < prior; from += batch {
 		to := min(prior, from+batch)
 		var (
@@ -192,22 +203,44 @@ func seedHistory(ctx context.Context, db *sql.DB, rid string, prior int) error {
 				src, other, own = "suitex", "netsuite", "nickname"
 			}
 			id := uuid.NewString()
-			changes := fmt.Sprintf(`{"email":"seed-%d@example.com","%s":%d}`, v, own, v)
+			at := ts.Add(time.Duration(v) * time.Second)
+			changes := map[string]json.RawMessage{
+				"email": json.RawMessage(fmt.Sprintf(`"seed-%d@example.com"`, v)),
+				own:     json.RawMessage(strconv.Itoa(v)),
+			}
+			cj, _ := json.Marshal(changes)
+			st = st.Apply(store.Event{ID: id, RecordType: RecordType, RecordID: rid, Source: src, Timestamp: at, BaseVersion: uint64(v)}, changes)
+			digests := record.Digests(changes)
 			fp := event.HashHex([]byte(id))
+			sending := mysql.NewAuditID()
 			evRows = append(evRows, "(?, ?, ?, ?, ?, ?, ?, 1)")
-			evArgs = append(evArgs, id, RecordType, rid, src, ts.Add(time.Duration(v)*time.Second), v, changes)
-			auRows = append(auRows, "(?, ?, ?, ?, ?, 'accepted', 'merge', ?)", "(?, ?, ?, ?, ?, 'delivered', ?, ?)")
-			auArgs = append(auArgs, uuid.NewString(), id, fp, RecordType, rid, v+1,
-				uuid.NewString(), id, fp, RecordType, rid, other, v+1)
+			evArgs = append(evArgs, id, RecordType, rid, src, at, v, string(cj))
+			auRows = append(auRows, "(?, ?, ?, ?, ?, 'accepted', 'merge', ?, ?, ?, ?)",
+				"(?, ?, ?, ?, ?, 'sending', ?, ?, NULL, ?, ?)", "(?, ?, ?, ?, ?, 'delivered', ?, ?, NULL, ?, ?)")
+			auArgs = append(auArgs,
+				mysql.NewAuditID(), id, fp, RecordType, rid, v+1, src, fieldSet(store.FieldSet{Base: uint64(v), Fields: digests}), at,
+				sending, id, fp, RecordType, rid, other, v+1, fieldSet(store.FieldSet{Fields: digests}), at.Add(time.Millisecond),
+				mysql.NewAuditID(), id, fp, RecordType, rid, other, v+1, fieldSet(store.FieldSet{Attempt: sending, Fields: digests}), at.Add(2*time.Millisecond))
 		}
 		if _, err := db.ExecContext(ctx, "INSERT INTO events (id, record_type, record_id, source, `timestamp`, base_version, changes, processed) VALUES "+
 			strings.Join(evRows, ","), evArgs...); err != nil {
 			return fmt.Errorf("seed %s events %d-%d: %w", rid, from, to, err)
 		}
-		if _, err := db.ExecContext(ctx, "INSERT INTO event_audit_log (id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, version) VALUES "+
+		if _, err := db.ExecContext(ctx, "INSERT INTO event_audit_log (id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, version, source, fields, created_at) VALUES "+
 			strings.Join(auRows, ","), auArgs...); err != nil {
 			return fmt.Errorf("seed %s audit %d-%d: %w", rid, from, to, err)
 		}
+	}
+	if prior == 0 {
+		return nil
+	}
+	state, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if _, err := db.ExecContext(ctx, "INSERT INTO record_heads (record_type, record_id, version, event_id, state) VALUES (?, ?, ?, ?, ?)",
+		RecordType, rid, st.Version, st.EventID, string(state)); err != nil {
+		return fmt.Errorf("seed %s head: %w", rid, err)
 	}
 	return nil
 }

@@ -77,9 +77,10 @@ const (
 // deadlocks and lost version races.
 const maxRounds = 4
 
-// echoWindow bounds the rows of a source's history that the echo rule and
-// the re-edit test read: an echo is a re-emission of a recent delivery, and
-// reading a fixed window keeps a merge's cost flat in the history length.
+// echoWindow bounds the record versions of a source's history that the
+// echo rule and the re-edit test read: an echo is a re-emission of a recent
+// delivery, and reading the newest versions only keeps a merge's cost flat
+// in the history length.
 const echoWindow = 64
 
 // Engine merges raw events. It is safe for concurrent use; one per process.
@@ -374,7 +375,11 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 			return hist, nil
 		}
 		var err error
-		hist, err = tx.SystemHistory(ctx, rt, rid, raw.Source, echoWindow)
+		from := uint64(1)
+		if head.Version > echoWindow {
+			from = head.Version - echoWindow
+		}
+		hist, err = tx.SystemHistory(ctx, rt, rid, raw.Source, from)
 		loaded = err == nil
 		return hist, err
 	}

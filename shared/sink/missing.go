@@ -16,7 +16,7 @@ import (
 type StateReader interface {
 	Head(ctx context.Context, recordType, recordID string) (store.Head, error)
 	History(ctx context.Context, recordType, recordID string) ([]store.Event, error)
-	SystemHistory(ctx context.Context, recordType, recordID, system string, window int) ([]store.Audit, error)
+	SystemHistory(ctx context.Context, recordType, recordID, system string, fromVersion uint64) ([]store.Audit, error)
 }
 
 // Missing returns, sorted, the fields of the record's newest stored version

@@ -197,11 +197,10 @@ type Reader interface {
 	// SystemHistory returns, in the order written, the audit rows that make
 	// up what system knows of the record: the merge rows of its own reports
 	// (source = system) and the delivery rows of stage system, each with
-	// its field set. Rows without a field set are left out. window > 0
-	// keeps only about the newest window rows (whole record versions, by
-	// the rows' version), so the cost does not grow with the history; 0
-	// returns them all.
-	SystemHistory(ctx context.Context, recordType, recordID, system string, window int) ([]Audit, error)
+	// its field set. Rows without a field set are left out. fromVersion > 0
+	// keeps only the rows written at record versions ≥ fromVersion, so the
+	// cost does not grow with the history; 0 returns them all.
+	SystemHistory(ctx context.Context, recordType, recordID, system string, fromVersion uint64) ([]Audit, error)
 }
 
 // Writer holds the appends available both inside and outside a transaction.

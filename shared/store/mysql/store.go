@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -268,31 +267,15 @@ const reportOutcomes = "('" + store.OutcomeAccepted + "','" + store.OutcomeMerge
 const systemRows = "SELECT " + auditCols + " FROM event_audit_log WHERE record_type = ? AND record_id = ? AND fields IS NOT NULL" +
 	" AND ((stage = '" + store.StageMerge + "' AND source = ? AND processing_outcome IN " + reportOutcomes + ") OR stage = ?)"
 
-func (o ops) SystemHistory(ctx context.Context, rt, rid, system string, window int) ([]store.Audit, error) {
+func (o ops) SystemHistory(ctx context.Context, rt, rid, system string, fromVersion uint64) ([]store.Audit, error) {
 	what := "history of " + rt + ":" + rid + " at " + system
-	if window <= 0 {
+	if fromVersion == 0 {
 		return auditRows(ctx, o.q, what, systemRows+" ORDER BY created_at, id", rt, rid, system, system)
 	}
-	// The newest rows by version: a backward scan of idx_audit_record that
-	// stops after window matches, whatever the history length.
-	rows, err := auditRows(ctx, o.q, what, systemRows+" ORDER BY version DESC LIMIT ?", rt, rid, system, system, window)
-	if err != nil {
-		return nil, err
-	}
-	if len(rows) == window {
-		// The oldest version may be cut part-way: keep whole versions only.
-		cut := rows[len(rows)-1].Version
-		for len(rows) > 0 && rows[len(rows)-1].Version == cut {
-			rows = rows[:len(rows)-1]
-		}
-	}
-	slices.SortFunc(rows, func(a, b store.Audit) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	return rows, nil
+	// The record's newest versions only: a range of idx_audit_record, so
+	// the cost does not grow with the history (rows without a field set,
+	// written before migration 00003, are skipped within the range too).
+	return auditRows(ctx, o.q, what, systemRows+" AND version >= ? ORDER BY created_at, id", rt, rid, system, system, fromVersion)
 }
 
 func (o ops) History(ctx context.Context, rt, rid string) ([]store.Event, error) {
@@ -443,8 +426,8 @@ func (s *Store) DeliveredTo(ctx context.Context, rt, rid, target string, maxVers
 func (s *Store) LastDelivered(ctx context.Context, rt, rid, target string) (uint64, error) {
 	return s.o().LastDelivered(ctx, rt, rid, target)
 }
-func (s *Store) SystemHistory(ctx context.Context, rt, rid, system string, window int) ([]store.Audit, error) {
-	return s.o().SystemHistory(ctx, rt, rid, system, window)
+func (s *Store) SystemHistory(ctx context.Context, rt, rid, system string, fromVersion uint64) ([]store.Audit, error) {
+	return s.o().SystemHistory(ctx, rt, rid, system, fromVersion)
 }
 func (s *Store) AppendAudit(ctx context.Context, a store.Audit) error {
 	return s.o().AppendAudit(ctx, a)
