@@ -19,7 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"cloud.google.com/go/pubsub/v2/pstest"
 	"github.com/google/uuid"
 
@@ -543,7 +543,7 @@ func topicsOnly(ctx context.Context, env config.Env) (*pstest.Server, *publish.P
 		return nil, nil, err
 	}
 	for _, t := range env.Names().Topics() {
-		if _, err := ps.Client().TopicAdminClient.CreateTopic(ctx, &pb.Topic{Name: "projects/" + devProject + "/topics/" + t}); err != nil {
+		if _, err := ps.Client().TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/" + devProject + "/topics/" + t}); err != nil {
 			_ = ps.Close()
 			_ = srv.Close()
 			return nil, nil, fmt.Errorf("create topic %s: %w", t, err)
