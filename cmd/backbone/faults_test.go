@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	gomysql "github.com/go-sql-driver/mysql"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
 
 	"github.com/backbone-sync/backbone/shared/config"
@@ -337,7 +337,7 @@ func (c *chain) waitConverged(t *testing.T, db *testdb.DB, ft *faultTargets, wit
 // viaProxy rewrites dsn's address to the proxy's.
 func viaProxy(t *testing.T, dsn, addr string) string {
 	t.Helper()
-	mc, err := gomysql.ParseDSN(dsn)
+	mc, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +373,7 @@ func TestFaultDatabaseOutage3min(t *testing.T) {
 // equal to the store, and nothing in dead_letters.
 func databaseOutage(t *testing.T, cut time.Duration) {
 	db := testdb.Empty(t)
-	mc, _ := gomysql.ParseDSN(db.DSN)
+	mc, _ := mysql.ParseDSN(db.DSN)
 	proxy := startCutProxy(t, mc.Addr)
 	ft := newFaultTargets(t)
 	ctx := context.Background()
@@ -678,8 +678,8 @@ func TestFaultGracefulShutdown(t *testing.T) {
 	}
 }
 
-func topicReq(project, topic string) *pb.Topic {
-	return &pb.Topic{Name: "projects/" + project + "/topics/" + topic}
+func topicReq(project, topic string) *pubsubpb.Topic {
+	return &pubsubpb.Topic{Name: "projects/" + project + "/topics/" + topic}
 }
 
 func waitListening(t *testing.T, addr string) {

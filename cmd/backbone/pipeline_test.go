@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/google/uuid"
 
 	"github.com/backbone-sync/backbone/shared/config"
@@ -100,7 +100,7 @@ func TestPipelineSinkDownDeadLettersAfterFiveAttempts(t *testing.T) {
 
 	// The real policy is in force on the stack's retry subscription.
 	sub, err := x.d.pubsub.Client().SubscriptionAdminClient.GetSubscription(context.Background(),
-		&pb.GetSubscriptionRequest{Subscription: "projects/" + devProject + "/subscriptions/" + names.RetrySub})
+		&pubsubpb.GetSubscriptionRequest{Subscription: "projects/" + devProject + "/subscriptions/" + names.RetrySub})
 	if err != nil {
 		t.Fatal(err)
 	}

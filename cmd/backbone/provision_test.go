@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
@@ -38,7 +38,7 @@ func TestProvisionVerbOnEmulator(t *testing.T) {
 		!strings.Contains(r.stdout, "+ subscription "+n.RetrySub) || !strings.Contains(r.stdout, "would be made") {
 		t.Fatalf("dry run: exit %d\n%s%s", r.code, r.stdout, r.err)
 	}
-	if _, err := ps.Client.TopicAdminClient.GetTopic(context.Background(), &pb.GetTopicRequest{Topic: pubsubtest.TopicPath(n.RawTopic)}); err == nil {
+	if _, err := ps.Client.TopicAdminClient.GetTopic(context.Background(), &pubsubpb.GetTopicRequest{Topic: pubsubtest.TopicPath(n.RawTopic)}); err == nil {
 		t.Fatal("dry run created a topic")
 	}
 
@@ -48,7 +48,7 @@ func TestProvisionVerbOnEmulator(t *testing.T) {
 		!strings.Contains(r.stdout, "the emulator has no IAM") {
 		t.Fatalf("provision: exit %d\n%s%s", r.code, r.stdout, r.err)
 	}
-	sub, err := ps.Client.SubscriptionAdminClient.GetSubscription(context.Background(), &pb.GetSubscriptionRequest{Subscription: pubsubtest.SubPath(n.MergeSub)})
+	sub, err := ps.Client.SubscriptionAdminClient.GetSubscription(context.Background(), &pubsubpb.GetSubscriptionRequest{Subscription: pubsubtest.SubPath(n.MergeSub)})
 	if err != nil || sub.PushConfig.GetPushEndpoint() != "http://localhost:8080/Merge" || !sub.EnableMessageOrdering {
 		t.Fatalf("merge subscription: %v %v", sub, err)
 	}
@@ -61,10 +61,10 @@ func TestProvisionVerbOnEmulator(t *testing.T) {
 
 	// Ordering drift: reported, exit 1, fixed only with --recreate.
 	ctx := context.Background()
-	if err := ps.Client.SubscriptionAdminClient.DeleteSubscription(ctx, &pb.DeleteSubscriptionRequest{Subscription: pubsubtest.SubPath(n.DLQSub)}); err != nil {
+	if err := ps.Client.SubscriptionAdminClient.DeleteSubscription(ctx, &pubsubpb.DeleteSubscriptionRequest{Subscription: pubsubtest.SubPath(n.DLQSub)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ps.Client.SubscriptionAdminClient.CreateSubscription(ctx, &pb.Subscription{Name: pubsubtest.SubPath(n.DLQSub), Topic: pubsubtest.TopicPath(n.DLQTopic), AckDeadlineSeconds: 60}); err != nil {
+	if _, err := ps.Client.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{Name: pubsubtest.SubPath(n.DLQSub), Topic: pubsubtest.TopicPath(n.DLQTopic), AckDeadlineSeconds: 60}); err != nil {
 		t.Fatal(err)
 	}
 	r = runProvisionVerb(t, env, base...)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/stress"
@@ -34,7 +34,7 @@ func stressRun(t *testing.T, env map[string]string, args ...string) (code int, s
 func deleteWorker(t *testing.T, db *testdb.DB) string {
 	t.Helper()
 	_, cfg := db.Worker(t)
-	mc, err := gomysql.ParseDSN(cfg.DSN)
+	mc, err := mysql.ParseDSN(cfg.DSN)
 	if err != nil {
 		t.Fatal(err)
 	}

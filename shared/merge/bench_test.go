@@ -18,7 +18,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
 
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
@@ -27,7 +27,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/store"
-	mysqlstore "github.com/backbone-sync/backbone/shared/store/mysql"
+	"github.com/backbone-sync/backbone/shared/store/mysql"
 	"github.com/backbone-sync/backbone/shared/testdb"
 )
 
@@ -142,7 +142,7 @@ func (t countingTx) Rollback() error { t.n.Add(1); return t.Tx.Rollback() }
 // countingStore is d's store over connections that count statements.
 func countingStore(b *testing.B, d *testdb.DB) (store.Store, *atomic.Int64) {
 	b.Helper()
-	dsn, err := mysqlstore.DSN(d.DSN)
+	dsn, err := mysql.DSN(d.DSN)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func countingStore(b *testing.B, d *testdb.DB) (store.Store, *atomic.Int64) {
 	db.SetMaxOpenConns(32)
 	db.SetMaxIdleConns(32)
 	b.Cleanup(func() { _ = db.Close() })
-	return mysqlstore.New(db, nil), n
+	return mysql.New(db, nil), n
 }
 
 // benchPublisher is a guarded pstest publisher (topics only: nothing
@@ -171,7 +171,7 @@ func benchPublisher(b *testing.B, real bool) publish.Publisher {
 	}
 	ps := pubsubtest.New(b, benchEnv, false)
 	for _, topic := range ps.Names.Topics() {
-		if _, err := ps.Client.TopicAdminClient.CreateTopic(context.Background(), &pb.Topic{Name: pubsubtest.TopicPath(topic)}); err != nil {
+		if _, err := ps.Client.TopicAdminClient.CreateTopic(context.Background(), &pubsubpb.Topic{Name: pubsubtest.TopicPath(topic)}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -272,7 +272,7 @@ func seedHistory(b *testing.B, d *testdb.DB, records []string, prior int) {
 			st = st.Apply(ev, changes)
 			fp := event.HashHex([]byte(ev.ID))
 			digests := record.Digests(changes)
-			sendingID := mysqlstore.NewAuditID()
+			sendingID := mysql.NewAuditID()
 			evRows = append(evRows, "(?, 'customer', ?, ?, ?, ?, ?, 1)")
 			evArgs = append(evArgs, ev.ID, rid, src, ev.Timestamp, ev.BaseVersion, string(cj))
 			// Written in this order (created_at, then the time-ordered id):
@@ -282,11 +282,11 @@ func seedHistory(b *testing.B, d *testdb.DB, records []string, prior int) {
 				"(?, ?, ?, 'customer', ?, 'sending', ?, ?, NULL, NULL, ?, ?)",
 				"(?, ?, ?, 'customer', ?, 'delivered', ?, ?, NULL, NULL, ?, ?)")
 			auditArgs = append(auditArgs,
-				mysqlstore.NewAuditID(), ev.ID, fp, rid, v+1, nil, src,
+				mysql.NewAuditID(), ev.ID, fp, rid, v+1, nil, src,
 				fieldSet(store.FieldSet{Base: uint64(v), Fields: digests}), at,
 				sendingID, ev.ID, fp, rid, other, v+1,
 				fieldSet(store.FieldSet{Fields: digests}), at.Add(time.Millisecond),
-				mysqlstore.NewAuditID(), ev.ID, fp, rid, other, v+1,
+				mysql.NewAuditID(), ev.ID, fp, rid, other, v+1,
 				fieldSet(store.FieldSet{Attempt: sendingID, Fields: digests}), at.Add(2*time.Millisecond))
 			if len(evRows) == batch {
 				flush()
@@ -337,7 +337,7 @@ func BenchmarkHistory(b *testing.B) {
 				// attempt, then its outcome, with the field sent.
 				b.StopTimer()
 				sent := map[string]string{"email": record.Digest(json.RawMessage(fmt.Sprintf(`"b%d@x"`, i)))}
-				sending := store.Audit{ID: mysqlstore.NewAuditID(), EventID: res.EventID, Fingerprint: res.Fingerprint, RecordType: "customer",
+				sending := store.Audit{ID: mysql.NewAuditID(), EventID: res.EventID, Fingerprint: res.Fingerprint, RecordType: "customer",
 					RecordID: rid, Outcome: store.OutcomeSending, Stage: other, Version: res.Version, Fields: &store.FieldSet{Fields: sent}}
 				done := sending
 				done.ID, done.Outcome, done.Fields = "", store.OutcomeDelivered, &store.FieldSet{Attempt: sending.ID, Fields: sent}

@@ -7,7 +7,7 @@ import (
 
 	"cloud.google.com/go/iam/apiv1/iampb"
 	"cloud.google.com/go/pubsub/v2"
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -22,7 +22,7 @@ const PermPublish = "pubsub.topics.publish"
 // what was verified.
 func CheckTopic(ctx context.Context, client *pubsub.Client, project, topic string) (string, error) {
 	path := "projects/" + project + "/topics/" + topic
-	if _, err := client.TopicAdminClient.GetTopic(ctx, &pb.GetTopicRequest{Topic: path}); err != nil {
+	if _, err := client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: path}); err != nil {
 		if status.Code(err) == codes.NotFound {
 			return "", fmt.Errorf("topic %s does not exist (create it with backbone provision)", path)
 		}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"cloud.google.com/go/pubsub/v2/pstest"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
@@ -80,7 +80,7 @@ func (s *Server) CreateTopology(t testing.TB) {
 		t.Fatalf("pubsubtest: topology of %s: %v", s.Env, err)
 	}
 	for _, topic := range want.Topics {
-		if _, err := s.Client.TopicAdminClient.CreateTopic(ctx, &pb.Topic{Name: TopicPath(topic)}); err != nil {
+		if _, err := s.Client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: TopicPath(topic)}); err != nil {
 			t.Fatalf("pubsubtest: create topic %s: %v", topic, err)
 		}
 	}
@@ -117,7 +117,7 @@ func (s *Server) Pull(t testing.TB, sub string, max int, ack bool) []Received {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	resp, err := s.Client.SubscriptionAdminClient.Pull(ctx, &pb.PullRequest{Subscription: SubPath(sub), MaxMessages: int32(max)})
+	resp, err := s.Client.SubscriptionAdminClient.Pull(ctx, &pubsubpb.PullRequest{Subscription: SubPath(sub), MaxMessages: int32(max)})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -133,7 +133,7 @@ func (s *Server) Pull(t testing.TB, sub string, max int, ack bool) []Received {
 		ackIDs = append(ackIDs, rm.AckId)
 	}
 	if ack && len(ackIDs) > 0 {
-		if err := s.Client.SubscriptionAdminClient.Acknowledge(context.Background(), &pb.AcknowledgeRequest{Subscription: SubPath(sub), AckIds: ackIDs}); err != nil {
+		if err := s.Client.SubscriptionAdminClient.Acknowledge(context.Background(), &pubsubpb.AcknowledgeRequest{Subscription: SubPath(sub), AckIds: ackIDs}); err != nil {
 			t.Fatalf("pubsubtest: ack %s: %v", sub, err)
 		}
 	}
@@ -156,7 +156,7 @@ func (s *Server) Drain(t testing.TB, sub string) []Received {
 // Nack makes the given messages available again at once.
 func (s *Server) Nack(t testing.TB, sub string, ackIDs ...string) {
 	t.Helper()
-	if err := s.Client.SubscriptionAdminClient.ModifyAckDeadline(context.Background(), &pb.ModifyAckDeadlineRequest{Subscription: SubPath(sub), AckIds: ackIDs, AckDeadlineSeconds: 0}); err != nil {
+	if err := s.Client.SubscriptionAdminClient.ModifyAckDeadline(context.Background(), &pubsubpb.ModifyAckDeadlineRequest{Subscription: SubPath(sub), AckIds: ackIDs, AckDeadlineSeconds: 0}); err != nil {
 		t.Fatalf("pubsubtest: nack %s: %v", sub, err)
 	}
 }

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 
 	"github.com/backbone-sync/backbone/shared/message"
 )
@@ -173,7 +173,7 @@ func (b *Bridge) runRoute(ctx context.Context, r Route) {
 			}
 			continue
 		}
-		resp, err := b.client.SubscriptionAdminClient.Pull(ctx, &pb.PullRequest{
+		resp, err := b.client.SubscriptionAdminClient.Pull(ctx, &pubsubpb.PullRequest{
 			Subscription: sub, MaxMessages: min(free, b.o.BatchSize), ReturnImmediately: true,
 		})
 		if err != nil {
@@ -213,7 +213,7 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // deliver pushes one message and settles it. It deliberately does not use
 // the Run context: a request in flight at shutdown completes and is acked.
-func (b *Bridge) deliver(r Route, sub string, rm *pb.ReceivedMessage, maxAttempts int, forward *pb.DeadLetterPolicy) {
+func (b *Bridge) deliver(r Route, sub string, rm *pubsubpb.ReceivedMessage, maxAttempts int, forward *pubsubpb.DeadLetterPolicy) {
 	pm := rm.Message
 	attempt := int(rm.DeliveryAttempt)
 	attrs := pm.Attributes
@@ -311,8 +311,8 @@ func (b *Bridge) post(ctx context.Context, url string, body []byte) (int, error)
 // deadLetterPolicy returns the subscription's dead-letter policy; nil when
 // it has none (or it cannot be read: then the bridge only loses the pstest
 // workaround in deliver).
-func (b *Bridge) deadLetterPolicy(ctx context.Context, sub string) *pb.DeadLetterPolicy {
-	s, err := b.client.SubscriptionAdminClient.GetSubscription(ctx, &pb.GetSubscriptionRequest{Subscription: sub})
+func (b *Bridge) deadLetterPolicy(ctx context.Context, sub string) *pubsubpb.DeadLetterPolicy {
+	s, err := b.client.SubscriptionAdminClient.GetSubscription(ctx, &pubsubpb.GetSubscriptionRequest{Subscription: sub})
 	if err != nil {
 		b.o.Log.Warn("read subscription", "subscription", sub, "error", err.Error())
 		return nil
@@ -323,7 +323,7 @@ func (b *Bridge) deadLetterPolicy(ctx context.Context, sub string) *pb.DeadLette
 // forwardDeadLetter publishes pm to topic as Pub/Sub dead-letters it, with
 // the source attributes; false when that failed (the message is then
 // nacked and forwarded on its next delivery).
-func (b *Bridge) forwardDeadLetter(topic, subscription string, pm *pb.PubsubMessage, attempt int) bool {
+func (b *Bridge) forwardDeadLetter(topic, subscription string, pm *pubsubpb.PubsubMessage, attempt int) bool {
 	attrs := make(map[string]string, len(pm.Attributes)+3)
 	for k, v := range pm.Attributes {
 		attrs[k] = v
@@ -333,7 +333,7 @@ func (b *Bridge) forwardDeadLetter(topic, subscription string, pm *pb.PubsubMess
 	attrs["CloudPubSubDeadLetterSourceSubscriptionProject"] = b.project
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := b.client.TopicAdminClient.Publish(ctx, &pb.PublishRequest{Topic: topic, Messages: []*pb.PubsubMessage{
+	_, err := b.client.TopicAdminClient.Publish(ctx, &pubsubpb.PublishRequest{Topic: topic, Messages: []*pubsubpb.PubsubMessage{
 		{Data: pm.Data, Attributes: attrs, OrderingKey: pm.OrderingKey}}})
 	if err != nil {
 		b.o.Log.Warn("forward dead letter", "subscription", subscription, "message_id", pm.MessageId, "error", err.Error())
@@ -354,7 +354,7 @@ func (b *Bridge) settle(sub, ackID string, delay time.Duration, ack, last bool) 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if ack {
-		if err := b.client.SubscriptionAdminClient.Acknowledge(ctx, &pb.AcknowledgeRequest{Subscription: sub, AckIds: []string{ackID}}); err != nil {
+		if err := b.client.SubscriptionAdminClient.Acknowledge(ctx, &pubsubpb.AcknowledgeRequest{Subscription: sub, AckIds: []string{ackID}}); err != nil {
 			b.o.Log.Warn("ack failed", "subscription", sub, "error", err.Error())
 		}
 		return
@@ -366,7 +366,7 @@ func (b *Bridge) settle(sub, ackID string, delay time.Duration, ack, last bool) 
 	if last {
 		secs = max(secs, 1)
 	}
-	if err := b.client.SubscriptionAdminClient.ModifyAckDeadline(ctx, &pb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: []string{ackID}, AckDeadlineSeconds: secs}); err != nil {
+	if err := b.client.SubscriptionAdminClient.ModifyAckDeadline(ctx, &pubsubpb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: []string{ackID}, AckDeadlineSeconds: secs}); err != nil {
 		b.o.Log.Warn("nack failed", "subscription", sub, "error", err.Error())
 	}
 }

@@ -9,7 +9,7 @@ import (
 
 	"cloud.google.com/go/iam/apiv1/iampb"
 	"cloud.google.com/go/pubsub/v2"
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -146,7 +146,7 @@ func Apply(ctx context.Context, client *pubsub.Client, want Topology, mode Mode)
 
 	for _, name := range want.Topics {
 		path := TopicPath(project, name)
-		_, err := client.TopicAdminClient.GetTopic(ctx, &pb.GetTopicRequest{Topic: path})
+		_, err := client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: path})
 		if err == nil {
 			continue
 		}
@@ -158,7 +158,7 @@ func Apply(ctx context.Context, client *pubsub.Client, want Topology, mode Mode)
 		if mode.DryRun {
 			continue
 		}
-		if _, err := client.TopicAdminClient.CreateTopic(ctx, &pb.Topic{Name: path}); err != nil && status.Code(err) != codes.AlreadyExists {
+		if _, err := client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: path}); err != nil && status.Code(err) != codes.AlreadyExists {
 			return cs, fmt.Errorf("create topic %s: %w", path, err)
 		}
 	}
@@ -200,7 +200,7 @@ func Apply(ctx context.Context, client *pubsub.Client, want Topology, mode Mode)
 func applySubscription(ctx context.Context, client *pubsub.Client, project string, s Subscription, mode Mode) (Changes, error) {
 	sa := client.SubscriptionAdminClient
 	path := SubscriptionPath(project, s.Name)
-	have, err := sa.GetSubscription(ctx, &pb.GetSubscriptionRequest{Subscription: path})
+	have, err := sa.GetSubscription(ctx, &pubsubpb.GetSubscriptionRequest{Subscription: path})
 	if status.Code(err) == codes.NotFound {
 		if !mode.DryRun {
 			if _, err := sa.CreateSubscription(ctx, s.Proto(project)); err != nil {
@@ -228,7 +228,7 @@ func applySubscription(ctx context.Context, client *pubsub.Client, project strin
 		return nil, nil
 	case immutable && mode.Recreate:
 		if !mode.DryRun {
-			if err := sa.DeleteSubscription(ctx, &pb.DeleteSubscriptionRequest{Subscription: path}); err != nil && status.Code(err) != codes.NotFound {
+			if err := sa.DeleteSubscription(ctx, &pubsubpb.DeleteSubscriptionRequest{Subscription: path}); err != nil && status.Code(err) != codes.NotFound {
 				return nil, fmt.Errorf("delete subscription %s to recreate it: %w", path, err)
 			}
 			if _, err := sa.CreateSubscription(ctx, s.Proto(project)); err != nil {
@@ -256,7 +256,7 @@ func applySubscription(ctx context.Context, client *pubsub.Client, project strin
 			}
 		}
 		if !mode.DryRun {
-			_, err := sa.UpdateSubscription(ctx, &pb.UpdateSubscriptionRequest{
+			_, err := sa.UpdateSubscription(ctx, &pubsubpb.UpdateSubscriptionRequest{
 				Subscription: s.Proto(project),
 				UpdateMask:   &fieldmaskpb.FieldMask{Paths: mask},
 			})

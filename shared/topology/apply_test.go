@@ -12,7 +12,7 @@ import (
 
 	"cloud.google.com/go/iam/apiv1/iampb"
 	"cloud.google.com/go/pubsub/v2"
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"cloud.google.com/go/pubsub/v2/pstest"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
@@ -64,7 +64,7 @@ func apply(t *testing.T, c *pubsub.Client, top topology.Topology, mode topology.
 func listTopics(t *testing.T, c *pubsub.Client) []string {
 	t.Helper()
 	var out []string
-	it := c.TopicAdminClient.ListTopics(context.Background(), &pb.ListTopicsRequest{Project: "projects/" + pubsubtest.Project})
+	it := c.TopicAdminClient.ListTopics(context.Background(), &pubsubpb.ListTopicsRequest{Project: "projects/" + pubsubtest.Project})
 	for {
 		tp, err := it.Next()
 		if errors.Is(err, iterator.Done) {
@@ -79,10 +79,10 @@ func listTopics(t *testing.T, c *pubsub.Client) []string {
 	return out
 }
 
-func listSubs(t *testing.T, c *pubsub.Client) map[string]*pb.Subscription {
+func listSubs(t *testing.T, c *pubsub.Client) map[string]*pubsubpb.Subscription {
 	t.Helper()
-	out := map[string]*pb.Subscription{}
-	it := c.SubscriptionAdminClient.ListSubscriptions(context.Background(), &pb.ListSubscriptionsRequest{Project: "projects/" + pubsubtest.Project})
+	out := map[string]*pubsubpb.Subscription{}
+	it := c.SubscriptionAdminClient.ListSubscriptions(context.Background(), &pubsubpb.ListSubscriptionsRequest{Project: "projects/" + pubsubtest.Project})
 	for {
 		s, err := it.Next()
 		if errors.Is(err, iterator.Done) {
@@ -99,7 +99,7 @@ func listSubs(t *testing.T, c *pubsub.Client) map[string]*pb.Subscription {
 // checkEnv compares every setting of env's subscriptions, as read back from
 // the server, with SPEC §2 written out literally here (not taken from
 // topology.Desired, so that a wrong spec in the package cannot pass).
-func checkEnv(t *testing.T, subs map[string]*pb.Subscription, env config.Env, push bool) {
+func checkEnv(t *testing.T, subs map[string]*pubsubpb.Subscription, env config.Env, push bool) {
 	t.Helper()
 	e := string(env)
 	topic := func(kind string) string { return "projects/" + pubsubtest.Project + "/topics/events." + kind + "." + e }
@@ -222,23 +222,23 @@ func TestApplyRepairsDrift(t *testing.T) {
 
 	ctx := context.Background()
 	sa := srv.Client.SubscriptionAdminClient
-	if _, err := sa.UpdateSubscription(ctx, &pb.UpdateSubscriptionRequest{
-		Subscription: &pb.Subscription{
+	if _, err := sa.UpdateSubscription(ctx, &pubsubpb.UpdateSubscriptionRequest{
+		Subscription: &pubsubpb.Subscription{
 			Name:               pubsubtest.SubPath(n.RetrySub),
 			AckDeadlineSeconds: 20,
-			RetryPolicy:        &pb.RetryPolicy{MinimumBackoff: durationpb.New(time.Second), MaximumBackoff: durationpb.New(5 * time.Second)},
-			DeadLetterPolicy:   &pb.DeadLetterPolicy{DeadLetterTopic: pubsubtest.TopicPath(n.DLQTopic), MaxDeliveryAttempts: 50},
+			RetryPolicy:        &pubsubpb.RetryPolicy{MinimumBackoff: durationpb.New(time.Second), MaximumBackoff: durationpb.New(5 * time.Second)},
+			DeadLetterPolicy:   &pubsubpb.DeadLetterPolicy{DeadLetterTopic: pubsubtest.TopicPath(n.DLQTopic), MaxDeliveryAttempts: 50},
 		},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"ack_deadline_seconds", "retry_policy", "dead_letter_policy"}},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sa.UpdateSubscription(ctx, &pb.UpdateSubscriptionRequest{
-		Subscription: &pb.Subscription{
+	if _, err := sa.UpdateSubscription(ctx, &pubsubpb.UpdateSubscriptionRequest{
+		Subscription: &pubsubpb.Subscription{
 			Name:                     pubsubtest.SubPath(n.MergeSub),
-			PushConfig:               &pb.PushConfig{PushEndpoint: "https://stale.example"},
+			PushConfig:               &pubsubpb.PushConfig{PushEndpoint: "https://stale.example"},
 			MessageRetentionDuration: durationpb.New(time.Hour),
-			ExpirationPolicy:         &pb.ExpirationPolicy{Ttl: durationpb.New(24 * time.Hour)},
+			ExpirationPolicy:         &pubsubpb.ExpirationPolicy{Ttl: durationpb.New(24 * time.Hour)},
 		},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"push_config", "message_retention_duration", "expiration_policy"}},
 	}); err != nil {
@@ -295,13 +295,13 @@ func TestApplyImmutableDriftNeedsRecreate(t *testing.T) {
 	srv := pubsubtest.New(t, env, false)
 	ctx := context.Background()
 	for _, tp := range n.Topics() {
-		if _, err := srv.Client.TopicAdminClient.CreateTopic(ctx, &pb.Topic{Name: pubsubtest.TopicPath(tp)}); err != nil {
+		if _, err := srv.Client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: pubsubtest.TopicPath(tp)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The merge subscription was made without ordering (and a short ack
 	// deadline); the suitex one hangs off the wrong topic.
-	for _, s := range []*pb.Subscription{
+	for _, s := range []*pubsubpb.Subscription{
 		{Name: pubsubtest.SubPath(n.MergeSub), Topic: pubsubtest.TopicPath(n.RawTopic), AckDeadlineSeconds: 10},
 		{Name: pubsubtest.SubPath(n.SuiteXSub), Topic: pubsubtest.TopicPath(n.RawTopic), EnableMessageOrdering: true, AckDeadlineSeconds: 60},
 	} {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -26,7 +26,7 @@ func (d FieldDiff) String() string {
 
 // DiffSubscription compares the subscription have, as read from project,
 // with want. It returns nil when every managed setting matches.
-func DiffSubscription(project string, want Subscription, have *pb.Subscription) []FieldDiff {
+func DiffSubscription(project string, want Subscription, have *pubsubpb.Subscription) []FieldDiff {
 	var out []FieldDiff
 	add := func(field, h, w string, immutable bool) {
 		out = append(out, FieldDiff{Field: field, Have: h, Want: w, Immutable: immutable})
@@ -110,18 +110,18 @@ func shortName(project, path string) string {
 
 // neverExpires: an empty policy (no ttl) means never; no policy at all means
 // Pub/Sub's default of 31 idle days.
-func neverExpires(p *pb.ExpirationPolicy) bool {
+func neverExpires(p *pubsubpb.ExpirationPolicy) bool {
 	return p != nil && asDuration(p.GetTtl()) == 0
 }
 
-func describeExpiration(p *pb.ExpirationPolicy) string {
+func describeExpiration(p *pubsubpb.ExpirationPolicy) string {
 	if p == nil {
 		return "default (after 31 idle days)"
 	}
 	return "after " + fmtDuration(asDuration(p.GetTtl())) + " idle"
 }
 
-func pushEqual(want *Push, have *pb.PushConfig) bool {
+func pushEqual(want *Push, have *pubsubpb.PushConfig) bool {
 	if want == nil {
 		return have.GetPushEndpoint() == ""
 	}
@@ -133,7 +133,7 @@ func pushEqual(want *Push, have *pb.PushConfig) bool {
 		have.GetNoWrapper() == nil // nil wrapper is the Pub/Sub envelope
 }
 
-func describePush(project string, p *pb.PushConfig) string {
+func describePush(project string, p *pubsubpb.PushConfig) string {
 	if p.GetPushEndpoint() == "" {
 		return "pull"
 	}
@@ -156,7 +156,7 @@ func describeWantPush(p *Push) string {
 	return fmt.Sprintf("push %s (oidc %s, audience %s)", p.Endpoint, p.ServiceAccount, p.Audience)
 }
 
-func deadLetterEqual(project string, want *DeadLetter, have *pb.DeadLetterPolicy) bool {
+func deadLetterEqual(project string, want *DeadLetter, have *pubsubpb.DeadLetterPolicy) bool {
 	if want == nil {
 		return have == nil || have.GetDeadLetterTopic() == ""
 	}
@@ -164,7 +164,7 @@ func deadLetterEqual(project string, want *DeadLetter, have *pb.DeadLetterPolicy
 		int(have.GetMaxDeliveryAttempts()) == want.MaxAttempts
 }
 
-func describeDeadLetter(project string, p *pb.DeadLetterPolicy) string {
+func describeDeadLetter(project string, p *pubsubpb.DeadLetterPolicy) string {
 	if p.GetDeadLetterTopic() == "" {
 		return "none"
 	}
@@ -178,7 +178,7 @@ func describeWantDeadLetter(d *DeadLetter) string {
 	return fmt.Sprintf("%s after %d attempts", d.Topic, d.MaxAttempts)
 }
 
-func retryEqual(want *Retry, have *pb.RetryPolicy) bool {
+func retryEqual(want *Retry, have *pubsubpb.RetryPolicy) bool {
 	if want == nil {
 		return asDuration(have.GetMinimumBackoff()) == 0 && asDuration(have.GetMaximumBackoff()) == 0
 	}
@@ -187,7 +187,7 @@ func retryEqual(want *Retry, have *pb.RetryPolicy) bool {
 		asDuration(have.GetMaximumBackoff()) == want.Max
 }
 
-func describeRetry(p *pb.RetryPolicy) string {
+func describeRetry(p *pubsubpb.RetryPolicy) string {
 	if asDuration(p.GetMinimumBackoff()) == 0 && asDuration(p.GetMaximumBackoff()) == 0 {
 		return "none (redeliver at once)"
 	}

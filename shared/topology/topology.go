@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/backbone-sync/backbone/shared/config"
@@ -231,8 +231,8 @@ func SubscriptionPath(project, name string) string {
 }
 
 // Proto returns the subscription as a create request in project.
-func (s Subscription) Proto(project string) *pb.Subscription {
-	p := &pb.Subscription{
+func (s Subscription) Proto(project string) *pubsubpb.Subscription {
+	p := &pubsubpb.Subscription{
 		Name:                     SubscriptionPath(project, s.Name),
 		Topic:                    TopicPath(project, s.Topic),
 		EnableMessageOrdering:    s.Ordering,
@@ -241,17 +241,17 @@ func (s Subscription) Proto(project string) *pb.Subscription {
 		// An empty policy means "never expire". The Pub/Sub default deletes a
 		// subscription after 31 idle days, which would silently cut a quiet
 		// environment (a sandbox over a holiday) out of the pipeline.
-		ExpirationPolicy: &pb.ExpirationPolicy{},
+		ExpirationPolicy: &pubsubpb.ExpirationPolicy{},
 		PushConfig:       s.pushProto(),
 	}
 	if s.DeadLetter != nil {
-		p.DeadLetterPolicy = &pb.DeadLetterPolicy{
+		p.DeadLetterPolicy = &pubsubpb.DeadLetterPolicy{
 			DeadLetterTopic:     TopicPath(project, s.DeadLetter.Topic),
 			MaxDeliveryAttempts: int32(s.DeadLetter.MaxAttempts),
 		}
 	}
 	if s.Retry != nil {
-		p.RetryPolicy = &pb.RetryPolicy{
+		p.RetryPolicy = &pubsubpb.RetryPolicy{
 			MinimumBackoff: durationpb.New(s.Retry.Min),
 			MaximumBackoff: durationpb.New(s.Retry.Max),
 		}
@@ -260,18 +260,18 @@ func (s Subscription) Proto(project string) *pb.Subscription {
 }
 
 // pushProto is the push config; an empty one means pull.
-func (s Subscription) pushProto() *pb.PushConfig {
+func (s Subscription) pushProto() *pubsubpb.PushConfig {
 	if s.Push == nil {
-		return &pb.PushConfig{}
+		return &pubsubpb.PushConfig{}
 	}
-	return &pb.PushConfig{
+	return &pubsubpb.PushConfig{
 		PushEndpoint: s.Push.Endpoint,
-		AuthenticationMethod: &pb.PushConfig_OidcToken_{OidcToken: &pb.PushConfig_OidcToken{
+		AuthenticationMethod: &pubsubpb.PushConfig_OidcToken_{OidcToken: &pubsubpb.PushConfig_OidcToken{
 			ServiceAccountEmail: s.Push.ServiceAccount,
 			Audience:            s.Push.Audience,
 		}},
 		// The push envelope is what shared/message decodes, with
 		// deliveryAttempt and orderingKey; "no wrapper" would lose them.
-		Wrapper: &pb.PushConfig_PubsubWrapper_{PubsubWrapper: &pb.PushConfig_PubsubWrapper{}},
+		Wrapper: &pubsubpb.PushConfig_PubsubWrapper_{PubsubWrapper: &pubsubpb.PushConfig_PubsubWrapper{}},
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -154,37 +154,37 @@ func TestDiffSubscription(t *testing.T) {
 	cases := []struct {
 		field     string
 		immutable bool
-		drift     func(p *pb.Subscription)
+		drift     func(p *pubsubpb.Subscription)
 	}{
-		{"topic", true, func(p *pb.Subscription) { p.Topic = "_deleted-topic_" }},
-		{"enable_message_ordering", true, func(p *pb.Subscription) { p.EnableMessageOrdering = false }},
-		{"filter", true, func(p *pb.Subscription) { p.Filter = `attributes.env = "x"` }},
-		{"detached", true, func(p *pb.Subscription) { p.Detached = true }},
-		{"ack_deadline_seconds", false, func(p *pb.Subscription) { p.AckDeadlineSeconds = 10 }},
-		{"message_retention_duration", false, func(p *pb.Subscription) { p.MessageRetentionDuration = durationpb.New(time.Hour) }},
-		{"retain_acked_messages", false, func(p *pb.Subscription) { p.RetainAckedMessages = true }},
-		{"expiration_policy", false, func(p *pb.Subscription) { p.ExpirationPolicy = nil }},
-		{"expiration_policy", false, func(p *pb.Subscription) {
-			p.ExpirationPolicy = &pb.ExpirationPolicy{Ttl: durationpb.New(31 * 24 * time.Hour)}
+		{"topic", true, func(p *pubsubpb.Subscription) { p.Topic = "_deleted-topic_" }},
+		{"enable_message_ordering", true, func(p *pubsubpb.Subscription) { p.EnableMessageOrdering = false }},
+		{"filter", true, func(p *pubsubpb.Subscription) { p.Filter = `attributes.env = "x"` }},
+		{"detached", true, func(p *pubsubpb.Subscription) { p.Detached = true }},
+		{"ack_deadline_seconds", false, func(p *pubsubpb.Subscription) { p.AckDeadlineSeconds = 10 }},
+		{"message_retention_duration", false, func(p *pubsubpb.Subscription) { p.MessageRetentionDuration = durationpb.New(time.Hour) }},
+		{"retain_acked_messages", false, func(p *pubsubpb.Subscription) { p.RetainAckedMessages = true }},
+		{"expiration_policy", false, func(p *pubsubpb.Subscription) { p.ExpirationPolicy = nil }},
+		{"expiration_policy", false, func(p *pubsubpb.Subscription) {
+			p.ExpirationPolicy = &pubsubpb.ExpirationPolicy{Ttl: durationpb.New(31 * 24 * time.Hour)}
 		}},
-		{"push_config", false, func(p *pb.Subscription) { p.PushConfig = &pb.PushConfig{} }},
-		{"push_config", false, func(p *pb.Subscription) { p.PushConfig.PushEndpoint = "https://elsewhere" }},
-		{"push_config", false, func(p *pb.Subscription) { p.PushConfig.AuthenticationMethod = nil }},
-		{"push_config", false, func(p *pb.Subscription) { p.PushConfig.GetOidcToken().Audience = "https://other" }},
-		{"push_config", false, func(p *pb.Subscription) {
-			p.PushConfig.Wrapper = &pb.PushConfig_NoWrapper_{NoWrapper: &pb.PushConfig_NoWrapper{}}
+		{"push_config", false, func(p *pubsubpb.Subscription) { p.PushConfig = &pubsubpb.PushConfig{} }},
+		{"push_config", false, func(p *pubsubpb.Subscription) { p.PushConfig.PushEndpoint = "https://elsewhere" }},
+		{"push_config", false, func(p *pubsubpb.Subscription) { p.PushConfig.AuthenticationMethod = nil }},
+		{"push_config", false, func(p *pubsubpb.Subscription) { p.PushConfig.GetOidcToken().Audience = "https://other" }},
+		{"push_config", false, func(p *pubsubpb.Subscription) {
+			p.PushConfig.Wrapper = &pubsubpb.PushConfig_NoWrapper_{NoWrapper: &pubsubpb.PushConfig_NoWrapper{}}
 		}},
-		{"dead_letter_policy", false, func(p *pb.Subscription) { p.DeadLetterPolicy = nil }},
-		{"dead_letter_policy", false, func(p *pb.Subscription) { p.DeadLetterPolicy.MaxDeliveryAttempts = 10 }},
-		{"dead_letter_policy", false, func(p *pb.Subscription) {
+		{"dead_letter_policy", false, func(p *pubsubpb.Subscription) { p.DeadLetterPolicy = nil }},
+		{"dead_letter_policy", false, func(p *pubsubpb.Subscription) { p.DeadLetterPolicy.MaxDeliveryAttempts = 10 }},
+		{"dead_letter_policy", false, func(p *pubsubpb.Subscription) {
 			p.DeadLetterPolicy.DeadLetterTopic = TopicPath(project, config.Sandbox.Names().DLQTopic)
 		}},
-		{"retry_policy", false, func(p *pb.Subscription) { p.RetryPolicy = nil }},
-		{"retry_policy", false, func(p *pb.Subscription) { p.RetryPolicy.MaximumBackoff = durationpb.New(60 * time.Second) }},
-		{"enable_exactly_once_delivery", false, func(p *pb.Subscription) { p.EnableExactlyOnceDelivery = true }},
+		{"retry_policy", false, func(p *pubsubpb.Subscription) { p.RetryPolicy = nil }},
+		{"retry_policy", false, func(p *pubsubpb.Subscription) { p.RetryPolicy.MaximumBackoff = durationpb.New(60 * time.Second) }},
+		{"enable_exactly_once_delivery", false, func(p *pubsubpb.Subscription) { p.EnableExactlyOnceDelivery = true }},
 	}
 	for i, c := range cases {
-		p := proto.Clone(retry.Proto(project)).(*pb.Subscription)
+		p := proto.Clone(retry.Proto(project)).(*pubsubpb.Subscription)
 		c.drift(p)
 		d := DiffSubscription(project, retry, p)
 		if len(d) != 1 || d[0].Field != c.field || d[0].Immutable != c.immutable || d[0].Have == d[0].Want {
@@ -197,7 +197,7 @@ func TestDiffSubscription(t *testing.T) {
 	pull, _ := Desired(config.Production, nil, Options{})
 	merge := pull.Subscriptions[0]
 	p := merge.Proto(project)
-	p.PushConfig = &pb.PushConfig{PushEndpoint: "https://x"}
+	p.PushConfig = &pubsubpb.PushConfig{PushEndpoint: "https://x"}
 	if d := DiffSubscription(project, merge, p); len(d) != 1 || d[0].Field != "push_config" || d[0].Want != "pull" {
 		t.Errorf("pull spec vs push: %+v", d)
 	}
