@@ -23,13 +23,13 @@ import (
 	"cloud.google.com/go/pubsub/v2/pstest"
 	"github.com/google/uuid"
 
-	"github.com/backbone-sync/backbone/shared/bench"
+	"github.com/backbone-sync/backbone/internal/bench"
+	"github.com/backbone-sync/backbone/internal/devstack/standin"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/logging"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
-	"github.com/backbone-sync/backbone/shared/standin"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 )

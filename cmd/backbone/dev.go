@@ -19,13 +19,13 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/backbone-sync/backbone/internal/console"
+	"github.com/backbone-sync/backbone/internal/devstack/pushbridge"
+	"github.com/backbone-sync/backbone/internal/devstack/standin"
 	"github.com/backbone-sync/backbone/internal/health"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/logging"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
-	"github.com/backbone-sync/backbone/shared/pushbridge"
-	"github.com/backbone-sync/backbone/shared/standin"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 	"github.com/backbone-sync/backbone/shared/topology"
 )

@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backbone-sync/backbone/internal/devstack/pushbridge"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/pubsubtest"
-	"github.com/backbone-sync/backbone/shared/pushbridge"
 )
 
 func TestBackoff(t *testing.T) {
