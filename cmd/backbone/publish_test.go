@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/backbone-sync/backbone/shared/config"
-	"github.com/backbone-sync/backbone/shared/pubsubtest"
+	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 )
 
 func TestSplitEvents(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
-	"github.com/backbone-sync/backbone/shared/pubsubtest"
+	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/stress"
 	"github.com/backbone-sync/backbone/shared/testdb"

@@ -14,7 +14,7 @@ import (
 	"github.com/backbone-sync/backbone/functions/suitex"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/message"
-	"github.com/backbone-sync/backbone/shared/pubsubtest"
+	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 )
 
