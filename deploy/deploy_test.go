@@ -16,7 +16,7 @@ import (
 	"testing"
 
 	"github.com/backbone-sync/backbone/shared/config"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 var shorts = map[string]string{
@@ -1338,14 +1338,14 @@ func TestCloudbuildYAML(t *testing.T) {
 	for _, s := range steps {
 		for _, e := range s.env {
 			k, _, _ := strings.Cut(e, "=")
-			if !slices.Contains(config.Variables, k) && k != testdb.EnvServerDSN {
-				t.Errorf("step %s sets %s, which neither config.Load nor testdb reads", s.id, k)
+			if !slices.Contains(config.Variables, k) && k != mysqltest.EnvServerDSN {
+				t.Errorf("step %s sets %s, which neither config.Load nor mysqltest reads", s.id, k)
 			}
 		}
 	}
 	test := steps[3]
 	if !strings.HasPrefix(test.name, "golang:") || !slices.Equal(test.args, []string{"deploy/ci-test.sh"}) ||
-		!slices.Contains(test.env, testdb.EnvServerDSN+"=root@tcp(backbone-mariadb:3306)/") {
+		!slices.Contains(test.env, mysqltest.EnvServerDSN+"=root@tcp(backbone-mariadb:3306)/") {
 		t.Errorf("test step: %+v", test)
 	}
 	if !slices.Contains(steps[2].args, "--name=backbone-mariadb") || !slices.Contains(steps[2].args, "--network=cloudbuild") ||

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // runWith runs the CLI in-process with env as its whole environment.
@@ -86,7 +86,7 @@ func TestExitCodesAlike(t *testing.T) {
 // moved after the positional arguments means the same.
 func TestFlagsBeforeOrAfterPositionals(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
+	db := mysqltest.New(t)
 	env := map[string]string{"EVENT_STORE_DSN": db.DSN}
 	for _, pair := range [][2][]string{
 		{{"trace", "--json", "customer:C-1"}, {"trace", "customer:C-1", "--json"}},

@@ -18,7 +18,7 @@ import (
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/publish"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // chromiumPackage is the Debian package of the browser the console tests
@@ -107,7 +107,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	t.Parallel()
 	ctx := browser(t)
 	shots := t.TempDir()
-	db := testdb.Empty(t)
+	db := mysqltest.Empty(t)
 	ft := newFaultTargets(t)
 	var down atomic.Bool
 	ft.before = func(system, _ string, _ uint64) int {

@@ -18,7 +18,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // dlqRun runs `backbone ARGS` with env as the whole environment.
@@ -90,7 +90,7 @@ func dlqListIDs(t *testing.T, env map[string]string, args ...string) []string {
 
 func TestDLQList(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	env := map[string]string{"EVENT_STORE_DSN": d.DSN} // list needs no BACKBONE_ENV
 	now := time.Now().UTC()
 	dlqSeed(t, d.Root, "old", "merge", "invalid_json", "", "", now.Add(-72*time.Hour))
@@ -156,7 +156,7 @@ func TestDLQList(t *testing.T) {
 
 func TestDLQShow(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	env := map[string]string{"EVENT_STORE_DSN": d.DSN}
 	dlqSeed(t, d.Root, "dl-1", "suitex", "http_503", "customer", "C-1", time.Now())
 	if _, err := d.Root.Exec("INSERT INTO dead_letters (message_id, content_digest, subscription, stage, reason, data, attributes) VALUES ('junk', SHA2('plain text', 256), '', 'unknown', 'undecodable', 'plain text', '{}')"); err != nil {
@@ -213,7 +213,7 @@ func TestDLQShow(t *testing.T) {
 
 func TestDLQRedrive(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	_, worker := d.Worker(t)
 	ps := pubsubtest.New(t, config.Sandbox, true)
 	env := map[string]string{"EVENT_STORE_DSN": worker.DSN, "BACKBONE_ENV": "sandbox",

@@ -14,13 +14,13 @@ import (
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // startGcloudDev runs the dev stack on the gcloud emulator: real pushes to
 // the functions, Retry's subscription bridged (docs/emulators.md). It fails,
 // never skips, when the emulator package is installed but does not start.
-func startGcloudDev(t *testing.T, db *testdb.DB) *devStack {
+func startGcloudDev(t *testing.T, db *mysqltest.DB) *devStack {
 	t.Helper()
 	if !gcloudEmulatorInstalled() {
 		t.Skip("the " + gcloudEmulatorPackage + " package is not installed on this machine")

@@ -23,7 +23,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // serveMux serves the functions at /{Name} in-process (the Functions
@@ -42,7 +42,7 @@ func serveMux(handlers map[string]http.Handler, ln net.Listener) (func(), error)
 type e2e struct {
 	t     *testing.T
 	d     *devStack
-	db    *testdb.DB
+	db    *mysqltest.DB
 	pub   publish.Publisher
 	mu    sync.Mutex
 	sent  []string // Pub/Sub message ids of every raw message published
@@ -193,7 +193,7 @@ func chunks(s []string, n int) [][]string {
 // SuiteX outage that recovers. Then it checks that nothing was lost.
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
-	db := testdb.Empty(t)
+	db := mysqltest.Empty(t)
 	ctx := context.Background()
 	d, err := startDev(ctx, devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
 		minBackoff: 200 * time.Millisecond, maxBackoff: 2 * time.Second, serve: serveMux, log: slog.New(slog.DiscardHandler)})

@@ -29,7 +29,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // The fault-injection suite (issue: nothing lost under faults): the dev
@@ -275,7 +275,7 @@ func (c *chain) publishVersions(t *testing.T, pub publish.Publisher, env config.
 // convergence says what is still wrong, "" when every record is complete
 // (every version stored, gap-free, published) and both targets hold the
 // store's value of every field.
-func (c *chain) convergence(ctx context.Context, db *testdb.DB, ft *faultTargets) string {
+func (c *chain) convergence(ctx context.Context, db *mysqltest.DB, ft *faultTargets) string {
 	for r := 0; r < c.records; r++ {
 		rid := c.rid(r)
 		evs, err := db.Store.History(ctx, "customer", rid)
@@ -318,7 +318,7 @@ func (c *chain) convergence(ctx context.Context, db *testdb.DB, ft *faultTargets
 	return ""
 }
 
-func (c *chain) waitConverged(t *testing.T, db *testdb.DB, ft *faultTargets, within time.Duration) {
+func (c *chain) waitConverged(t *testing.T, db *mysqltest.DB, ft *faultTargets, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -345,7 +345,7 @@ func viaProxy(t *testing.T, dsn, addr string) string {
 	return mc.FormatDSN()
 }
 
-func deadLetterCount(t *testing.T, db *testdb.DB, where string) int {
+func deadLetterCount(t *testing.T, db *mysqltest.DB, where string) int {
 	t.Helper()
 	var n int
 	if err := db.Root.QueryRow("SELECT COUNT(*) FROM dead_letters " + where).Scan(&n); err != nil {
@@ -372,7 +372,7 @@ func TestFaultDatabaseOutage3min(t *testing.T) {
 // chain ends complete and gap-free, everything published, both targets
 // equal to the store, and nothing in dead_letters.
 func databaseOutage(t *testing.T, cut time.Duration) {
-	db := testdb.Empty(t)
+	db := mysqltest.Empty(t)
 	mc, _ := mysql.ParseDSN(db.DSN)
 	proxy := startCutProxy(t, mc.Addr)
 	ft := newFaultTargets(t)
@@ -409,7 +409,7 @@ func databaseOutage(t *testing.T, cut time.Duration) {
 // the same archive stays where it is.
 func TestFaultTargetOutageLongerThanRetry(t *testing.T) {
 	t.Parallel()
-	db := testdb.Empty(t)
+	db := mysqltest.Empty(t)
 	ft := newFaultTargets(t)
 	var down atomic.Bool
 	down.Store(true)
@@ -486,7 +486,7 @@ func TestFaultTargetOutageLongerThanRetry(t *testing.T) {
 // older version after a newer one.
 func TestFaultCrashMidLoad(t *testing.T) {
 	t.Parallel()
-	db := testdb.Empty(t)
+	db := mysqltest.Empty(t)
 	ft := newFaultTargets(t)
 	var (
 		mu   sync.Mutex
@@ -589,7 +589,7 @@ func runBinary(t *testing.T, env map[string]string, args ...string) (string, err
 // redelivers it); none is acked unfinished.
 func TestFaultGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
+	db := mysqltest.New(t)
 	_, worker := db.Worker(t)
 	ps, err := startPstest(0)
 	if err != nil {
@@ -699,7 +699,7 @@ func waitListening(t *testing.T, addr string) {
 }
 
 // auditDump renders a record's audit trail for a failure message.
-func auditDump(t *testing.T, db *testdb.DB, rid string) string {
+func auditDump(t *testing.T, db *mysqltest.DB, rid string) string {
 	trail, err := db.Store.AuditTrail(context.Background(), "customer", rid)
 	if err != nil {
 		return err.Error()

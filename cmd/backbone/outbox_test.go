@@ -13,14 +13,14 @@ import (
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // TestOutboxFlush runs `backbone outbox flush` against a real database and
 // pstest: an event left processed = 0 is published and flagged.
 func TestOutboxFlush(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	_, worker := d.Worker(t)
 	ps := pubsubtest.New(t, config.Sandbox, true)
 	env := map[string]string{"EVENT_STORE_DSN": worker.DSN, "BACKBONE_ENV": "sandbox",

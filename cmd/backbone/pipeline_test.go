@@ -18,7 +18,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // The "must show" tests of retry, dead-letter archive and redrive (issue
@@ -31,7 +31,7 @@ import (
 // test ends (a test may stop it earlier: stop is idempotent).
 func startPipeline(t *testing.T) *e2e {
 	t.Helper()
-	db := testdb.Empty(t) // startDev creates the schema, as `backbone dev` does
+	db := mysqltest.Empty(t) // startDev creates the schema, as `backbone dev` does
 	d, err := startDev(context.Background(), devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
 		minBackoff: 20 * time.Millisecond, maxBackoff: 200 * time.Millisecond, serve: serveMux})
 	if err != nil {

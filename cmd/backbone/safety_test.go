@@ -19,8 +19,8 @@ import (
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 	"github.com/backbone-sync/backbone/shared/stress"
-	"github.com/backbone-sync/backbone/shared/testdb"
 )
 
 // Destructive steps ask first (SPEC §4, §8): the verbs an operator can get
@@ -92,7 +92,7 @@ func TestStressThenOutboxFlushReachesNoTarget(t *testing.T) {
 func TestMigrateDownRefusesNonEmptyStore(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	env := map[string]string{"EVENT_STORE_DSN": d.DSN}
 	ev := store.Event{ID: uuid.NewString(), RecordType: "customer", RecordID: "C-1", Source: "netsuite",
 		Timestamp: time.Now(), Changes: json.RawMessage(`{"email":"a@x"}`)}
@@ -132,7 +132,7 @@ func TestMigrateDownRefusesNonEmptyStore(t *testing.T) {
 // does not exist, instead of reporting a redrive that would then fail.
 func TestDLQRedriveDryRunChecksTheTopic(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	_, worker := d.Worker(t)
 	dlqSeed(t, d.Root, "dl-a", "suitex", "http_503", "customer", "C-1", time.Now())
 	bare := pubsubtest.New(t, config.Sandbox, false) // no topics
@@ -168,7 +168,7 @@ func archiveMessage(t *testing.T, s store.Store, m message.Message) {
 func TestDLQRedriveRetryable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	_, worker := d.Worker(t)
 	ps := pubsubtest.New(t, config.Sandbox, true)
 	transient := dlqErrorData(t, "suitex", "http_503", "customer", "C-1")

@@ -17,7 +17,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/logging/logtest"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // buildBinary builds cmd/backbone once per test that needs the real process.
@@ -47,7 +47,7 @@ func testPort(t *testing.T) int {
 func TestServeIsTheDeployedEntryPoint(t *testing.T) {
 	t.Parallel()
 	bin := buildBinary(t)
-	db := testdb.New(t)
+	db := mysqltest.New(t)
 	_, worker := db.Worker(t)
 	ps := pubsubtest.New(t, config.Sandbox, true)
 	port := testPort(t)

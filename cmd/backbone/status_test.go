@@ -13,7 +13,7 @@ import (
 	"github.com/backbone-sync/backbone/internal/health"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/publish"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // statusResult is `status --json`'s output.
@@ -51,7 +51,7 @@ func target(t *testing.T, s *health.Snapshot, name string) health.Target {
 // lacks, with the fields it lacks.
 func TestStatusOnTheDevStack(t *testing.T) {
 	t.Parallel()
-	db := testdb.Empty(t)
+	db := mysqltest.Empty(t)
 	ft := newFaultTargets(t)
 	var down atomic.Bool
 	ft.before = func(system, _ string, _ uint64) int {

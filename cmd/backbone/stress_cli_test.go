@@ -12,8 +12,8 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 	"github.com/backbone-sync/backbone/shared/stress"
-	"github.com/backbone-sync/backbone/shared/testdb"
 )
 
 // `backbone stress` through the CLI: exit codes, the step denominators the
@@ -31,7 +31,7 @@ func stressRun(t *testing.T, env map[string]string, args ...string) (code int, s
 
 // deleteWorker returns the DSN of a sync_worker-style user that was also
 // granted DELETE: one privilege too many must fail the run.
-func deleteWorker(t *testing.T, db *testdb.DB) string {
+func deleteWorker(t *testing.T, db *mysqltest.DB) string {
 	t.Helper()
 	_, cfg := db.Worker(t)
 	mc, err := mysql.ParseDSN(cfg.DSN)
@@ -118,7 +118,7 @@ func decodeSummary(t *testing.T, out string) stress.Summary {
 
 func TestStressCLISkipPubSub(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
+	db := mysqltest.New(t)
 	_, worker := db.Worker(t)
 	withDelete := deleteWorker(t, db)
 	// No BACKBONE_ENV: --skip-pubsub needs none.
@@ -178,7 +178,7 @@ func TestStressCLISkipPubSub(t *testing.T) {
 // the stack's Merge has stored and published it.
 func TestStressCLIWithPubSub(t *testing.T) {
 	t.Parallel()
-	db := testdb.Empty(t)
+	db := mysqltest.Empty(t)
 	d, err := startDev(context.Background(), devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
 		minBackoff: 20 * time.Millisecond, maxBackoff: 200 * time.Millisecond, serve: serveMux})
 	if err != nil {
@@ -252,7 +252,7 @@ func stressWithPubSubCases(t *testing.T, env func(string) map[string]string, roo
 	})
 }
 
-func count(t *testing.T, db *testdb.DB, q string, args ...any) int {
+func count(t *testing.T, db *mysqltest.DB, q string, args ...any) int {
 	t.Helper()
 	var n int
 	if err := db.Root.QueryRow(q, args...).Scan(&n); err != nil {

@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/backbone-sync/backbone/shared/store"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 	"github.com/backbone-sync/backbone/shared/store/storetest"
-	"github.com/backbone-sync/backbone/shared/testdb"
 )
 
 func TestTraceTimeline(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
+	db := mysqltest.New(t)
 	ctx := context.Background()
 	s := db.Store
 	e := storetest.NewEvent("customer", "T:1", 0, `{"email":"a@example.com"}`)
@@ -87,7 +87,7 @@ func TestTraceTimeline(t *testing.T) {
 // when its outcome row names the sending row.
 func TestTraceWrapsAndFillsEveryColumn(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
+	db := mysqltest.New(t)
 	ctx := context.Background()
 	s := db.Store
 	e := storetest.NewEvent("customer", "W-1", 0, `{"email":"a@example.com","phone":"1"}`)

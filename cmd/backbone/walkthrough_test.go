@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // The built binary, shared by the tests that run it as a user does (exit
@@ -334,9 +334,9 @@ func unusedPort(t *testing.T) string {
 
 // devDB is a fresh database for a dev stack; the worker user dev creates on
 // it (devWorkerName) is dropped with it.
-func devDB(t *testing.T) *testdb.DB {
+func devDB(t *testing.T) *mysqltest.DB {
 	t.Helper()
-	db := testdb.Empty(t)
+	db := mysqltest.Empty(t)
 	t.Cleanup(func() { _, _ = db.Root.Exec("DROP USER IF EXISTS '" + devWorkerName(db.Name) + "'@'%'") })
 	return db
 }

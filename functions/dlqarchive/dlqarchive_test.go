@@ -27,7 +27,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // secret stands for customer data inside a dead letter: it must reach the
@@ -127,7 +127,7 @@ func downStore(t *testing.T) store.Store {
 	return s
 }
 
-func countRows(t *testing.T, d *testdb.DB, id string) int {
+func countRows(t *testing.T, d *mysqltest.DB, id string) int {
 	t.Helper()
 	var n int
 	if err := d.Root.QueryRow("SELECT COUNT(*) FROM dead_letters WHERE message_id = ?", id).Scan(&n); err != nil {
@@ -138,7 +138,7 @@ func countRows(t *testing.T, d *testdb.DB, id string) int {
 
 func TestRedeliveredDeadLetterIsOneRow(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	url, logs := serve(t, d.Store)
 	m := message.Message{ID: "dl-1", Data: errorData(t), Attributes: map[string]string{"env": "sandbox"},
 		Subscription: pubsubtest.SubPath("events.dlq.sandbox-sub")}
@@ -167,7 +167,7 @@ func TestArchiveWhileDatabaseDown(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	ps := pubsubtest.New(t, config.Sandbox, true)
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	worker, _ := d.Worker(t) // the function runs as sync_worker
 	badURL, _ := serve(t, downStore(t))
 	goodURL, logs := serve(t, worker)
@@ -275,7 +275,7 @@ func TestArchiveFromRealDeadLettering(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	ps := pubsubtest.New(t, config.Sandbox, true)
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	url, _ := serve(t, d.Store)
 	f := failure.Retryable(store.StageMerge, "db_unavailable", "event store down")
 	orig := message.Message{Data: []byte(`{"record_type":"customer"}`), ID: "raw-1", DeliveryAttempt: 2,
@@ -311,7 +311,7 @@ func TestArchiveFromRealDeadLettering(t *testing.T) {
 
 func TestUndecodableIsArchived(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	url, logs := serve(t, d.Store)
 	data := []byte("\x00\xffnot an error message " + secret)
 	m := message.Message{ID: "junk-1", Data: data, Attributes: map[string]string{"k": "v"}, Subscription: pubsubtest.SubPath("events.dlq.sandbox-sub")}
@@ -336,7 +336,7 @@ func TestUndecodableIsArchived(t *testing.T) {
 
 func TestWrongEnvIsArchivedAndLogged(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	data := errorData(t)
 	for _, c := range []struct {
 		name string
@@ -383,7 +383,7 @@ func TestName(t *testing.T) {
 // alert.
 func TestConcurrentDeliveriesArchiveOnce(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	url, logs := serve(t, d.Store)
 	m := message.Message{ID: "race-1", Data: errorData(t), Attributes: map[string]string{"env": "sandbox"},
 		Subscription: pubsubtest.SubPath("events.dlq.sandbox-sub")}
@@ -474,7 +474,7 @@ func poisonDeadLetters(t *testing.T, ps *pubsubtest.Server) []message.Message {
 func TestDevRestartArchivesEveryDeadLetterAgain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	worker, _ := d.Worker(t)
 	url, logs := serve(t, worker)
 
@@ -532,7 +532,7 @@ func TestDevRestartArchivesEveryDeadLetterAgain(t *testing.T) {
 func TestSameIDOtherContentIsANewDeadLetter(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	url, _ := serve(t, d.Store)
 	sub := pubsubtest.SubPath("events.dlq.sandbox-sub")
 	a := message.Message{ID: "m7", Data: errorData(t), Attributes: map[string]string{"env": "sandbox"}, Subscription: sub}

@@ -24,7 +24,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 const env = config.Sandbox
@@ -33,7 +33,7 @@ const env = config.Sandbox
 // it, on its own database (as the least-privilege worker) and its own pstest.
 type harness struct {
 	t     testing.TB
-	db    *testdb.DB
+	db    *mysqltest.DB
 	store store.Store // the worker's store, as the function uses it
 	ps    *pubsubtest.Server
 	names config.Names
@@ -57,7 +57,7 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	for _, x := range opts {
 		o = x
 	}
-	h := &harness{t: t, db: testdb.New(t), ps: pubsubtest.New(t, env, true), names: env.Names()}
+	h := &harness{t: t, db: mysqltest.New(t), ps: pubsubtest.New(t, env, true), names: env.Names()}
 	if o.store != nil {
 		h.store = o.store
 	} else {

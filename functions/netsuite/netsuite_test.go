@@ -29,7 +29,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 const (
@@ -44,7 +44,7 @@ var secrets = []string{consumerKey, consumerSecret, tokenID, tokenSecret}
 
 type harness struct {
 	ps   *pubsubtest.Server
-	db   *testdb.DB
+	db   *mysqltest.DB
 	fake *sinktest.NetSuite
 	fn   *httptest.Server
 	logs *logtest.Buffer
@@ -52,7 +52,7 @@ type harness struct {
 
 func setup(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{ps: pubsubtest.New(t, config.Sandbox, true), db: testdb.New(t), logs: &logtest.Buffer{}}
+	h := &harness{ps: pubsubtest.New(t, config.Sandbox, true), db: mysqltest.New(t), logs: &logtest.Buffer{}}
 	h.fake = &sinktest.NetSuite{Account: account, ConsumerKey: consumerKey, ConsumerSecret: consumerSecret,
 		TokenID: tokenID, TokenSecret: tokenSecret}
 	h.fake.Respond = func(r *http.Request, _ []byte) (int, string) {
@@ -286,7 +286,7 @@ func TestNetSuiteSinkEndToEnd(t *testing.T) {
 
 func TestNackWhenTheErrorTopicIsUnreachable(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	var healthy atomic.Bool
 	fake := &sinktest.NetSuite{Account: account, ConsumerKey: consumerKey, ConsumerSecret: consumerSecret,
 		TokenID: tokenID, TokenSecret: tokenSecret,

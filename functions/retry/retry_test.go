@@ -19,12 +19,12 @@ import (
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 type fixture struct {
 	ps    *pubsubtest.Server
-	db    *testdb.DB
+	db    *mysqltest.DB
 	srv   *httptest.Server
 	calls map[string][]message.Message
 	next  map[string]error
@@ -32,7 +32,7 @@ type fixture struct {
 
 func setup(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{ps: pubsubtest.New(t, config.Sandbox, true), db: testdb.New(t), calls: map[string][]message.Message{}, next: map[string]error{}}
+	f := &fixture{ps: pubsubtest.New(t, config.Sandbox, true), db: mysqltest.New(t), calls: map[string][]message.Message{}, next: map[string]error{}}
 	stage := func(name string) retryfunc.Stage {
 		return func(ctx context.Context, m message.Message) error {
 			f.calls[name] = append(f.calls[name], m)

@@ -23,7 +23,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 const secret = "sx-SECRET-f0e1d2c3b4a5968778695a4b3c2d1e0f"
@@ -55,7 +55,7 @@ func push(t *testing.T, url string, m message.Message) int {
 func TestSuiteXSinkEndToEnd(t *testing.T) {
 	t.Parallel()
 	ps := pubsubtest.New(t, config.Sandbox, true)
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	logs := &logtest.Buffer{}
 	log := logging.New(logs, slog.LevelDebug)
 	fake := &sinktest.SuiteX{Secret: secret, Respond: func(r *http.Request, body []byte) (int, string) {

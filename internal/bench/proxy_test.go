@@ -8,7 +8,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/backbone-sync/backbone/shared/store/mysql"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // TestProxyCountsWhatTheDriverSends checks the instrument against the real
@@ -16,7 +16,7 @@ import (
 // transaction and an autocommit write, counted statement by statement.
 func TestProxyCountsWhatTheDriverSends(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	mc, err := gomysql.ParseDSN(d.DSN)
 	if err != nil {
 		t.Fatal(err)

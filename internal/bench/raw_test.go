@@ -9,7 +9,7 @@ import (
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // TestRawLimitVariants runs every variant of the raw limit on the real
@@ -17,7 +17,7 @@ import (
 // records, so 4 events start a record and 12 extend one.
 func TestRawLimitVariants(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	mc, err := gomysql.ParseDSN(d.DSN)
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // Seed size: 100,000 events over 10,000 records, each with its merge row
@@ -38,7 +38,7 @@ func v7At(t time.Time) string {
 
 // seed inserts the rows in bulk, INSERT ... VALUES batches, as
 // shared/merge's seedHistory does.
-func seed(b *testing.B, d *testdb.DB) {
+func seed(b *testing.B, d *mysqltest.DB) {
 	b.Helper()
 	ctx := context.Background()
 	now := time.Now().UTC()
@@ -114,7 +114,7 @@ func p99(ds []time.Duration) time.Duration {
 // console recomputes at most every Refresh (BenchmarkHealthSnapshot
 // measures that computation).
 func BenchmarkConsolePages(b *testing.B) {
-	d := testdb.New(b)
+	d := mysqltest.New(b)
 	seed(b, d)
 	c, err := New(Options{Env: config.Sandbox, Store: d.Store, Identity: Fixed("bench"), Operators: []string{"bench"}, Refresh: time.Hour})
 	if err != nil {
@@ -144,7 +144,7 @@ func BenchmarkConsolePages(b *testing.B) {
 
 // BenchmarkHealthSnapshot: the status figures computed afresh.
 func BenchmarkHealthSnapshot(b *testing.B) {
-	d := testdb.New(b)
+	d := mysqltest.New(b)
 	seed(b, d)
 	var lat []time.Duration
 	for b.Loop() {

@@ -14,7 +14,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 func TestFromMessagePrefersPubSubDeadLetterAttributes(t *testing.T) {
@@ -104,7 +104,7 @@ func TestFromMessageFitsColumns(t *testing.T) {
 // The archive must take what does not fit, on the real server.
 func TestArchiveStoresOversizedValues(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	f := suitexFailure(strings.Repeat("r", 300))
 	f.RecordID = strings.Repeat("😀", 192)
 	data := errorMessage(t, f, "s", 1)
@@ -120,7 +120,7 @@ func TestArchiveStoresOversizedValues(t *testing.T) {
 
 func TestArchiveAuditsOnce(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	ctx := context.Background()
 	data := errorMessage(t, suitexFailure("http_503"), "events.merged.sandbox-suitex-sub", 1)
 	m := message.Message{ID: "dl-1", Data: data, Attributes: map[string]string{"env": "sandbox"}}
@@ -151,7 +151,7 @@ func TestArchiveAuditsOnce(t *testing.T) {
 // audit row: the redelivery writes the missing audit row, once.
 func TestArchiveRepairsMissingAudit(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	ctx := context.Background()
 	m := message.Message{ID: "dl-2", Data: []byte("garbage")}
 	row, _ := deadletter.FromMessage(m)
@@ -175,7 +175,7 @@ func TestArchiveRepairsMissingAudit(t *testing.T) {
 
 func TestArchiveFlagsWrongEnv(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	data := errorMessage(t, suitexFailure("http_503"), "s", 1)
 	a, err := deadletter.Archive(context.Background(), d.Store, config.Sandbox, message.Message{ID: "p1", Data: data, Attributes: map[string]string{"env": "production"}})
 	if err != nil || !a.New || !a.WrongEnv || a.Env != "production" {

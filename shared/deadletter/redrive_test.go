@@ -19,7 +19,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 func TestBuildIncrementsRedriveAndKeepsTheRest(t *testing.T) {
@@ -156,7 +156,7 @@ func TestRedrive(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	ps := pubsubtest.New(t, config.Sandbox, true)
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	worker, _ := d.Worker(t) // redrive needs nothing beyond the sync_worker grants
 	retryable := errorMessage(t, suitexFailure("http_503"), "events.merged.sandbox-suitex-sub", 1)
 	permanent := errorMessage(t, failure.Permanent(store.StageMerge, "invalid_json", "x"), "events.raw.sandbox-merge-sub", 1)
@@ -292,7 +292,7 @@ func countOutcome(trail []store.Audit, outcome string) int {
 func TestRedrivePublishFailureIsReportedNotAudited(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	archiveAll(t, d.Store, message.Message{ID: "dl-f", Data: errorMessage(t, suitexFailure("http_503"), "s", 1)})
 	letters, err := deadletter.Select(ctx, d.Store, []string{"dl-f"}, store.DeadLetterFilter{})
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // mergedFailure is an error message of the SuiteX sink about version v of
@@ -66,7 +66,7 @@ func TestRedriveReplaysOldestVersionFirst(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	ps := pubsubtest.New(t, config.Sandbox, true)
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	worker, _ := d.Worker(t)
 	archiveAll(t, d.Store,
 		message.Message{ID: "v3", Data: mergedFailure(t, "C-1", 3, "http_503", true)},
@@ -116,7 +116,7 @@ func TestPlanRetryableSkipsPermanentAndWaitsForHealth(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	ps := pubsubtest.New(t, config.Sandbox, true)
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	worker, _ := d.Worker(t)
 	storeDown := failure.Retryable(store.StageMerge, "store_unavailable", "connection refused")
 	storeDown.RecordType, storeDown.RecordID = "customer", "C-2"

@@ -28,7 +28,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // Benchmarks of the merge engine on the real MariaDB (make bench):
@@ -140,7 +140,7 @@ func (t countingTx) Commit() error   { t.n.Add(1); return t.Tx.Commit() }
 func (t countingTx) Rollback() error { t.n.Add(1); return t.Tx.Rollback() }
 
 // countingStore is d's store over connections that count statements.
-func countingStore(b *testing.B, d *testdb.DB) (store.Store, *atomic.Int64) {
+func countingStore(b *testing.B, d *mysqltest.DB) (store.Store, *atomic.Int64) {
 	b.Helper()
 	dsn, err := mysql.DSN(d.DSN)
 	if err != nil {
@@ -189,7 +189,7 @@ func BenchmarkProcess(b *testing.B) {
 	for _, pub := range []string{"pstest", "nopublish"} {
 		for _, c := range []int{1, 4, 16} {
 			b.Run(fmt.Sprintf("%s/concurrency=%d", pub, c), func(b *testing.B) {
-				d := testdb.New(b)
+				d := mysqltest.New(b)
 				st, n := countingStore(b, d)
 				eng := New(st, benchPublisher(b, pub == "pstest"), benchEnv, config.DefaultSources, log)
 				ctx := context.Background()
@@ -228,7 +228,7 @@ func BenchmarkProcess(b *testing.B) {
 // digests); every event is delivered to the other system, as a `sending`
 // row and a `delivered` row naming it, both with the fields sent (what the
 // other system lacked: the event's changes).
-func seedHistory(b *testing.B, d *testdb.DB, records []string, prior int) {
+func seedHistory(b *testing.B, d *mysqltest.DB, records []string, prior int) {
 	b.Helper()
 	ctx := context.Background()
 	const batch = 400
@@ -308,7 +308,7 @@ func BenchmarkHistory(b *testing.B) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, prior := range []int{10, 10000} {
 		b.Run(fmt.Sprintf("prior=%d", prior), func(b *testing.B) {
-			d := testdb.New(b)
+			d := mysqltest.New(b)
 			records := make([]string, 4)
 			for i := range records {
 				records[i] = fmt.Sprintf("H-%d", i)

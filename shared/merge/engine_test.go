@@ -22,7 +22,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 const env = config.Sandbox
@@ -72,7 +72,7 @@ func mergedVersions(t *testing.T, ps *pubsubtest.Server) map[string][]uint64 {
 func TestFlush(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	st, _ := d.Worker(t)
 	ps := pubsubtest.New(t, env, true)
 	pub := &switchable{next: ps.Publisher(t)}
@@ -138,7 +138,7 @@ func TestFlush(t *testing.T) {
 func TestStateRebuild(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	ps := pubsubtest.New(t, env, true)
 	eng := merge.New(d.Store, ps.Publisher(t), env, config.DefaultSources, discard)
 	for v, ch := range []string{`{"email":"a@x","phone":"1"}`, `{"email":"b@x"}`} {
@@ -171,7 +171,7 @@ func TestStateRebuild(t *testing.T) {
 func TestResolveRules(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	ps := pubsubtest.New(t, env, true)
 	eng := merge.New(d.Store, ps.Publisher(t), env, []string{"suitex", "netsuite"}, discard)
 	must := func(m message.Message) merge.Result {

@@ -12,7 +12,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // A no-op with a later timestamp refreshes the field's conflict timestamp
@@ -21,7 +21,7 @@ import (
 func TestNoopRefreshesTheConflictTimestamp(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	st, _ := d.Worker(t)
 	eng := merge.New(st, pubsubtest.New(t, env, true).Publisher(t), env, config.DefaultSources, discard)
 	process := func(source string, base uint64, ts time.Time, changes string) merge.Result {
@@ -48,7 +48,7 @@ func TestNoopRefreshesTheConflictTimestamp(t *testing.T) {
 func TestRebuildProjection(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	st, _ := d.Worker(t)
 	eng := merge.New(st, pubsubtest.New(t, env, true).Publisher(t), env, config.DefaultSources, discard)
 	for i, rid := range []string{"RB-1", "RB-2", "RB-3"} {

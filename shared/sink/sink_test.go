@@ -27,7 +27,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // recorder is a target that records what it is given and answers with err.
@@ -151,7 +151,7 @@ func trail(t *testing.T, st store.Store, rt, rid, stage string) []store.Audit {
 
 func TestDeliveredAuditRowsAreWhatMergeAndKnownStateRead(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	st, _ := d.Worker(t) // the least-privilege user the functions run as
 	ctx := context.Background()
 	tgt := &recorder{name: store.StageNetSuite}
@@ -234,7 +234,7 @@ func TestDeliveredAuditRowsAreWhatMergeAndKnownStateRead(t *testing.T) {
 // lacks (another source's change whose own delivery has not run yet).
 func TestOwnEventSendsOnlyWhatTheTargetLacks(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	ctx := context.Background()
 	tgt := &recorder{name: store.StageNetSuite}
 	r := sink.NewRunner(config.Sandbox, tgt, d.Store, nil)
@@ -289,7 +289,7 @@ func TestOwnEventSendsOnlyWhatTheTargetLacks(t *testing.T) {
 // target straight to N.
 func TestOlderOrRepeatedMessagesNeverRegressTheTarget(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	ctx := context.Background()
 	tgt := &recorder{name: store.StageSuiteX}
 	r := sink.NewRunner(config.Production, tgt, d.Store, nil)
@@ -353,7 +353,7 @@ func TestOlderOrRepeatedMessagesNeverRegressTheTarget(t *testing.T) {
 
 func TestForeignOrMissingEnvIsRejected(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	tgt := &recorder{name: store.StageNetSuite}
 	r := sink.NewRunner(config.Sandbox, tgt, d.Store, nil)
 	ev := merged("customer", "C-env", "suitex", 1)
@@ -379,7 +379,7 @@ func TestForeignOrMissingEnvIsRejected(t *testing.T) {
 
 func TestInvalidMergedMessagesArePermanentFailures(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	tgt := &recorder{name: store.StageSuiteX}
 	r := sink.NewRunner(config.Sandbox, tgt, d.Store, nil)
 	good := merged("customer", "C-bad", "netsuite", 2)
@@ -427,7 +427,7 @@ func mustJSON(t *testing.T, v any) []byte {
 
 func TestFailedDeliveryIsAuditedAndRedacted(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	var logs bytes.Buffer
 	secret := "s3cr3t-Token-Value"
 	tgt := &recorder{name: store.StageNetSuite, secrets: []string{secret},
@@ -479,7 +479,7 @@ func TestFailedDeliveryIsAuditedAndRedacted(t *testing.T) {
 // carried are still missing: the next delivery sends them again.
 func TestRefusedDeliveryIsAuditedRefused(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	refusal := failure.Permanent("whatever", "http_400", "unknown field phone")
 	refusal.NotApplied = true
 	tgt := &recorder{name: store.StageSuiteX, err: refusal}
@@ -507,7 +507,7 @@ func TestRefusedDeliveryIsAuditedRefused(t *testing.T) {
 
 func TestPlainTargetErrorBecomesRetryableFailure(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	tgt := &recorder{name: store.StageSuiteX, err: errors.New("boom")}
 	r := sink.NewRunner(config.Sandbox, tgt, d.Store, nil)
 	ev := merged("customer", "C-x", "netsuite", 1)
@@ -527,7 +527,7 @@ func TestPlainTargetErrorBecomesRetryableFailure(t *testing.T) {
 // what to send comes from the store.
 func TestMessageAheadOfTheStoreIsNotDelivered(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	tgt := &recorder{name: store.StageSuiteX}
 	r := sink.NewRunner(config.Sandbox, tgt, d.Store, nil)
 	out, err := r.Deliver(context.Background(), msg(t, config.Sandbox, merged("customer", "C-ahead", "netsuite", 3)))
@@ -600,7 +600,7 @@ func (panicker) Deliver(context.Context, sink.Delivery) error {
 
 func TestTargetPanicBecomesRetryableFailure(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	r := sink.NewRunner(config.Sandbox, panicker{}, d.Store, nil)
 	ev := merged("customer", "C-panic", "netsuite", 1)
 	appendEvent(t, d.Store, ev)
@@ -634,7 +634,7 @@ func (g *gate) Deliver(ctx context.Context, d sink.Delivery) error {
 // then finds the target holds every field at v5 (stale), and sends nothing.
 func TestConcurrentDeliveriesNeverRegress(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
+	db := mysqltest.New(t)
 	g := &gate{recorder: recorder{name: store.StageSuiteX}, block: 5, entered: make(chan struct{}), release: make(chan struct{})}
 	live := sink.NewRunner(config.Sandbox, g, db.Store, nil)
 	retrying := sink.NewRunner(config.Sandbox, g, db.Store, nil)
@@ -680,7 +680,7 @@ func TestConcurrentDeliveriesNeverRegress(t *testing.T) {
 // own connection, not a second one).
 func TestDeliveriesDoNotExhaustTheirPool(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
+	db := mysqltest.New(t)
 	cfg := db.Cfg
 	cfg.MaxOpenConns = 2
 	conn, closeFn, err := mysql.Open(context.Background(), cfg)

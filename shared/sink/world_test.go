@@ -26,7 +26,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/sink/suitex"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // The world is the whole sync in one process, against MariaDB and the two
@@ -68,7 +68,7 @@ const (
 // records, and the fakes route hooks to the schedule owning the record.
 type world struct {
 	t      testing.TB
-	db     *testdb.DB
+	db     *mysqltest.DB
 	store  store.Store
 	engine *merge.Engine
 	nsFake *sinktest.NetSuite
@@ -83,7 +83,7 @@ type world struct {
 
 func newWorld(t testing.TB, maxConcurrency int) *world {
 	t.Helper()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	w := &world{t: t, db: d, store: d.Store, owners: map[string]*sched{}, runner: map[string]*sink.Runner{}}
 	w.engine = merge.New(d.Store, publish.Guard(config.Sandbox, publish.Func(w.publish)), config.Sandbox, config.DefaultSources, nil)
 	w.nsFake = &sinktest.NetSuite{Account: wAccount, ConsumerKey: wConsumerKey, ConsumerSecret: wConsumerSecret,

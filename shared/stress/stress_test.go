@@ -6,13 +6,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 	"github.com/backbone-sync/backbone/shared/stress"
-	"github.com/backbone-sync/backbone/shared/testdb"
 )
 
 func TestHealthyRunAsSyncWorker(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	w, _ := d.Worker(t)
 	var lines []string
 	sum := stress.Run(context.Background(), w, w.DB(), stress.Options{Appends: 200, Records: 10, Concurrency: 8,
@@ -32,7 +32,7 @@ func TestHealthyRunAsSyncWorker(t *testing.T) {
 
 func TestFailsFastForOverPrivilegedUser(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t) // root: has DELETE and everything else
+	d := mysqltest.New(t) // root: has DELETE and everything else
 	sum := stress.Run(context.Background(), d.Store, d.Root, stress.Options{Appends: 10})
 	if sum.OK || len(sum.Steps) != 1 || !strings.Contains(sum.Steps[0].Detail, "ALL PRIVILEGES") {
 		t.Fatalf("summary %+v", sum)
@@ -44,7 +44,7 @@ func TestFailsFastForOverPrivilegedUser(t *testing.T) {
 
 func TestDeleteGrantFails(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	w, _ := d.Worker(t)
 	var user string
 	if err := w.DB().QueryRow("SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)").Scan(&user); err != nil {
@@ -60,7 +60,7 @@ func TestDeleteGrantFails(t *testing.T) {
 
 func TestProbeCountsAndFails(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	w, _ := d.Worker(t)
 	var lines []string
 	sum := stress.Run(context.Background(), w, w.DB(), stress.Options{Appends: 20, Records: 2,

@@ -28,7 +28,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // TBA credentials of the tests: distinct, recognisable values so a leak is
@@ -107,7 +107,7 @@ func pushMsg(t *testing.T, ev event.Merged) message.Message {
 
 func TestTBASignaturePassesTheFakeNetSuite(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	fake := tbaFake()
 	srv := fake.Start(t)
 	r := sink.NewRunner(config.Sandbox, newTarget(t, tbaConfig(srv.URL)), d.Store, nil)
@@ -152,7 +152,7 @@ func TestTBASignaturePassesTheFakeNetSuite(t *testing.T) {
 
 func TestFakeNetSuiteRejectsAWrongSignature(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	fake := tbaFake()
 	srv := fake.Start(t)
 
@@ -237,7 +237,7 @@ func TestRecordIDIsOnePercentEncodedSegment(t *testing.T) {
 // Every answer a target can give, through the Runner and the real store.
 func TestNetSuiteClassification(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	var logs bytes.Buffer
 	log := logging.New(&syncWriter{w: &logs}, slog.LevelDebug)
 	release := make(chan struct{})
@@ -492,7 +492,7 @@ func TestOAuth2RevokedTokenIsReplacedOnce(t *testing.T) {
 
 func TestOAuth2TokenEndpointRefusalIsPermanent(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	fake, cfg, clk := oauth2Setup(t)
 	cfg.CertificateID = "cert-not-mapped"
 	var logs bytes.Buffer
@@ -518,7 +518,7 @@ func TestOAuth2TokenEndpointRefusalIsPermanent(t *testing.T) {
 
 func TestOAuth2AccessTokenNeverLeaks(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	fake, cfg, clk := oauth2Setup(t)
 	fake.Respond = func(r *http.Request, _ []byte) (int, string) {
 		return 400, `{"echo":"` + r.Header.Get("Authorization") + `"}`

@@ -27,7 +27,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/sink/suitex"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/testdb"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 const secret = "sx-SIGNING-SECRET-6f0e1d2c3b4a59687766554433221100"
@@ -222,7 +222,7 @@ func TestConflictIsSuccess(t *testing.T) {
 
 func TestSuiteXClassification(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	var logs logtest.Buffer
 	log := logging.New(&logs, slog.LevelDebug)
 	release := make(chan struct{})
@@ -350,7 +350,7 @@ func TestSuiteXClassification(t *testing.T) {
 // reported itself, is not sent back to it (skipped_echo, no request).
 func TestEchoFromSuiteXIsNotSentToSuiteX(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	fake := &sinktest.SuiteX{Secret: secret}
 	srv := fake.Start(t)
 	r := sink.NewRunner(config.Sandbox, newTarget(t, srv.URL, time.Second), d.Store, nil)

@@ -17,8 +17,8 @@ import (
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 	"github.com/backbone-sync/backbone/shared/store/storetest"
-	"github.com/backbone-sync/backbone/shared/testdb"
 )
 
 // wantClass checks err's class and, for a refusal, its reason.
@@ -43,7 +43,7 @@ func wantClass(t *testing.T, name string, err error, class store.Class, reason s
 // classified as SPEC §6 says.
 func TestErrorClassesFromTheServer(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	ctx := context.Background()
 
 	t.Run("data too long", func(t *testing.T) {

@@ -10,8 +10,8 @@ import (
 	"github.com/backbone-sync/backbone/migrations"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 	"github.com/backbone-sync/backbone/shared/store/storetest"
-	"github.com/backbone-sync/backbone/shared/testdb"
 )
 
 // noPad is the NO PAD binary collation of each server (SPEC §4).
@@ -24,7 +24,7 @@ func noPad(c string) bool { return c == "utf8mb4_0900_bin" || c == "utf8mb4_nopa
 // ErrVersionTaken, and the server says 'C-1' = 'C-1 '.
 func TestIdentityIsExact(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	ctx := context.Background()
 	for _, table := range mysql.Tables {
 		var tc string
@@ -87,7 +87,7 @@ func TestIdentityIsExact(t *testing.T) {
 // one stays nullable.
 func TestRecollateKeepsDefaults(t *testing.T) {
 	t.Parallel()
-	d := testdb.Empty(t)
+	d := mysqltest.Empty(t)
 	ctx := context.Background()
 	p, err := goose.NewProvider(goose.DialectMySQL, d.Root, migrations.FS)
 	if err != nil {

@@ -11,8 +11,8 @@ import (
 
 	"github.com/backbone-sync/backbone/migrations"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 	"github.com/backbone-sync/backbone/shared/store/storetest"
-	"github.com/backbone-sync/backbone/shared/testdb"
 )
 
 type column struct {
@@ -47,7 +47,7 @@ func isJSONType(typ string) bool { return typ == "json" || typ == "longtext" }
 
 func TestSchemaMatchesSpec(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	type want struct{ name, typ, nullable, def string }
 	specs := map[string][]want{
 		// SPEC §4, events: exactly these columns.
@@ -153,7 +153,7 @@ func indexes(t *testing.T, db *sql.DB, schema, table string) map[string]index {
 
 func TestIndexesMatchSpec(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	want := map[string]map[string]index{
 		"events": {
 			"PRIMARY":                {true, "id"},
@@ -188,7 +188,7 @@ func refused(db *sql.DB, q string, args ...any) bool {
 
 func TestAppendOnlyEnforcedByTheDatabase(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	worker, _ := d.Worker(t)
 	for name, db := range map[string]*sql.DB{"root": d.Root, "sync_worker": worker.DB()} {
 		t.Run(name, func(t *testing.T) {
@@ -250,8 +250,8 @@ func TestAppendOnlyEnforcedByTheDatabase(t *testing.T) {
 
 func TestSyncWorkerHasNoOtherAccess(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
-	other := testdb.New(t) // another schema on the same server
+	d := mysqltest.New(t)
+	other := mysqltest.New(t) // another schema on the same server
 	worker, _ := d.Worker(t)
 	db := worker.DB()
 	for _, q := range []string{
@@ -296,7 +296,7 @@ func TestSyncWorkerHasNoOtherAccess(t *testing.T) {
 
 func TestMigrateUpDownUp(t *testing.T) {
 	t.Parallel()
-	d := testdb.Empty(t)
+	d := mysqltest.Empty(t)
 	ctx := context.Background()
 	if _, err := d.Root.Exec("CREATE TABLE event_store (id BIGINT AUTO_INCREMENT PRIMARY KEY, event_id CHAR(36), payload JSON)"); err != nil {
 		t.Fatal(err)
@@ -344,7 +344,7 @@ func migrationCount(t *testing.T) int {
 	return len(files)
 }
 
-func tables(t *testing.T, d *testdb.DB) string {
+func tables(t *testing.T, d *mysqltest.DB) string {
 	t.Helper()
 	var s sql.NullString
 	if err := d.Root.QueryRow("SELECT GROUP_CONCAT(TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?", d.Name).Scan(&s); err != nil {
@@ -356,7 +356,7 @@ func tables(t *testing.T, d *testdb.DB) string {
 }
 
 // schemaDump is every column, index and trigger of the backbone tables.
-func schemaDump(t *testing.T, d *testdb.DB) string {
+func schemaDump(t *testing.T, d *mysqltest.DB) string {
 	t.Helper()
 	var b strings.Builder
 	for _, table := range mysql.Tables {
@@ -404,7 +404,7 @@ func TestGrantStatementsAreExactlyTheSpecSet(t *testing.T) {
 // record's head (and DELETE is refused above).
 func TestSyncWorkerUpdatesTheProjection(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	worker, _ := d.Worker(t)
 	ctx := context.Background()
 	if err := worker.PutHead(ctx, "customer", "H-1", 1, "e1", []byte(`{"v":1}`)); err != nil {

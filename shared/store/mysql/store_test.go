@@ -4,21 +4,21 @@ import (
 	"testing"
 
 	"github.com/backbone-sync/backbone/shared/store"
+	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 	"github.com/backbone-sync/backbone/shared/store/storetest"
-	"github.com/backbone-sync/backbone/shared/testdb"
 )
 
 // The conformance suite runs twice: as the privileged user, and as the
 // least-privilege sync_worker the functions use in production.
 func TestConformanceRoot(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) store.Store { return testdb.New(t).Store })
+	storetest.Run(t, func(t *testing.T) store.Store { return mysqltest.New(t).Store })
 }
 
 func TestConformanceSyncWorker(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T) store.Store {
-		s, _ := testdb.New(t).Worker(t)
+		s, _ := mysqltest.New(t).Worker(t)
 		return s
 	})
 }
@@ -26,7 +26,7 @@ func TestConformanceSyncWorker(t *testing.T) {
 // Every pooled connection runs READ COMMITTED (set once when it opens).
 func TestSessionsAreReadCommitted(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
+	d := mysqltest.New(t)
 	var level string
 	err := d.Store.DB().QueryRow("SELECT @@transaction_isolation").Scan(&level)
 	if err != nil { // MariaDB before 11.1 names it tx_isolation

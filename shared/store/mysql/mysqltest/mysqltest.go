@@ -1,8 +1,8 @@
-// Package testdb gives each test its own database on the real MariaDB/MySQL
+// Package mysqltest gives each test its own database on the real MariaDB/MySQL
 // server, migrated, and dropped when the test ends, so packages and tests run
 // in parallel. A test that needs the database fails when the server is
 // missing: a green run proves the real thing ran.
-package testdb
+package mysqltest
 
 import (
 	"context"
@@ -56,10 +56,10 @@ func New(t testing.TB) *DB {
 	d := Empty(t)
 	m, err := mysql.NewMigrator(d.Root)
 	if err != nil {
-		t.Fatalf("testdb: %v", err)
+		t.Fatalf("mysqltest: %v", err)
 	}
 	if _, err := m.Up(context.Background()); err != nil {
-		t.Fatalf("testdb: %v", err)
+		t.Fatalf("mysqltest: %v", err)
 	}
 	return d
 }
@@ -70,21 +70,21 @@ func Empty(t testing.TB) *DB {
 	ctx := context.Background()
 	rc, err := gomysql.ParseDSN(ServerDSN())
 	if err != nil {
-		t.Fatalf("testdb: %s is not a DSN: %v", EnvServerDSN, err)
+		t.Fatalf("mysqltest: %s is not a DSN: %v", EnvServerDSN, err)
 	}
 	name := "bbt_" + randomSuffix()
 	server, err := sql.Open("mysql", rc.FormatDSN())
 	if err != nil {
-		t.Fatalf("testdb: %v", err)
+		t.Fatalf("mysqltest: %v", err)
 	}
 	defer server.Close()
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := server.PingContext(pingCtx); err != nil {
-		t.Fatalf("testdb: the MySQL/MariaDB server at %s is not reachable (start it: make db): %v", rc.Addr, err)
+		t.Fatalf("mysqltest: the MySQL/MariaDB server at %s is not reachable (start it: make db): %v", rc.Addr, err)
 	}
 	if _, err := server.ExecContext(ctx, "CREATE DATABASE `"+name+"` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"); err != nil {
-		t.Fatalf("testdb: create database: %v", err)
+		t.Fatalf("mysqltest: create database: %v", err)
 	}
 	dc := rc.Clone()
 	dc.DBName = name
@@ -92,7 +92,7 @@ func Empty(t testing.TB) *DB {
 	d.Cfg = config.DB{DSN: d.DSN, MaxOpenConns: 32}
 	db, closeFn, err := mysql.Open(ctx, d.Cfg)
 	if err != nil {
-		t.Fatalf("testdb: %v", err)
+		t.Fatalf("mysqltest: %v", err)
 	}
 	d.Root = db
 	d.Store = mysql.New(db, closeFn)
@@ -120,7 +120,7 @@ func (d *DB) Worker(t testing.TB) (*mysql.Store, config.DB) {
 	user := "sw_" + randomSuffix()
 	pass := randomSuffix()
 	if err := mysql.ApplyGrants(ctx, d.Root, d.Name, user, "%", pass); err != nil {
-		t.Fatalf("testdb: grants: %v", err)
+		t.Fatalf("mysqltest: grants: %v", err)
 	}
 	t.Cleanup(func() {
 		drop, err := sql.Open("mysql", d.rootCfg.FormatDSN())
@@ -134,7 +134,7 @@ func (d *DB) Worker(t testing.TB) (*mysql.Store, config.DB) {
 	cfg := config.DB{DSN: wc.FormatDSN(), MaxOpenConns: 16}
 	db, closeFn, err := mysql.Open(ctx, cfg)
 	if err != nil {
-		t.Fatalf("testdb: %v", err)
+		t.Fatalf("mysqltest: %v", err)
 	}
 	s := mysql.New(db, closeFn)
 	t.Cleanup(func() { _ = s.Close() })
