@@ -22,7 +22,7 @@ func runWith(env map[string]string, args ...string) (code int, stdout, stderr st
 var verbArgs = map[string][]string{
 	"serve": {}, "dev": {}, "migrate": {"status"}, "grants": {}, "provision": {"--env", "sandbox"},
 	"publish": {"../../examples/customer-create.json"}, "stress": {"--skip-pubsub"}, "bench": {"--quick"},
-	"dlq": {"list"}, "outbox": {"flush"}, "trace": {"customer:C-1"}, "rebuild": {},
+	"dlq": {"list"}, "outbox": {"flush"}, "trace": {"customer:C-1"}, "rebuild": {}, "status": {}, "console": {},
 }
 
 // TestHelpOnStdout: -h, -help, --help and `backbone help VERB` print the

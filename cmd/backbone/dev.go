@@ -400,9 +400,10 @@ func serveFunctionsFramework(handlers map[string]http.Handler, ln net.Listener) 
 		}
 	}
 	if h, ok := handlers[devConsoleKey]; ok {
-		if err := funcframework.RegisterHTTPFunctionContext(context.Background(), "/"+devConsoleKey, h.ServeHTTP); err != nil {
-			return nil, fmt.Errorf("serve the console: %w", err)
-		}
+		// Registered by name, so the framework names it at start-up (an
+		// unnamed registration prints `Serving function: ""`); the name
+		// "console/" is served at /console/ and everything below it.
+		functions.HTTP(devConsoleKey, h.ServeHTTP)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- funcframework.StartHostPort("127.0.0.1", port) }()
