@@ -90,6 +90,10 @@ type Console struct {
 	snap     *health.Snapshot
 	snapErr  error
 	snapTime time.Time
+	// running: Run refreshes the snapshot in the background, so a page
+	// serves the last one whatever its age and never waits for the
+	// figures (only the very first request can, before Run's first pass).
+	running bool
 }
 
 // New builds the console.
@@ -153,6 +157,14 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // the outbox's figures in a structured line each time (the log-based metric
 // backbone_outbox_unprocessed in deploy/monitoring reads it).
 func (c *Console) Run(ctx context.Context) {
+	c.mu.Lock()
+	c.running = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.running = false
+		c.mu.Unlock()
+	}()
 	t := time.NewTicker(c.o.Refresh)
 	defer t.Stop()
 	for {
@@ -180,16 +192,23 @@ func LogOutbox(ctx context.Context, log *slog.Logger, o health.Outbox) {
 func (c *Console) snapshot(ctx context.Context) (*health.Snapshot, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.snap != nil && c.o.Now().Sub(c.snapTime) < c.o.Refresh {
+	if c.snap != nil && (c.running || c.o.Now().Sub(c.snapTime) < c.o.Refresh) {
 		return c.snap, nil
 	}
 	return c.takeLocked(ctx)
 }
 
+// refresh computes a snapshot outside the lock (pages keep serving the last
+// one meanwhile) and then publishes it.
 func (c *Console) refresh(ctx context.Context) (*health.Snapshot, error) {
+	s, err := health.Take(ctx, c.o.Store, c.o.Health)
+	if err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.takeLocked(ctx)
+	c.snap, c.snapTime = s, c.o.Now()
+	return s, nil
 }
 
 func (c *Console) takeLocked(ctx context.Context) (*health.Snapshot, error) {
