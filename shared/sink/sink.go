@@ -211,8 +211,14 @@ const (
 	maxTries = 3
 )
 
+// errAheadOfStore: the message names a version the store does not hold.
+var errAheadOfStore = errors.New("message ahead of the store")
+
 // Reasons of the delivery machinery.
 const (
+	// ReasonAheadOfStore: the message names a version the store does not
+	// hold (yet).
+	ReasonAheadOfStore = "ahead_of_store"
 	// ReasonNoSlot: every slot of the target's concurrency share stayed
 	// taken for slotWait.
 	ReasonNoSlot = "concurrency_share_busy"
@@ -228,6 +234,15 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 		return store.OutcomeFailed, f
 	}
 	st, err := r.state(ctx, l, trig)
+	if errors.Is(err, errAheadOfStore) {
+		// Not an outage (a nack would hold the record's ordering key for
+		// good): park it, so Retry tries again and dead-letters it if the
+		// store never catches up (a message from a restored backup's
+		// future, or another store's).
+		f := r.fail(failure.Retryable(stage, ReasonAheadOfStore, err.Error()), trig)
+		log.WarnContext(ctx, "delivery failed", "reason", f.Reason, "retryable", true, "detail", f.Detail)
+		return store.OutcomeFailed, f
+	}
 	if err != nil {
 		return unavailable("read record state", err)
 	}
@@ -333,8 +348,8 @@ func (r *Runner) state(ctx context.Context, l store.Locked, trig event.Merged) (
 		return nil, err
 	}
 	if head.Version < trig.Version {
-		return nil, fmt.Errorf("record %s:%s is at version %d, the message names version %d (not this store's event?)",
-			trig.RecordType, trig.RecordID, head.Version, trig.Version)
+		return nil, fmt.Errorf("record %s:%s is at version %d, the message names version %d (not this store's event?): %w",
+			trig.RecordType, trig.RecordID, head.Version, trig.Version, errAheadOfStore)
 	}
 	if st, ok := record.Parse(head); ok {
 		return st, nil

@@ -531,7 +531,7 @@ func TestMessageAheadOfTheStoreIsNotDelivered(t *testing.T) {
 	tgt := &recorder{name: store.StageSuiteX}
 	r := sink.NewRunner(config.Sandbox, tgt, d.Store, nil)
 	out, err := r.Deliver(context.Background(), msg(t, config.Sandbox, merged("customer", "C-ahead", "netsuite", 3)))
-	if f, ok := failure.As(err); !ok || out != store.OutcomeFailed || !f.Retryable || !strings.Contains(f.Detail, "version 3") {
+	if f, ok := failure.As(err); !ok || out != store.OutcomeFailed || !f.Retryable || f.Reason != sink.ReasonAheadOfStore || !strings.Contains(f.Detail, "version 3") {
 		t.Fatalf("%q %v", out, err)
 	}
 	if tgt.called() != 0 {
