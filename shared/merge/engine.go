@@ -434,12 +434,16 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 		conflicts []event.Conflict
 		det       detail
 		refreshed []string // no-op fields whose conflict timestamp this event refreshes
+		behind    bool     // the source now holds a value the store does not
 	)
 	for _, f := range slices.Sorted(maps.Keys(raw.Changes)) {
 		v := raw.Changes[f]
 		if c, ok := echoes[f]; ok {
 			conflicts = append(conflicts, c)
 			det.Echo = append(det.Echo, f)
+			if cur := st.Fields[f]; cur == nil || !event.SameJSON(cur.Value, v) {
+				behind = true // the source holds an old value of ours
+			}
 			continue
 		}
 		cur := st.Fields[f]
@@ -462,6 +466,7 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 			conflicts = append(conflicts, c)
 			if c.Resolution == ResolutionIncomingDropped {
 				det.Superseded = append(det.Superseded, f)
+				behind = true // the source holds the losing value
 				continue
 			}
 		}
@@ -485,7 +490,7 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 		default:
 			d.outcome = store.OutcomeNoop
 		}
-		d.nudge = d.outcome != store.OutcomeNoop
+		d.nudge = behind
 		if len(refreshed) > 0 {
 			state, err := encodeState(st.Refresh(refreshed, raw.Timestamp, raw.Source))
 			if err != nil {
