@@ -253,11 +253,16 @@ func (f *NetSuite) upsert(typ, eid string, fields map[string]json.RawMessage) {
 	if f.records == nil {
 		f.records = map[string]map[string]json.RawMessage{}
 	}
-	key := typ + "/" + eid
-	rec := f.records[key]
+	applyFields(f.records, typ+"/"+eid, fields)
+}
+
+// applyFields applies fields to the record under key, creating it: null
+// clears a field (both systems' semantics).
+func applyFields(records map[string]map[string]json.RawMessage, key string, fields map[string]json.RawMessage) {
+	rec := records[key]
 	if rec == nil {
 		rec = map[string]json.RawMessage{}
-		f.records[key] = rec
+		records[key] = rec
 	}
 	for k, v := range fields {
 		if string(v) == "null" {

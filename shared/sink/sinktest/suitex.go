@@ -71,19 +71,7 @@ func (f *SuiteX) applyLocked(recordType, recordID string, fields map[string]json
 	if f.records == nil {
 		f.records = map[string]map[string]json.RawMessage{}
 	}
-	key := recordType + "/" + recordID
-	rec := f.records[key]
-	if rec == nil {
-		rec = map[string]json.RawMessage{}
-		f.records[key] = rec
-	}
-	for k, v := range fields {
-		if string(v) == "null" {
-			delete(rec, k)
-		} else {
-			rec[k] = v
-		}
-	}
+	applyFields(f.records, recordType+"/"+recordID, fields)
 }
 
 // SuiteXRequest is a verified request the fake received.
