@@ -183,6 +183,16 @@ func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string
 		got  string
 		derr error
 	)
+	if ev.Source == stage && r.nothingMissing(ctx, ev) {
+		// The source's own sink usually has nothing to send: the target
+		// reported these values itself. That is decided without the lock,
+		// which is taken only when something is missing. Skipping unlocked
+		// is safe: a delivery in flight meanwhile only adds to what the
+		// target knows, and its own failure is parked and retried.
+		audit.Outcome = store.OutcomeSkippedEcho
+		audit.Detail = "source is the target itself and the target already holds the store's value of every field"
+		return r.skip(ctx, r.store, log, audit, ev)
+	}
 	key := "deliver\x00" + stage + "\x00" + ev.RecordType + "\x00" + ev.RecordID
 	lerr := r.store.Exclusive(ctx, key, lockWait, func(ctx context.Context, l store.Locked) error {
 		got, derr = r.bringUpToDate(ctx, l, log, audit, ev)
@@ -233,7 +243,7 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 		log.WarnContext(ctx, "delivery failed", "reason", f.Reason, "retryable", f.Retryable, "detail", f.Detail)
 		return store.OutcomeFailed, f
 	}
-	st, err := r.state(ctx, l, trig)
+	st, head, err := r.state(ctx, l, trig)
 	if errors.Is(err, errAheadOfStore) {
 		// Not an outage (a nack would hold the record's ordering key for
 		// good): park it, so Retry tries again and dead-letters it if the
@@ -261,7 +271,7 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 		}
 		return r.skip(ctx, l, log, audit, trig)
 	}
-	d, err := r.delivery(ctx, l, st, fields, k.lastDelivered)
+	d, err := r.delivery(ctx, l, trig, st, head, fields, k.lastDelivered)
 	if err != nil {
 		return unavailable("build delivery", err)
 	}
@@ -341,32 +351,63 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 	}
 }
 
-// state is the record's folded state at its newest version.
-func (r *Runner) state(ctx context.Context, l store.Locked, trig event.Merged) (*record.State, error) {
+// nothingMissing says, without the delivery lock, whether the target
+// already holds the store's value of every field of trig's record; any
+// doubt (an error included) is false, and the locked path decides.
+func (r *Runner) nothingMissing(ctx context.Context, trig event.Merged) bool {
+	st, _, err := r.state(ctx, r.store, trig)
+	if err != nil {
+		return false
+	}
+	hist, err := r.store.SystemHistory(ctx, trig.RecordType, trig.RecordID, r.target.Name(), 0)
+	if err != nil {
+		return false
+	}
+	return len(learn(hist).missing(st)) == 0
+}
+
+// recordReader is what reading a record's state needs: the store, or a
+// delivery lock's connection.
+type recordReader interface {
+	Head(ctx context.Context, recordType, recordID string) (store.Head, error)
+	History(ctx context.Context, recordType, recordID string) ([]store.Event, error)
+}
+
+// state is the record's folded state at its newest version, and the head
+// it was read with.
+func (r *Runner) state(ctx context.Context, l recordReader, trig event.Merged) (*record.State, store.Head, error) {
 	head, err := l.Head(ctx, trig.RecordType, trig.RecordID)
 	if err != nil {
-		return nil, err
+		return nil, head, err
 	}
 	if head.Version < trig.Version {
-		return nil, fmt.Errorf("record %s:%s is at version %d, the message names version %d (not this store's event?): %w",
+		return nil, head, fmt.Errorf("record %s:%s is at version %d, the message names version %d (not this store's event?): %w",
 			trig.RecordType, trig.RecordID, head.Version, trig.Version, errAheadOfStore)
 	}
 	if st, ok := record.Parse(head); ok {
-		return st, nil
+		return st, head, nil
 	}
 	evs, err := l.History(ctx, trig.RecordType, trig.RecordID)
 	if err != nil {
-		return nil, err
+		return nil, head, err
 	}
-	return record.Fold(evs)
+	st, err := record.Fold(evs)
+	return st, head, err
 }
 
 // delivery builds the request body: the merged event of version N with the
-// missing fields' values at N.
-func (r *Runner) delivery(ctx context.Context, l store.Locked, st *record.State, fields []string, since uint64) (Delivery, error) {
-	head, err := l.EventByID(ctx, st.EventID)
-	if err != nil {
-		return Delivery{}, err
+// missing fields' values at N. The newest event's own fields come with the
+// head; only a head that does not describe the state's event (the state
+// was rebuilt while a newer event landed) reads the event.
+func (r *Runner) delivery(ctx context.Context, l store.Locked, trig event.Merged, st *record.State, head store.Head, fields []string, since uint64) (Delivery, error) {
+	newest := store.Event{ID: head.NewestID, Source: head.NewestSource, Timestamp: head.NewestTimestamp,
+		BaseVersion: head.Version - 1, FullSnapshotRef: head.NewestSnapshotRef}
+	if head.NewestID != st.EventID || head.Version != st.Version {
+		ev, err := l.EventByID(ctx, st.EventID)
+		if err != nil {
+			return Delivery{}, err
+		}
+		newest = ev
 	}
 	changes := make(map[string]json.RawMessage, len(fields))
 	for _, f := range fields {
@@ -378,12 +419,12 @@ func (r *Runner) delivery(ctx context.Context, l store.Locked, st *record.State,
 	}
 	return Delivery{
 		Merged: event.Merged{
-			ID: head.ID, RecordType: head.RecordType, RecordID: head.RecordID, Source: head.Source,
-			Timestamp: event.NewTime(head.Timestamp), BaseVersion: head.BaseVersion, Version: head.Version(),
-			Changes: changes, FullSnapshotRef: head.FullSnapshotRef, Conflicts: []event.Conflict{},
+			ID: newest.ID, RecordType: trig.RecordType, RecordID: trig.RecordID, Source: newest.Source,
+			Timestamp: event.NewTime(newest.Timestamp), BaseVersion: newest.BaseVersion, Version: newest.BaseVersion + 1,
+			Changes: changes, FullSnapshotRef: newest.FullSnapshotRef, Conflicts: []event.Conflict{},
 		},
 		SinceVersion:   since,
-		IdempotencyKey: head.ID + ":" + sum,
+		IdempotencyKey: newest.ID + ":" + sum,
 	}, nil
 }
 
@@ -415,7 +456,9 @@ func newRowID() string {
 }
 
 // skip audits a decision not to deliver and acks.
-func (r *Runner) skip(ctx context.Context, st store.Locked, log *slog.Logger, a store.Audit, ev event.Merged) (string, error) {
+func (r *Runner) skip(ctx context.Context, st interface {
+	AppendAudit(ctx context.Context, a store.Audit) error
+}, log *slog.Logger, a store.Audit, ev event.Merged) (string, error) {
 	if err := st.AppendAudit(ctx, a); err != nil {
 		f := r.fail(failure.Retryable(r.target.Name(), failure.ReasonStoreUnavailable,
 			fmt.Sprintf("audit %s: %v", a.Outcome, err)), ev)

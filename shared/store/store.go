@@ -173,6 +173,12 @@ type Head struct {
 	// new record): the merge's outbox gate reads them with the lock.
 	NewestID        string
 	NewestProcessed bool
+	// NewestSource, NewestTimestamp and NewestSnapshotRef are the newest
+	// event's, read with the head: a delivery builds the merged event of
+	// the newest version from them without reading the event again.
+	NewestSource      string
+	NewestTimestamp   time.Time
+	NewestSnapshotRef *string
 }
 
 // Reader holds the queries available both inside and outside a transaction.

@@ -178,14 +178,14 @@ func (p prefixed) Scan(dest ...any) error {
 // headQuery reads a record's projection row (record_heads, one primary-key
 // probe whatever the history length) and the outbox flag of its newest
 // event. With " FOR UPDATE" it is the merge's record lock.
-const headQuery = "SELECT h.version, h.state, h.event_id, e.processed FROM record_heads h" +
+const headQuery = "SELECT h.version, h.state, h.event_id, e.processed, e.source, e.`timestamp`, e.full_snapshot_ref FROM record_heads h" +
 	" JOIN events e ON e.id = h.event_id WHERE h.record_type = ? AND h.record_id = ?"
 
 // eventsHeadQuery finds the newest event of a record without the
 // projection: for a record whose events were appended by something that
 // did not keep record_heads (a bulk load, an old tool). The state is then
 // rebuilt from the events by the merge.
-const eventsHeadQuery = "SELECT e.base_version, e.id, e.processed FROM events e" +
+const eventsHeadQuery = "SELECT e.base_version, e.id, e.processed, e.source, e.`timestamp`, e.full_snapshot_ref FROM events e" +
 	" WHERE e.record_type = ? AND e.record_id = ? ORDER BY e.base_version DESC LIMIT 1"
 
 func (o ops) head(ctx context.Context, rt, rid, suffix string) (store.Head, error) {
@@ -194,11 +194,14 @@ func (o ops) head(ctx context.Context, rt, rid, suffix string) (store.Head, erro
 		state     []byte
 		id        string
 		processed bool
+		source    string
+		ts        time.Time
+		ref       sql.NullString
 	)
-	err := o.q.QueryRowContext(ctx, headQuery+suffix, rt, rid).Scan(&version, &state, &id, &processed)
+	err := o.q.QueryRowContext(ctx, headQuery+suffix, rt, rid).Scan(&version, &state, &id, &processed, &source, &ts, &ref)
 	if errors.Is(err, sql.ErrNoRows) {
 		var base uint64
-		err = o.q.QueryRowContext(ctx, eventsHeadQuery+suffix, rt, rid).Scan(&base, &id, &processed)
+		err = o.q.QueryRowContext(ctx, eventsHeadQuery+suffix, rt, rid).Scan(&base, &id, &processed, &source, &ts, &ref)
 		if errors.Is(err, sql.ErrNoRows) {
 			return store.Head{}, nil // a new record
 		}
@@ -207,7 +210,10 @@ func (o ops) head(ctx context.Context, rt, rid, suffix string) (store.Head, erro
 	if err != nil {
 		return store.Head{}, wrap(err, "head of "+rt+":"+rid)
 	}
-	h := store.Head{Version: version, NewestID: id, NewestProcessed: processed}
+	h := store.Head{Version: version, NewestID: id, NewestProcessed: processed, NewestSource: source, NewestTimestamp: ts.UTC()}
+	if ref.Valid {
+		h.NewestSnapshotRef = &ref.String
+	}
 	if len(state) > 0 {
 		h.State = json.RawMessage(state)
 	}
