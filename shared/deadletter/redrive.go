@@ -14,7 +14,6 @@ import (
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/stress"
 )
 
 // AttrRedriveOf is the attribute of a redriven message: the message id of
@@ -170,7 +169,7 @@ func (r *Redriver) one(ctx context.Context, d store.DeadLetter, dryRun bool, o *
 	if d.Attributes[AttrDeadLetterReason] == failure.ReasonWrongEnv {
 		return ActionSkipped, "Retry parked it because it came from another environment: it does not belong on this error topic"
 	}
-	if stress.Reserved(d.RecordType) {
+	if event.Reserved(d.RecordType) {
 		return ActionSkipped, "a stress record (" + d.RecordType + "): stress writes never go back into the pipeline"
 	}
 	msg, redrive, err := Build(d)

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/stress"
 )
 
 // transientReasons are the reason codes of failures that clear up by
@@ -74,7 +74,7 @@ func Transient(d store.DeadLetter, maxRedrives int) (ok bool, why string) {
 		return false, "its error was not retryable"
 	case !TransientReason(e.Reason):
 		return false, fmt.Sprintf("reason %s is not a transient failure", e.Reason)
-	case stress.Reserved(d.RecordType) || stress.Reserved(e.RecordType):
+	case event.Reserved(d.RecordType) || event.Reserved(e.RecordType):
 		return false, "a stress record never goes back into the pipeline"
 	case e.Redrive >= maxRedrives:
 		return false, fmt.Sprintf("already redriven %d time(s) (the automatic limit is %d)", e.Redrive, maxRedrives)
