@@ -29,37 +29,6 @@ func mayEcho(raw event.Raw, st *record.State) bool {
 	return false
 }
 
-// attempt is one delivery attempt to a system, read from its sending row
-// and, once written, its outcome row.
-type attempt struct {
-	pos     int // index of the sending row in the history
-	version uint64
-	fields  map[string]string
-	outcome string // "" while no outcome row exists (in flight, or its process died)
-}
-
-// attempts lists the delivery attempts in h (one system's history), in the
-// order they were sent.
-func attempts(h []store.Audit) []*attempt {
-	var out []*attempt
-	byID := map[string]*attempt{}
-	for i, a := range h {
-		if a.Stage == store.StageMerge || a.Fields == nil {
-			continue
-		}
-		if a.Outcome == store.OutcomeSending {
-			at := &attempt{pos: i, version: a.Version, fields: a.Fields.Fields}
-			out = append(out, at)
-			byID[a.ID] = at
-			continue
-		}
-		if at := byID[a.Fields.Attempt]; at != nil && at.outcome == "" {
-			at.outcome = a.Outcome
-		}
-	}
-	return out
-}
-
 // findEchoes applies the echo rule of SPEC §5 step 1 to every field of raw
 // (from source X at base b), given X's history h: f = v is an echo when
 // (a) some attempt A to X, of any version, sent f = v; (b) X has reported
@@ -67,7 +36,7 @@ func attempts(h []store.Audit) []*attempt {
 // later attempt that X had seen (version ≤ b, not clearly refused) sent X
 // another value of f.
 func findEchoes(h []store.Audit, raw event.Raw) map[string]event.Conflict {
-	atts := attempts(h)
+	atts := record.Attempts(h)
 	if len(atts) == 0 {
 		return nil
 	}
@@ -75,15 +44,15 @@ func findEchoes(h []store.Audit, raw event.Raw) map[string]event.Conflict {
 	for _, f := range slices.Sorted(maps.Keys(raw.Changes)) {
 		v := record.Digest(raw.Changes[f])
 		for ai, a := range atts {
-			if got, ok := a.fields[f]; !ok || got != v {
+			if got, ok := a.Fields[f]; !ok || got != v {
 				continue
 			}
-			if reportedOther(h[a.pos+1:], f, v, a.version) {
+			if reportedOther(h[a.Pos+1:], f, v, a.Version) {
 				continue
 			}
 			overridden := false
 			for _, b := range atts[ai+1:] {
-				if got, ok := b.fields[f]; ok && got != v && b.version <= raw.BaseVersion && b.outcome != store.OutcomeRefused {
+				if got, ok := b.Fields[f]; ok && got != v && b.Version <= raw.BaseVersion && b.Outcome != store.OutcomeRefused {
 					overridden = true
 					break
 				}
@@ -92,7 +61,7 @@ func findEchoes(h []store.Audit, raw event.Raw) map[string]event.Conflict {
 				continue
 			}
 			out[f] = event.Conflict{Field: f, Resolution: ResolutionIncomingDropped, Rule: RuleEcho,
-				OtherSource: "backbone", OtherVersion: a.version}
+				OtherSource: "backbone", OtherVersion: a.Version}
 			break
 		}
 	}

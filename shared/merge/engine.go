@@ -256,11 +256,9 @@ func (e *Engine) merge(ctx context.Context, m message.Message, raw event.Raw, re
 			}
 			res.Published = append(res.Published, d.pending.ID)
 		case errors.Is(err, errRebuild):
-			evs, err := e.store.History(ctx, raw.RecordType, raw.RecordID)
-			if err != nil {
-				return res, e.storeFailure(res, err)
-			}
-			if rebuilt, err = record.Fold(evs); err != nil {
+			// The same fold as `backbone rebuild`: the events and the
+			// audit log's refreshed conflict timestamps.
+			if rebuilt, err = State(ctx, e.store, raw.RecordType, raw.RecordID); err != nil {
 				return res, e.storeFailure(res, err)
 			}
 			e.log.WarnContext(ctx, "record state rebuilt from events", "record", raw.RecordType+":"+raw.RecordID, "version", rebuilt.Version)

@@ -10,10 +10,15 @@ import (
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
-// Projection is what rebuilding the per-record projection needs of a store.
-type Projection interface {
+// Trail is what folding a record's state needs of a store.
+type Trail interface {
 	History(ctx context.Context, recordType, recordID string) ([]store.Event, error)
 	AuditTrail(ctx context.Context, recordType, recordID string) ([]store.Audit, error)
+}
+
+// Projection is what rebuilding the per-record projection needs of a store.
+type Projection interface {
+	Trail
 	Records(ctx context.Context, afterType, afterID string, limit int) ([][2]string, error)
 	PutHead(ctx context.Context, recordType, recordID string, version uint64, eventID string, state json.RawMessage) error
 }
@@ -22,7 +27,7 @@ type Projection interface {
 // the accepted changes in version order, with the conflict timestamps that
 // no-ops refreshed (SPEC §5 step 4) laid over the version they were made at.
 // It is what the merge keeps in the record's projection row.
-func State(ctx context.Context, p Projection, recordType, recordID string) (*record.State, error) {
+func State(ctx context.Context, p Trail, recordType, recordID string) (*record.State, error) {
 	evs, err := p.History(ctx, recordType, recordID)
 	if err != nil {
 		return nil, err
@@ -47,26 +52,12 @@ func State(ctx context.Context, p Projection, recordType, recordID string) (*rec
 		}
 		refreshes[at] = append(refreshes[at], d)
 	}
-	st := record.Empty()
-	apply := func(v uint64) {
+	return record.FoldWith(evs, func(v uint64, st *record.State) *record.State {
 		for _, d := range refreshes[v] {
 			st = st.Refresh(d.Refreshed, *d.RefreshedAt, d.RefreshedBy)
 		}
-	}
-	apply(0)
-	for i, ev := range evs {
-		if ev.BaseVersion != uint64(i) {
-			return nil, fmt.Errorf("rebuild state of %s:%s: event %s has base_version %d, want %d (the version chain has a gap)",
-				recordType, recordID, ev.ID, ev.BaseVersion, i)
-		}
-		var changes map[string]json.RawMessage
-		if err := json.Unmarshal(ev.Changes, &changes); err != nil {
-			return nil, fmt.Errorf("rebuild state of %s:%s: changes of event %s: %w", recordType, recordID, ev.ID, err)
-		}
-		st = st.Apply(ev, changes)
-		apply(ev.Version())
-	}
-	return st, nil
+		return st
+	})
 }
 
 // Rebuild rewrites the projection row of every record that has events

@@ -127,8 +127,16 @@ func (s *State) Refresh(fields []string, ts event.Time, source string) *State {
 }
 
 // Fold rebuilds a record's state from its events in version order.
-func Fold(evs []store.Event) (*State, error) {
+func Fold(evs []store.Event) (*State, error) { return FoldWith(evs, nil) }
+
+// FoldWith is Fold with after(version, state) applied after each version
+// (and once at version 0), for what the audit log adds to the events: the
+// no-ops' refreshed conflict timestamps.
+func FoldWith(evs []store.Event, after func(version uint64, st *State) *State) (*State, error) {
 	st := Empty()
+	if after != nil {
+		st = after(0, st)
+	}
 	for i, ev := range evs {
 		if ev.BaseVersion != uint64(i) {
 			return nil, fmt.Errorf("rebuild state of %s:%s: event %s has base_version %d, want %d (the version chain has a gap)",
@@ -139,6 +147,9 @@ func Fold(evs []store.Event) (*State, error) {
 			return nil, fmt.Errorf("rebuild state of %s:%s: changes of event %s: %w", ev.RecordType, ev.RecordID, ev.ID, err)
 		}
 		st = st.Apply(ev, changes)
+		if after != nil {
+			st = after(ev.Version(), st)
+		}
 	}
 	return st, nil
 }

@@ -43,23 +43,10 @@ type report struct {
 	digest string
 }
 
-// sentAttempt is one delivery attempt to T.
-type sentAttempt struct {
-	pos     int
-	version uint64
-	fields  map[string]string
-	outcome string // delivered, failed, refused, or "" (no outcome row)
-}
-
-// mayHaveApplied: a success, or an attempt whose outcome is in doubt.
-func (a *sentAttempt) mayHaveApplied() bool {
-	return a.outcome == store.OutcomeDelivered || a.outcome == store.OutcomeFailed || a.outcome == ""
-}
-
 // knowledge is what the backbone knows of one target's copy of a record.
 type knowledge struct {
 	reports  map[string]report // latest report per field
-	attempts []*sentAttempt    // in the order sent
+	attempts []*record.Attempt // in the order sent
 	// lastDelivered is the newest version of a successful attempt (the
 	// since_version of the next SuiteX delivery).
 	lastDelivered uint64
@@ -68,34 +55,21 @@ type knowledge struct {
 // learn reads one target's history (store.Reader.SystemHistory, in the
 // order written).
 func learn(h []store.Audit) *knowledge {
-	k := &knowledge{reports: map[string]report{}}
-	byID := map[string]*sentAttempt{}
+	k := &knowledge{reports: map[string]report{}, attempts: record.Attempts(h)}
 	for i, a := range h {
-		if a.Fields == nil {
+		if a.Fields == nil || a.Stage != store.StageMerge {
 			continue
 		}
-		if a.Stage == store.StageMerge {
-			for f, d := range a.Fields.Fields {
-				r, ok := k.reports[f]
-				if !ok || a.Fields.Base > r.base || (a.Fields.Base == r.base && i > r.pos) {
-					k.reports[f] = report{base: a.Fields.Base, pos: i, digest: d}
-				}
+		for f, d := range a.Fields.Fields {
+			r, ok := k.reports[f]
+			if !ok || a.Fields.Base > r.base || (a.Fields.Base == r.base && i > r.pos) {
+				k.reports[f] = report{base: a.Fields.Base, pos: i, digest: d}
 			}
-			continue
 		}
-		if a.Outcome == store.OutcomeSending {
-			at := &sentAttempt{pos: i, version: a.Version, fields: a.Fields.Fields}
-			k.attempts = append(k.attempts, at)
-			byID[a.ID] = at
-			continue
-		}
-		at := byID[a.Fields.Attempt]
-		if at == nil || at.outcome != "" {
-			continue
-		}
-		at.outcome = a.Outcome
-		if a.Outcome == store.OutcomeDelivered {
-			k.lastDelivered = max(k.lastDelivered, at.version)
+	}
+	for _, at := range k.attempts {
+		if at.Outcome == store.OutcomeDelivered {
+			k.lastDelivered = max(k.lastDelivered, at.Version)
 		}
 	}
 	return k
@@ -104,10 +78,10 @@ func learn(h []store.Audit) *knowledge {
 // value is T's known value of f; ok is false when T has no value of f the
 // backbone knows of.
 func (k *knowledge) value(f string) (knownValue, bool) {
-	var last *sentAttempt
+	var last *record.Attempt
 	for i := len(k.attempts) - 1; i >= 0; i-- {
 		a := k.attempts[i]
-		if _, carried := a.fields[f]; carried && a.mayHaveApplied() {
+		if _, carried := a.Fields[f]; carried && a.MayHaveApplied() {
 			last = a
 			break
 		}
@@ -119,16 +93,16 @@ func (k *knowledge) value(f string) (knownValue, bool) {
 		}
 		return knownValue{digest: r.digest}, true
 	}
-	fromAttempt := knownValue{digest: last.fields[f], unknown: last.outcome != store.OutcomeDelivered}
+	fromAttempt := knownValue{digest: last.Fields[f], unknown: last.Outcome != store.OutcomeDelivered}
 	if !reported {
 		return fromAttempt, true
 	}
 	switch {
-	case last.version > r.base:
+	case last.Version > r.base:
 		return fromAttempt, true
-	case last.version < r.base:
+	case last.Version < r.base:
 		return knownValue{digest: r.digest}, true
-	case last.pos > r.pos:
+	case last.Pos > r.pos:
 		// Sent after T's report was processed: T made the report before.
 		return fromAttempt, true
 	}
@@ -136,7 +110,7 @@ func (k *knowledge) value(f string) (knownValue, bool) {
 	// only if it is the first attempt at that version that may have
 	// reached T.
 	for _, a := range k.attempts {
-		if a.version == r.base && a.mayHaveApplied() {
+		if a.Version == r.base && a.MayHaveApplied() {
 			if a == last {
 				return knownValue{digest: r.digest}, true
 			}
