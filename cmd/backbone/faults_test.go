@@ -354,17 +354,15 @@ func deadLetterCount(t *testing.T, db *mysqltest.DB, where string) int {
 	return n
 }
 
-func TestFaultDatabaseOutage15s(t *testing.T) {
+// TestFaultDatabaseOutage cuts the database for 15 s, or for 3 minutes with
+// -faults.long.
+func TestFaultDatabaseOutage(t *testing.T) {
 	t.Parallel()
-	databaseOutage(t, 15*time.Second)
-}
-
-func TestFaultDatabaseOutage3min(t *testing.T) {
-	if !*faultsLong {
-		t.Log("the 3-minute cut runs with -faults.long")
-		return
+	cut := 15 * time.Second
+	if *faultsLong {
+		cut = 3 * time.Minute
 	}
-	databaseOutage(t, 3*time.Minute)
+	databaseOutage(t, cut)
 }
 
 // databaseOutage cuts the database for cut in the middle of a load of 30
