@@ -9,9 +9,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/backbone-sync/backbone/internal/bench"
 )
 
 // The Google Cloud SDK's Pub/Sub emulator: a Java program installed by the
@@ -60,7 +61,7 @@ func findGcloudEmulator() (string, error) {
 type gcloudEmulator struct {
 	Addr string
 	cmd  *exec.Cmd
-	out  *tailBuffer
+	out  *bench.TailBuffer
 	done chan struct{}
 	err  error // the process's exit, once done is closed
 }
@@ -81,7 +82,7 @@ func startGcloudEmulator(ctx context.Context, port int) (*gcloudEmulator, error)
 	port = ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
 
-	e := &gcloudEmulator{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), out: &tailBuffer{max: 64 << 10}, done: make(chan struct{})}
+	e := &gcloudEmulator{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), out: &bench.TailBuffer{Max: 64 << 10}, done: make(chan struct{})}
 	e.cmd = exec.Command(launcher, "--host=127.0.0.1", "--port="+strconv.Itoa(port))
 	e.cmd.Stdout, e.cmd.Stderr = e.out, e.out
 	// Its own process group, so stop reaches java and not only the shell
@@ -104,7 +105,7 @@ func startGcloudEmulator(ctx context.Context, port int) (*gcloudEmulator, error)
 		}
 		select {
 		case <-e.done:
-			return nil, fmt.Errorf("the gcloud Pub/Sub emulator exited during start-up (%v): %s", e.err, e.out.lastLine())
+			return nil, fmt.Errorf("the gcloud Pub/Sub emulator exited during start-up (%v): %s", e.err, lastLine(e.out.String()))
 		case <-ctx.Done():
 			e.Stop()
 			return nil, ctx.Err()
@@ -112,7 +113,7 @@ func startGcloudEmulator(ctx context.Context, port int) (*gcloudEmulator, error)
 		}
 		if time.Now().After(deadline) {
 			e.Stop()
-			return nil, fmt.Errorf("the gcloud Pub/Sub emulator did not listen on %s within %s: %s", e.Addr, gcloudEmulatorStartup, e.out.lastLine())
+			return nil, fmt.Errorf("the gcloud Pub/Sub emulator did not listen on %s within %s: %s", e.Addr, gcloudEmulatorStartup, lastLine(e.out.String()))
 		}
 	}
 }
@@ -132,32 +133,9 @@ func (e *gcloudEmulator) Stop() {
 // Output is what the emulator printed (its last 64 KiB).
 func (e *gcloudEmulator) Output() string { return e.out.String() }
 
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > t.max {
-		t.b = append([]byte(nil), t.b[len(t.b)-t.max:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
-}
-
-// lastLine is the last non-empty line, for one-line errors.
-func (t *tailBuffer) lastLine() string {
-	lines := strings.Split(strings.TrimSpace(t.String()), "\n")
+// lastLine is the last non-empty line of s, for one-line errors.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
 		if l := strings.TrimSpace(lines[i]); l != "" {
 			return l

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backbone-sync/backbone/internal/bench"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
@@ -59,7 +60,7 @@ type devProcess struct {
 	banner string
 	// exports are the variables of the banner's export lines.
 	exports map[string]string
-	stderr  *tailBuffer
+	stderr  *bench.TailBuffer
 }
 
 // startDevProcess runs `backbone dev` on free ports with env (added to a
@@ -79,7 +80,7 @@ func startDevCommand(t *testing.T, cmd *exec.Cmd, env map[string]string) *devPro
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &devProcess{cmd: cmd, stderr: &tailBuffer{max: 256 << 10}, exports: map[string]string{}}
+	p := &devProcess{cmd: cmd, stderr: &bench.TailBuffer{Max: 256 << 10}, exports: map[string]string{}}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -315,11 +316,6 @@ func TestBusyPortsAreOneLineFailures(t *testing.T) {
 			t.Errorf("%v unreachable: exit %d, want 1 and one line naming port %s; stderr:\n%s", c.args, code, free, msg)
 		}
 	}
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
 }
 
 func unusedPort(t *testing.T) string {

@@ -98,7 +98,7 @@ func MeasureServe(ctx context.Context, o ServeOptions) (ServeResult, error) {
 
 type server struct {
 	cmd    *exec.Cmd
-	tail   *tailBuffer
+	tail   *TailBuffer
 	exited chan struct{}
 	err    error
 }
@@ -111,7 +111,7 @@ func startServer(ctx context.Context, o ServeOptions, addr string) (*server, tim
 	}
 	cmd := exec.Command(o.Command[0], o.Command[1:]...)
 	cmd.Env = o.Env
-	tail := &tailBuffer{max: 16 << 10}
+	tail := &TailBuffer{Max: 16 << 10}
 	cmd.Stdout, cmd.Stderr = tail, tail
 	s := &server{cmd: cmd, tail: tail, exited: make(chan struct{})}
 	start := time.Now()
@@ -183,25 +183,25 @@ func memoryMiB(pid int, field string) float64 {
 	return 0
 }
 
-// tailBuffer keeps the last max bytes written (a subprocess's output, for
-// the error message when it fails).
-type tailBuffer struct {
+// TailBuffer keeps the last Max bytes written (a subprocess's output, for
+// the error message when it fails). Safe for concurrent writers.
+type TailBuffer struct {
 	mu  sync.Mutex
-	max int
+	Max int
 	b   []byte
 }
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
+func (t *TailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.b = append(t.b, p...)
-	if len(t.b) > t.max {
-		t.b = append([]byte(nil), t.b[len(t.b)-t.max:]...)
+	if len(t.b) > t.Max {
+		t.b = append([]byte(nil), t.b[len(t.b)-t.Max:]...)
 	}
 	return len(p), nil
 }
 
-func (t *tailBuffer) String() string {
+func (t *TailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(t.b)
