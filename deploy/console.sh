@@ -30,16 +30,8 @@ invokers="${CONSOLE_INVOKERS:-}"
 g() { gcloud "$@" --project="$PROJECT" --quiet; }
 
 svc="backbone-console-$ENV_NAME"
-env_vars=(
-  "BACKBONE_ENV=$ENV_NAME"
-  "GCP_PROJECT=$PROJECT"
-  "CLOUD_SQL_INSTANCE=$(sql_instance_connection)"
-  "DB_USER=$(db_user Retry)"
-  "DB_IAM_AUTH=true"
-  "DB_PRIVATE_IP=$(private_ip)"
-  "DB_NAME=$DB_NAME"
-  "BACKBONE_CONSOLE_OPERATORS=$operators"
-)
+mapfile -t env_vars < <(store_env Retry)
+env_vars+=("BACKBONE_CONSOLE_OPERATORS=$operators")
 joined="$(IFS='|' && echo "${env_vars[*]}")"
 
 args=(run deploy "$svc"

@@ -311,6 +311,20 @@ concurrency() {
   esac
 }
 
+# store_env ROLE: the settings an operator tool running as ROLE's account
+# needs to reach this environment's event store, one VAR=value a line (the
+# console and the scheduled redrive run as Retry).
+store_env() {
+  printf '%s\n' \
+    "BACKBONE_ENV=$ENV_NAME" \
+    "GCP_PROJECT=$PROJECT" \
+    "CLOUD_SQL_INSTANCE=$(sql_instance_connection)" \
+    "DB_USER=$(db_user "$1")" \
+    "DB_IAM_AUTH=true" \
+    "DB_PRIVATE_IP=$(private_ip)" \
+    "DB_NAME=$DB_NAME"
+}
+
 # private_ip: production reaches Cloud SQL on the VPC only; sandbox on its
 # public IP (through the connector, never an open port).
 private_ip() {

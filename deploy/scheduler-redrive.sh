@@ -34,15 +34,7 @@ limit="${REDRIVE_LIMIT:-500}"
 g() { gcloud "$@" --project="$PROJECT" --quiet; }
 
 job="backbone-redrive-$ENV_NAME"
-env_vars=(
-  "BACKBONE_ENV=$ENV_NAME"
-  "GCP_PROJECT=$PROJECT"
-  "CLOUD_SQL_INSTANCE=$(sql_instance_connection)"
-  "DB_USER=$(db_user Retry)"
-  "DB_IAM_AUTH=true"
-  "DB_PRIVATE_IP=$(private_ip)"
-  "DB_NAME=$DB_NAME"
-)
+mapfile -t env_vars < <(store_env Retry)
 # The probes need the targets' base URLs, nothing secret.
 for v in NETSUITE_BASE_URL SUITEX_BASE_URL; do
   [[ -n "${!v-}" ]] && env_vars+=("$v=${!v}")
