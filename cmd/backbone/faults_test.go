@@ -223,6 +223,34 @@ func (ft *faultTargets) edit(system, rid string, changes map[string]json.RawMess
 	}
 }
 
+// startDevWith runs the dev stack in process on dsn against the fakes ft,
+// with the given redelivery backoff; it stops when the test ends. It also
+// returns the sources' guarded publisher to events.raw.
+func startDevWith(t *testing.T, dsn string, ft *faultTargets, minBackoff, maxBackoff time.Duration) (*devStack, publish.Publisher) {
+	t.Helper()
+	d, err := startDev(context.Background(), devOptions{env: config.Sandbox, dsn: dsn, funcAddr: "127.0.0.1:0",
+		netsuiteURL: ft.nsURL, suitexURL: ft.sxURL, getenv: func(k string) string { return ft.env()[k] },
+		minBackoff: minBackoff, maxBackoff: maxBackoff, serve: serveMux, log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.stop)
+	return d, publish.Guard(config.Sandbox, d.pubsub)
+}
+
+// failSuiteX makes the SuiteX fake answer 503 while the returned flag is
+// set.
+func (ft *faultTargets) failSuiteX() *atomic.Bool {
+	var down atomic.Bool
+	ft.before = func(system, _ string, _ uint64) int {
+		if system == "suitex" && down.Load() {
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	}
+	return &down
+}
+
 func (ft *faultTargets) env() map[string]string {
 	return map[string]string{
 		"NETSUITE_BASE_URL": ft.nsURL, "NETSUITE_ACCOUNT_ID": fAccount, "NETSUITE_CONSUMER_KEY": fCK,
@@ -374,15 +402,7 @@ func databaseOutage(t *testing.T, cut time.Duration) {
 	mc, _ := mysql.ParseDSN(db.DSN)
 	proxy := startCutProxy(t, mc.Addr)
 	ft := newFaultTargets(t)
-	ctx := context.Background()
-	d, err := startDev(ctx, devOptions{env: config.Sandbox, dsn: viaProxy(t, db.DSN, proxy.Addr()), funcAddr: "127.0.0.1:0",
-		netsuiteURL: ft.nsURL, suitexURL: ft.sxURL, getenv: func(k string) string { return ft.env()[k] },
-		minBackoff: 200 * time.Millisecond, maxBackoff: 2 * time.Second, serve: serveMux, log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
-	pub := publish.Guard(config.Sandbox, d.pubsub)
+	_, pub := startDevWith(t, viaProxy(t, db.DSN, proxy.Addr()), ft, 200*time.Millisecond, 2*time.Second)
 	c := &chain{prefix: "out" + strconv.Itoa(int(cut.Seconds())), records: 30, versions: 6, targets: ft}
 	c.publishVersions(t, pub, config.Sandbox, 0, 2)
 	time.Sleep(300 * time.Millisecond) // the load is under way
@@ -409,23 +429,10 @@ func TestFaultTargetOutageLongerThanRetry(t *testing.T) {
 	t.Parallel()
 	db := mysqltest.Empty(t)
 	ft := newFaultTargets(t)
-	var down atomic.Bool
+	down := ft.failSuiteX()
 	down.Store(true)
-	ft.before = func(system, _ string, _ uint64) int {
-		if system == "suitex" && down.Load() {
-			return http.StatusServiceUnavailable
-		}
-		return 0
-	}
 	ctx := context.Background()
-	d, err := startDev(ctx, devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
-		netsuiteURL: ft.nsURL, suitexURL: ft.sxURL, getenv: func(k string) string { return ft.env()[k] },
-		minBackoff: 50 * time.Millisecond, maxBackoff: 200 * time.Millisecond, serve: serveMux, log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
-	pub := publish.Guard(config.Sandbox, d.pubsub)
+	d, pub := startDevWith(t, db.DSN, ft, 50*time.Millisecond, 200*time.Millisecond)
 	c := &chain{prefix: "tout", records: 8, versions: 1, targets: ft}
 	c.publishVersions(t, pub, config.Sandbox, 0, 1) // from NetSuite: SuiteX is the target
 	// A permanent rejection in the same archive.

@@ -1,18 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"log/slog"
-	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/backbone-sync/backbone/internal/health"
 	"github.com/backbone-sync/backbone/shared/config"
-	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
@@ -53,22 +48,8 @@ func TestStatusOnTheDevStack(t *testing.T) {
 	t.Parallel()
 	db := mysqltest.Empty(t)
 	ft := newFaultTargets(t)
-	var down atomic.Bool
-	ft.before = func(system, _ string, _ uint64) int {
-		if system == "suitex" && down.Load() {
-			return http.StatusServiceUnavailable
-		}
-		return 0
-	}
-	ctx := context.Background()
-	d, err := startDev(ctx, devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
-		netsuiteURL: ft.nsURL, suitexURL: ft.sxURL, getenv: func(k string) string { return ft.env()[k] },
-		minBackoff: 50 * time.Millisecond, maxBackoff: 200 * time.Millisecond, serve: serveMux, log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
-	pub := publish.Guard(config.Sandbox, d.pubsub)
+	down := ft.failSuiteX()
+	d, pub := startDevWith(t, db.DSN, ft, 50*time.Millisecond, 200*time.Millisecond)
 	env := map[string]string{"BACKBONE_ENV": "sandbox", "EVENT_STORE_DSN": d.workerDSN, "PUBSUB_EMULATOR_HOST": d.emulator, "GCP_PROJECT": d.project}
 
 	c := &chain{prefix: "stok", records: 3, versions: 2, targets: ft}
