@@ -15,6 +15,7 @@ const (
 	errDupEntry        = 1062
 	errLockWaitTimeout = 1205
 	errDeadlock        = 1213
+	errPacketTooLarge  = 1153
 	errUnknown         = 1105 // ER_UNKNOWN_ERROR: classified by its message where it must be
 )
 
@@ -132,8 +133,16 @@ func retryable(err error) bool {
 	if errors.Is(err, store.ErrVersionTaken) {
 		return true
 	}
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && (me.Number == errDeadlock || me.Number == errLockWaitTimeout)
+	me, ok := serverAnswer(err)
+	return ok && (me.Number == errDeadlock || me.Number == errLockWaitTimeout)
+}
+
+// serverAnswer finds the server's error answer in err's chain: what the
+// table classifies. ok is false for everything else (network, driver,
+// context).
+func serverAnswer(err error) (me *mysql.MySQLError, ok bool) {
+	ok = errors.As(err, &me)
+	return me, ok
 }
 
 // wrap adds context and classifies err with the table: transient server
@@ -142,13 +151,14 @@ func retryable(err error) bool {
 // a number the table does not know wraps store.ErrUnclassified. The server
 // error stays in the chain (errors.As *mysql.MySQLError still works).
 func wrap(err error, what string) error {
+	tooLarge, _ := classOf(errPacketTooLarge)
 	if errors.Is(err, mysql.ErrPktTooLarge) {
 		// The driver refuses, before sending, a packet over the server's
 		// max_allowed_packet: the server would have answered 1153.
-		return fmt.Errorf("%s: %w", what, &store.RefusedError{Number: 1153, Name: "packet_too_large", Err: err})
+		return fmt.Errorf("%s: %w", what, &store.RefusedError{Number: errPacketTooLarge, Name: tooLarge.name, Err: err})
 	}
-	var me *mysql.MySQLError
-	if !errors.As(err, &me) {
+	me, ok := serverAnswer(err)
+	if !ok {
 		return fmt.Errorf("%s: %w: %w", what, store.ErrUnavailable, err)
 	}
 	se, ok := classOf(int(me.Number))
@@ -156,7 +166,7 @@ func wrap(err error, what string) error {
 		// A parameter too large even for a prepared statement's long data
 		// (the driver's fallback once interpolation would overflow the
 		// packet): the server names no number of its own for it.
-		se, ok = serverError{store.ClassRefused, "packet_too_large"}, true
+		se, ok = tooLarge, true
 	}
 	switch {
 	case !ok:
