@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
 
@@ -30,7 +28,7 @@ func runGrants(ctx context.Context, c *cli, args []string) error {
 			d = c.getenv("EVENT_STORE_DSN")
 		}
 		if d != "" {
-			if mc, err := gomysql.ParseDSN(d); err == nil {
+			if mc, err := mysql.ParseDSN(d); err == nil {
 				dbName = mc.DBName
 			}
 		}

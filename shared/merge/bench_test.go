@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
 
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
@@ -146,11 +145,11 @@ func countingStore(b *testing.B, d *mysqltest.DB) (store.Store, *atomic.Int64) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg, err := gomysql.ParseDSN(dsn)
+	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		b.Fatal(err)
 	}
-	conn, err := gomysql.NewConnector(cfg)
+	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
@@ -141,7 +139,7 @@ func TestErrorClassesFromTheServer(t *testing.T) {
 		if err == nil {
 			err = <-errs
 		}
-		var me *gomysql.MySQLError
+		var me *mysql.MySQLError
 		if !errors.As(err, &me) || me.Number != 1213 {
 			t.Fatalf("want a deadlock (1213), got %v", err)
 		}
@@ -162,7 +160,7 @@ func TestErrorClassesFromTheServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _, _ = d.Root.Exec(fmt.Sprintf("DROP USER IF EXISTS '%s'@'%%'", user)) })
-		cfg, _ := gomysql.ParseDSN(d.DSN)
+		cfg, _ := mysql.ParseDSN(d.DSN)
 		cfg.User, cfg.Passwd, cfg.DBName = user, "pw", ""
 		db, closeFn, err := mysql.Open(ctx, config.DB{DSN: cfg.FormatDSN()})
 		if err != nil {
@@ -176,7 +174,7 @@ func TestErrorClassesFromTheServer(t *testing.T) {
 		}
 		defer c1.Close()
 		err = s.Ping(ctx)
-		var me *gomysql.MySQLError
+		var me *mysql.MySQLError
 		if !errors.As(err, &me) || me.Number != 1226 {
 			t.Errorf("second connection: %v, want 1226 (max_user_connections)", err)
 		}
@@ -196,7 +194,7 @@ func TestErrorClassesFromTheServer(t *testing.T) {
 		}
 	})
 	t.Run("connection cut", func(t *testing.T) {
-		cfg, _ := gomysql.ParseDSN(d.DSN)
+		cfg, _ := mysql.ParseDSN(d.DSN)
 		p := startCutProxy(t, cfg.Addr)
 		cfg.Addr = p.addr()
 		db, closeFn, err := mysql.Open(ctx, config.DB{DSN: cfg.FormatDSN()})

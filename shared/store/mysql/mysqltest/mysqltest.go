@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
@@ -33,7 +31,7 @@ type DB struct {
 	Root    *sql.DB
 	Store   *mysql.Store
 	Cfg     config.DB
-	rootCfg *gomysql.Config
+	rootCfg *mysql.Config
 }
 
 // ServerDSN returns the privileged server DSN (no database).
@@ -68,7 +66,7 @@ func New(t testing.TB) *DB {
 func Empty(t testing.TB) *DB {
 	t.Helper()
 	ctx := context.Background()
-	rc, err := gomysql.ParseDSN(ServerDSN())
+	rc, err := mysql.ParseDSN(ServerDSN())
 	if err != nil {
 		t.Fatalf("mysqltest: %s is not a DSN: %v", EnvServerDSN, err)
 	}
