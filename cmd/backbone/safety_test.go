@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/backbone-sync/backbone/internal/devstack/standin"
+	"github.com/backbone-sync/backbone/internal/stress"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/deadletter"
 	"github.com/backbone-sync/backbone/shared/failure"
@@ -20,7 +21,6 @@ import (
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
-	"github.com/backbone-sync/backbone/shared/stress"
 )
 
 // Destructive steps ask first (SPEC §4, §8): the verbs an operator can get

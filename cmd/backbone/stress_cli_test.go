@@ -11,9 +11,9 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/backbone-sync/backbone/internal/stress"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
-	"github.com/backbone-sync/backbone/shared/stress"
 )
 
 // `backbone stress` through the CLI: exit codes, the step denominators the

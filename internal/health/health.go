@@ -15,10 +15,10 @@ import (
 	"sort"
 	"time"
 
+	"github.com/backbone-sync/backbone/internal/stress"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/stress"
 )
 
 // Store is what the figures read: the event store's queries for the

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/backbone-sync/backbone/internal/stress"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
-	"github.com/backbone-sync/backbone/shared/stress"
 )
 
 func TestHealthyRunAsSyncWorker(t *testing.T) {
