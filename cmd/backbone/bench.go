@@ -30,6 +30,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/logging"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/publish/pubsub"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
@@ -535,9 +536,9 @@ func (b *benchSession) countedRaw(ctx context.Context, workerDSN string) (bench.
 // no subscriptions: the merged events are published (the merge waits for
 // the server's ack, as in production) and then dropped, so nothing
 // accumulates and nothing downstream runs.
-func topicsOnly(ctx context.Context, env config.Env) (*pstest.Server, *publish.PubSub, error) {
+func topicsOnly(ctx context.Context, env config.Env) (*pstest.Server, *pubsub.Publisher, error) {
 	srv := pstest.NewServer()
-	ps, err := publish.NewPubSub(ctx, devProject, srv.Addr)
+	ps, err := pubsub.New(ctx, devProject, srv.Addr)
 	if err != nil {
 		_ = srv.Close()
 		return nil, nil, err
@@ -562,7 +563,7 @@ type mergeServer struct {
 
 func (m *mergeServer) stop() { m.once.Do(m.shut) }
 
-func (b *benchSession) startMergeServer(ctx context.Context, workerDSN string, ps *publish.PubSub, emulator string) (*mergeServer, error) {
+func (b *benchSession) startMergeServer(ctx context.Context, workerDSN string, ps *pubsub.Publisher, emulator string) (*mergeServer, error) {
 	vars := map[string]string{"BACKBONE_ENV": string(b.o.env), "GCP_PROJECT": devProject, "EVENT_STORE_DSN": workerDSN, "PUBSUB_EMULATOR_HOST": emulator}
 	cfg, err := config.Load(func(k string) string { return vars[k] })
 	if err != nil {
@@ -633,7 +634,7 @@ func post(ctx context.Context, client *http.Client, url string, body []byte) err
 	return nil
 }
 
-func (b *benchSession) countedMerge(ctx context.Context, workerDSN string, ps *publish.PubSub, emulator string, client *http.Client, seq *atomic.Int64) (bench.Statements, error) {
+func (b *benchSession) countedMerge(ctx context.Context, workerDSN string, ps *pubsub.Publisher, emulator string, client *http.Client, seq *atomic.Int64) (bench.Statements, error) {
 	proxy, err := bench.StartProxy(b.scratch.Addr())
 	if err != nil {
 		return bench.Statements{}, err
@@ -778,7 +779,7 @@ func rawEventID(body []byte) string {
 type fullStack struct {
 	d   *devStack
 	obs *observer
-	ps  *publish.PubSub
+	ps  *pubsub.Publisher
 	pub publish.Publisher
 }
 
@@ -791,7 +792,7 @@ func (b *benchSession) startFull(ctx context.Context, dsn string) (*fullStack, e
 	}
 	d.netsuite.OnDelivery(obs.onDelivery)
 	d.suitex.OnDelivery(obs.onDelivery)
-	ps, err := publish.NewPubSub(ctx, devProject, d.emulator)
+	ps, err := pubsub.New(ctx, devProject, d.emulator)
 	if err != nil {
 		d.stop()
 		return nil, err

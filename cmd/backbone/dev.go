@@ -26,6 +26,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/logging"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/publish/pubsub"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 	"github.com/backbone-sync/backbone/shared/topology"
 )
@@ -72,7 +73,7 @@ type devStack struct {
 	gcloud    *gcloudEmulator
 	project   string
 	workerDSN string
-	pubsub    *publish.PubSub
+	pubsub    *pubsub.Publisher
 	bridge    *pushbridge.Bridge
 	netsuite  *standin.Target
 	suitex    *standin.Target
@@ -134,7 +135,7 @@ func startDev(ctx context.Context, o devOptions) (_ *devStack, err error) {
 	default:
 		return nil, usagef("--emulator %q: want %s or %s", o.emulator, emulatorPstest, emulatorGcloud)
 	}
-	if d.pubsub, err = publish.NewPubSub(ctx, d.project, d.emulator); err != nil {
+	if d.pubsub, err = pubsub.New(ctx, d.project, d.emulator); err != nil {
 		return nil, err
 	}
 	d.stopFuncs = append(d.stopFuncs, func() { _ = d.pubsub.Close() })

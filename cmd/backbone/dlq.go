@@ -12,6 +12,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/deadletter"
 	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/publish/pubsub"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
@@ -288,20 +289,20 @@ func dlqRedrive(ctx context.Context, c *cli, args []string) error {
 	if project == "" {
 		return settingError{errors.New("GCP_PROJECT is not set: redrive publishes to the project's events.error topic")}
 	}
-	client, err := publish.NewClient(ctx, project, cfg.EmulatorHost)
+	client, err := pubsub.NewClient(ctx, project, cfg.EmulatorHost)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
 	// Checked before anything is published, dry run or not: a redrive that
 	// cannot publish must fail here, not after reporting success.
-	checked, err := publish.CheckTopic(ctx, client, project, env.Names().ErrorTopic)
+	checked, err := pubsub.CheckTopic(ctx, client, project, env.Names().ErrorTopic)
 	if err != nil {
 		return fmt.Errorf("redrive cannot publish: %w", err)
 	}
 	fmt.Fprintf(c.stderr, "topic %s: %s\n", env.Names().ErrorTopic, checked)
 	if !*dryRun {
-		ps := publish.FromClient(client)
+		ps := pubsub.FromClient(client)
 		defer ps.Close()
 		r.Pub = publish.Guard(env, ps)
 	}

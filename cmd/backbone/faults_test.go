@@ -26,6 +26,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/publish/pubsub"
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
@@ -519,7 +520,7 @@ func TestFaultCrashMidLoad(t *testing.T) {
 	env["BACKBONE_ENV"], env["EVENT_STORE_DSN"], env["PUBSUB_EMULATOR_HOST"], env["GCP_PROJECT"] = "sandbox", db.DSN, ps.Addr, devProject
 	args := []string{"--min-backoff", "200ms", "--max-backoff", "2s"}
 	first := startDevProcess(t, env, args...)
-	client, err := publish.NewPubSub(context.Background(), devProject, ps.Addr)
+	client, err := pubsub.New(context.Background(), devProject, ps.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -601,7 +602,7 @@ func TestFaultGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ps.Close() })
-	client, err := publish.NewPubSub(context.Background(), devProject, ps.Addr)
+	client, err := pubsub.New(context.Background(), devProject, ps.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/publish/pubsub"
 )
 
 func runPublish(ctx context.Context, c *cli, args []string) error {
@@ -97,7 +98,7 @@ func (e rejectedInput) Error() string { return e.detail }
 
 // openPubSub connects to Pub/Sub, first checking that an emulator answers:
 // the client would retry an unreachable one for ever.
-func openPubSub(ctx context.Context, cfg config.Config) (*publish.PubSub, error) {
+func openPubSub(ctx context.Context, cfg config.Config) (*pubsub.Publisher, error) {
 	if h := cfg.EmulatorHost; h != "" {
 		conn, err := net.DialTimeout("tcp", h, 3*time.Second)
 		if err != nil {
@@ -105,7 +106,7 @@ func openPubSub(ctx context.Context, cfg config.Config) (*publish.PubSub, error)
 		}
 		_ = conn.Close()
 	}
-	return publish.NewPubSub(ctx, projectOrDefault(cfg), cfg.EmulatorHost)
+	return pubsub.New(ctx, projectOrDefault(cfg), cfg.EmulatorHost)
 }
 
 // projectOrDefault lets local runs against the emulator work without a

@@ -17,6 +17,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/publish/pubsub"
 	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
 	"github.com/backbone-sync/backbone/shared/sink/suitex"
@@ -28,7 +29,7 @@ import (
 type app struct {
 	handlers map[string]message.Handler
 	store    store.Store
-	pubsub   *publish.PubSub
+	pubsub   *pubsub.Publisher
 	pub      publish.Publisher // guarded
 	engine   *merge.Engine     // nil unless Merge or Retry is served
 }
@@ -46,7 +47,7 @@ func (a *app) Close() error {
 
 // wireOptions let dev and tests reach in without touching the environment.
 type wireOptions struct {
-	pubsub   *publish.PubSub // reuse a client (dev); else one is opened
+	pubsub   *pubsub.Publisher // reuse a client (dev); else one is opened
 	netsuite []netsuite.Option
 	suitex   []suitex.Option
 }
@@ -76,7 +77,7 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 	a.store = st
 	a.pubsub = o.pubsub
 	if a.pubsub == nil {
-		if a.pubsub, err = publish.NewPubSub(ctx, projectOrDefault(cfg), cfg.EmulatorHost); err != nil {
+		if a.pubsub, err = pubsub.New(ctx, projectOrDefault(cfg), cfg.EmulatorHost); err != nil {
 			_ = a.Close()
 			return nil, err
 		}

@@ -1,6 +1,6 @@
 // Package publish is how the backbone publishes to Pub/Sub: a small
-// interface, the cross-environment guard that every publisher is wrapped in,
-// and the pubsub/v2 driver.
+// interface and the cross-environment guard that every publisher is wrapped
+// in. The Cloud Pub/Sub driver is shared/publish/pubsub.
 package publish
 
 import (

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/backbone-sync/backbone/shared/config"
-	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/topology"
 )
 
@@ -89,15 +88,6 @@ func (s *Server) CreateTopology(t testing.TB) {
 			t.Fatalf("pubsubtest: create subscription %s: %v", sub.Name, err)
 		}
 	}
-}
-
-// Publisher returns a guarded pubsub/v2 publisher for the server's
-// environment, closed when the test ends.
-func (s *Server) Publisher(t testing.TB) publish.Publisher {
-	t.Helper()
-	p := publish.FromClient(s.Client)
-	t.Cleanup(func() { _ = p.Close() })
-	return publish.Guard(s.Env, p)
 }
 
 // Received is a message pulled from a subscription.

@@ -1,4 +1,7 @@
-package publish
+// Package pubsub is the Cloud Pub/Sub driver of shared/publish: a
+// publish.Publisher over the pubsub/v2 client, with message ordering on, and
+// the pre-flight check of a topic. Wrap it in publish.Guard.
+package pubsub
 
 import (
 	"context"
@@ -10,12 +13,15 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/backbone-sync/backbone/shared/publish"
 )
 
-// PubSub publishes with the pubsub/v2 client, with message ordering on.
-// It keeps one *pubsub.Publisher per topic for batching and connection reuse.
-// Wrap it in Guard: it does not check topic names itself.
-type PubSub struct {
+// Publisher publishes with the pubsub/v2 client, with message ordering on.
+// It keeps one of the client's *pubsub.Publisher per topic, for batching and
+// connection reuse. Wrap it in publish.Guard: it does not check topic names
+// itself.
+type Publisher struct {
 	client *pubsub.Client
 	owned  bool
 
@@ -23,14 +29,16 @@ type PubSub struct {
 	pubs map[string]*pubsub.Publisher
 }
 
-// NewPubSub connects to Pub/Sub for project, or to the emulator at
-// emulatorHost when it is set (config.Config.EmulatorHost).
-func NewPubSub(ctx context.Context, project, emulatorHost string, opts ...option.ClientOption) (*PubSub, error) {
+var _ publish.Publisher = (*Publisher)(nil)
+
+// New connects to Pub/Sub for project, or to the emulator at emulatorHost
+// when it is set (config.Config.EmulatorHost).
+func New(ctx context.Context, project, emulatorHost string, opts ...option.ClientOption) (*Publisher, error) {
 	c, err := NewClient(ctx, project, emulatorHost, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return &PubSub{client: c, owned: true, pubs: map[string]*pubsub.Publisher{}}, nil
+	return &Publisher{client: c, owned: true, pubs: map[string]*pubsub.Publisher{}}, nil
 }
 
 // EmulatorOptions are the client options for an emulator at host:port.
@@ -61,14 +69,14 @@ func NewClient(ctx context.Context, project, emulatorHost string, opts ...option
 }
 
 // FromClient wraps an existing client; Close then leaves the client open.
-func FromClient(c *pubsub.Client) *PubSub {
-	return &PubSub{client: c, pubs: map[string]*pubsub.Publisher{}}
+func FromClient(c *pubsub.Client) *Publisher {
+	return &Publisher{client: c, pubs: map[string]*pubsub.Publisher{}}
 }
 
 // Client returns the underlying client.
-func (p *PubSub) Client() *pubsub.Client { return p.client }
+func (p *Publisher) Client() *pubsub.Client { return p.client }
 
-func (p *PubSub) publisher(topic string) *pubsub.Publisher {
+func (p *Publisher) publisher(topic string) *pubsub.Publisher {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pub, ok := p.pubs[topic]
@@ -83,7 +91,7 @@ func (p *PubSub) publisher(topic string) *pubsub.Publisher {
 }
 
 // Publish publishes m and waits for the server's id.
-func (p *PubSub) Publish(ctx context.Context, topic string, m Message) (string, error) {
+func (p *Publisher) Publish(ctx context.Context, topic string, m publish.Message) (string, error) {
 	pub := p.publisher(topic)
 	id, err := pub.Publish(ctx, &pubsub.Message{Data: m.Data, Attributes: m.Attributes, OrderingKey: m.OrderingKey}).Get(ctx)
 	if err != nil {
@@ -98,7 +106,7 @@ func (p *PubSub) Publish(ctx context.Context, topic string, m Message) (string, 
 }
 
 // Close flushes and stops every publisher, and closes the client if owned.
-func (p *PubSub) Close() error {
+func (p *Publisher) Close() error {
 	p.mu.Lock()
 	for _, pub := range p.pubs {
 		pub.Stop()
