@@ -11,6 +11,7 @@ import (
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/deadletter"
+	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/store"
 )
@@ -90,7 +91,7 @@ func (h *handler) alert(ctx context.Context, a deadletter.Archived, home config.
 		// Another environment's message reached this DLQ: the guard or the
 		// IAM bindings are wrong somewhere. Archived (nothing is lost) but
 		// not redrivable from here.
-		attrs = append(attrs, "wrong_env", true, "dlq_env", string(home))
+		attrs = append(attrs, failure.ReasonWrongEnv, true, "dlq_env", string(home))
 	}
 	h.log.ErrorContext(ctx, "dead letter archived", attrs...)
 }

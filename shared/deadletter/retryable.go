@@ -13,6 +13,8 @@ import (
 
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
+	"github.com/backbone-sync/backbone/shared/merge"
+	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
@@ -24,21 +26,23 @@ import (
 // treated as permanent: an automatic redrive must never resend something a
 // system refused for its content.
 var transientReasons = map[string]bool{
-	// merge (shared/merge)
-	"version_gap":                  true,
 	failure.ReasonStoreUnavailable: true,
-	"publish_failed":               true,
-	// sinks' transport failures (shared/sink)
-	"timeout":            true,
-	"connection_refused": true,
-	"connection_reset":   true,
-	"dns_error":          true,
-	"network_error":      true,
-	"canceled":           true,
-	// NetSuite's account-wide concurrency limit (SPEC §7: retryable)
+	// merge
+	merge.ReasonVersionGap:    true,
+	merge.ReasonPublishFailed: true,
+	// sinks' transport failures
+	sink.ReasonTimeout:           true,
+	sink.ReasonConnectionRefused: true,
+	sink.ReasonConnectionReset:   true,
+	sink.ReasonDNS:               true,
+	sink.ReasonNetwork:           true,
+	sink.ReasonCanceled:          true,
+	// NetSuite's account-wide concurrency limit (SPEC §7: retryable), in
+	// NetSuite's own spelling
 	"CONCURRENCY_LIMIT_EXCEEDED": true,
-	"http_408":                   true,
-	"http_429":                   true,
+	// a target asking for time: 408 and 429 (the 5xx are matched below)
+	sink.StatusReason(http.StatusRequestTimeout):  true,
+	sink.StatusReason(http.StatusTooManyRequests): true,
 }
 
 // TransientReason reports whether a reason code names a transient failure:
