@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -116,17 +115,20 @@ func (r *Runner) Target() string { return r.target.Name() }
 // through the database (every instance and Retry); other records and
 // targets run in parallel.
 func (r *Runner) Deliver(ctx context.Context, m message.Message) (outcome string, err error) {
+	// A panic is a failed delivery (failure.Recover). Retry calls Deliver
+	// without a function's middleware, so Deliver recovers on its own, and
+	// redacts the target's secrets from the panic's text.
+	outcome = store.OutcomeFailed
+	err = failure.RecoverRedacted(r.target.Name(), r.log, r.redact)(func(ctx context.Context, m message.Message) error {
+		var err error
+		outcome, err = r.deliver(ctx, m)
+		return err
+	})(ctx, m)
+	return outcome, err
+}
+
+func (r *Runner) deliver(ctx context.Context, m message.Message) (string, error) {
 	stage := r.target.Name()
-	defer func() {
-		if p := recover(); p != nil {
-			// A bug must neither lose the message nor crash the instance
-			// mid-batch: fail it as retryable, so Retry tries again and
-			// dead-letters it after its attempts.
-			r.log.ErrorContext(ctx, "delivery panicked", "message_id", m.ID, "panic", r.redact(fmt.Sprint(p)),
-				"stack", string(debug.Stack()))
-			outcome, err = store.OutcomeFailed, failure.Retryable(stage, failure.ReasonInternal, r.redact(fmt.Sprintf("delivery panicked: %v", p)))
-		}
-	}()
 	if inv := m.Invalid; inv != nil {
 		// A CloudEvent the backbone must not act on (another type, or
 		// broken): bad input, parked with its reason, never delivered.
