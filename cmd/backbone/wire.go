@@ -19,8 +19,6 @@ import (
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/publish/pubsub"
 	"github.com/backbone-sync/backbone/shared/sink"
-	"github.com/backbone-sync/backbone/shared/sink/netsuite"
-	"github.com/backbone-sync/backbone/shared/sink/suitex"
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
@@ -47,9 +45,7 @@ func (a *app) Close() error {
 
 // wireOptions let dev and tests reach in without touching the environment.
 type wireOptions struct {
-	pubsub   *pubsub.Publisher // reuse a client (dev); else one is opened
-	netsuite []netsuite.Option
-	suitex   []suitex.Option
+	pubsub *pubsub.Publisher // reuse a client (dev); else one is opened
 }
 
 // wire validates what the targets need and builds their handlers. Every
@@ -90,13 +86,13 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 	}
 	runners := map[string]*sink.Runner{}
 	if need(config.TargetNetSuite) || need(config.TargetRetry) {
-		if runners[config.TargetNetSuite], err = netsuitefunc.Runner(cfg, a.store, log, o.netsuite...); err != nil {
+		if runners[config.TargetNetSuite], err = netsuitefunc.Runner(cfg, a.store, log); err != nil {
 			_ = a.Close()
 			return nil, err
 		}
 	}
 	if need(config.TargetSuiteX) || need(config.TargetRetry) {
-		if runners[config.TargetSuiteX], err = suitexfunc.Runner(cfg, a.store, log, o.suitex...); err != nil {
+		if runners[config.TargetSuiteX], err = suitexfunc.Runner(cfg, a.store, log); err != nil {
 			_ = a.Close()
 			return nil, err
 		}
@@ -107,9 +103,15 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 		case config.TargetMerge:
 			a.handlers[t] = mergefunc.New(mergefunc.Deps{Engine: a.engine, Reporter: reporter, Log: flog})
 		case config.TargetNetSuite:
-			a.handlers[t] = netsuitefunc.New(runners[t], reporter, flog)
+			if a.handlers[t], err = netsuitefunc.New(netsuitefunc.Deps{Runner: runners[t], Reporter: reporter, Log: flog}); err != nil {
+				_ = a.Close()
+				return nil, err
+			}
 		case config.TargetSuiteX:
-			a.handlers[t] = suitexfunc.New(runners[t], reporter, flog)
+			if a.handlers[t], err = suitexfunc.New(suitexfunc.Deps{Runner: runners[t], Reporter: reporter, Log: flog}); err != nil {
+				_ = a.Close()
+				return nil, err
+			}
 		case config.TargetRetry:
 			eng := a.engine
 			stages := map[string]retryfunc.Stage{
@@ -119,11 +121,7 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 				},
 			}
 			for target, stage := range map[string]string{config.TargetNetSuite: store.StageNetSuite, config.TargetSuiteX: store.StageSuiteX} {
-				r := runners[target]
-				stages[stage] = func(ctx context.Context, m message.Message) error {
-					_, err := r.Deliver(ctx, m)
-					return err
-				}
+				stages[stage] = runners[target].Handle
 			}
 			a.handlers[t] = retryfunc.New(cfg.Env, stages, a.pub, a.store, flog)
 		case config.TargetDLQArchive:

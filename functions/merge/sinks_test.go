@@ -13,6 +13,7 @@ import (
 	"github.com/backbone-sync/backbone/functions/netsuite"
 	"github.com/backbone-sync/backbone/functions/suitex"
 	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/sink/sinktest"
@@ -38,11 +39,19 @@ func TestAcceptedEdgesReachBothSinks(t *testing.T) {
 		NetSuite: config.NetSuite{AccountID: "1234567", BaseURL: nsSrv.URL, Auth: "tba", ConsumerKey: "ck", ConsumerSecret: "cs",
 			TokenID: "tk", TokenSecret: "ts", Timeout: 10 * time.Second}}
 	worker, _ := h.db.Worker(t)
-	sxHandler, err := suitexfunc.FromConfig(cfg, worker, h.ps.Publisher(t), log)
+	sxRunner, err := suitexfunc.Runner(cfg, worker, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nsHandler, err := netsuitefunc.FromConfig(cfg, worker, h.ps.Publisher(t), log)
+	sxHandler, err := suitexfunc.New(suitexfunc.Deps{Runner: sxRunner, Reporter: failure.NewReporter(cfg.Env, h.ps.Publisher(t)), Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsRunner, err := netsuitefunc.Runner(cfg, worker, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsHandler, err := netsuitefunc.New(netsuitefunc.Deps{Runner: nsRunner, Reporter: failure.NewReporter(cfg.Env, h.ps.Publisher(t)), Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

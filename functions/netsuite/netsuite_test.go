@@ -70,7 +70,11 @@ func setup(t *testing.T) *harness {
 		ConsumerKey: consumerKey, ConsumerSecret: consumerSecret, TokenID: tokenID, TokenSecret: tokenSecret, Timeout: 5 * time.Second}}
 	log := logging.New(h.logs, slog.LevelDebug)
 	worker, _ := h.db.Worker(t)
-	handler, err := netsuitefunc.FromConfig(cfg, worker, h.ps.Publisher(t), log)
+	runner, err := netsuitefunc.Runner(cfg, worker, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler, err := netsuitefunc.New(netsuitefunc.Deps{Runner: runner, Reporter: failure.NewReporter(cfg.Env, h.ps.Publisher(t)), Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,8 +309,11 @@ func TestNackWhenTheErrorTopicIsUnreachable(t *testing.T) {
 	down := publish.Func(func(context.Context, string, publish.Message) (string, error) {
 		return "", errors.New("pubsub unavailable")
 	})
-	handler := netsuitefunc.New(sink.NewRunner(config.Sandbox, tgt, d.Store, nil),
-		failure.NewReporter(config.Sandbox, publish.Guard(config.Sandbox, down)), nil)
+	handler, err := netsuitefunc.New(netsuitefunc.Deps{Runner: sink.NewRunner(config.Sandbox, tgt, d.Store, nil),
+		Reporter: failure.NewReporter(config.Sandbox, publish.Guard(config.Sandbox, down))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	fn := httptest.NewServer(message.HTTP(slog.New(slog.DiscardHandler), pubsubtest.Project, handler))
 	t.Cleanup(fn.Close)
 	m, ev := mergedMsg(t, "sandbox", "C-1", "suitex", 1)
@@ -328,7 +335,7 @@ func TestNackWhenTheErrorTopicIsUnreachable(t *testing.T) {
 
 func TestFromConfigNamesMissingSettings(t *testing.T) {
 	t.Parallel()
-	_, err := netsuitefunc.FromConfig(config.Config{Env: config.Sandbox, NetSuite: config.NetSuite{Auth: "tba"}}, nil, nil, nil)
+	_, err := netsuitefunc.Runner(config.Config{Env: config.Sandbox, NetSuite: config.NetSuite{Auth: "tba"}}, nil, nil)
 	if err == nil {
 		t.Fatal("empty configuration accepted")
 	}

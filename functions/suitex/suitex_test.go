@@ -67,7 +67,11 @@ func TestSuiteXSinkEndToEnd(t *testing.T) {
 	srv := fake.Start(t)
 	cfg := config.Config{Env: config.Sandbox, SuiteX: config.SuiteX{BaseURL: srv.URL, SigningSecret: secret, Timeout: 5 * time.Second}}
 	worker, _ := d.Worker(t)
-	handler, err := suitexfunc.FromConfig(cfg, worker, ps.Publisher(t), log)
+	runner, err := suitexfunc.Runner(cfg, worker, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler, err := suitexfunc.New(suitexfunc.Deps{Runner: runner, Reporter: failure.NewReporter(cfg.Env, ps.Publisher(t)), Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +150,7 @@ func TestSuiteXSinkEndToEnd(t *testing.T) {
 
 func TestFromConfigNamesMissingSettings(t *testing.T) {
 	t.Parallel()
-	_, err := suitexfunc.FromConfig(config.Config{Env: config.Sandbox}, nil, nil, nil)
+	_, err := suitexfunc.Runner(config.Config{Env: config.Sandbox}, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "SUITEX_BASE_URL") || !strings.Contains(err.Error(), "SUITEX_SIGNING_SECRET") {
 		t.Fatalf("error %v", err)
 	}

@@ -430,8 +430,11 @@ func TestSinkNacksWhileTheStoreIsUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	var reported atomic.Int32
-	h := sink.Handler(sink.NewRunner(config.Sandbox, tgt, mysql.New(db, closeDB), nil),
-		reporterFunc(func(context.Context, event.Error) (string, error) { reported.Add(1); return "e1", nil }), nil)
+	h, err := sink.NewHandler(sink.Deps{Runner: sink.NewRunner(config.Sandbox, tgt, mysql.New(db, closeDB), nil),
+		Reporter: reporterFunc(func(context.Context, event.Error) (string, error) { reported.Add(1); return "e1", nil })})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ev := merged("customer", "C-1", "netsuite", 1)
 	if err := h(context.Background(), msg(t, config.Sandbox, ev)); err == nil {
 		t.Fatal("the handler acked while the store was unreachable")
