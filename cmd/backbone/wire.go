@@ -101,7 +101,10 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 		flog := log.With("function", t)
 		switch t {
 		case config.TargetMerge:
-			a.handlers[t] = mergefunc.New(mergefunc.Deps{Engine: a.engine, Reporter: reporter, Log: flog})
+			if a.handlers[t], err = mergefunc.New(mergefunc.Deps{Engine: a.engine, Reporter: reporter, Log: flog}); err != nil {
+				_ = a.Close()
+				return nil, err
+			}
 		case config.TargetNetSuite:
 			if a.handlers[t], err = netsuitefunc.New(netsuitefunc.Deps{Runner: runners[t], Reporter: reporter, Log: flog}); err != nil {
 				_ = a.Close()
@@ -113,19 +116,17 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 				return nil, err
 			}
 		case config.TargetRetry:
-			eng := a.engine
-			stages := map[string]retryfunc.Stage{
-				store.StageMerge: func(ctx context.Context, m message.Message) error {
-					_, err := eng.Process(ctx, m)
-					return err
-				},
+			if a.handlers[t], err = retryfunc.New(retryfunc.Deps{Env: cfg.Env, Engine: a.engine,
+				Runners:   []*sink.Runner{runners[config.TargetNetSuite], runners[config.TargetSuiteX]},
+				Publisher: a.pub, Store: a.store, Log: flog}); err != nil {
+				_ = a.Close()
+				return nil, err
 			}
-			for target, stage := range map[string]string{config.TargetNetSuite: store.StageNetSuite, config.TargetSuiteX: store.StageSuiteX} {
-				stages[stage] = runners[target].Handle
-			}
-			a.handlers[t] = retryfunc.New(cfg.Env, stages, a.pub, a.store, flog)
 		case config.TargetDLQArchive:
-			a.handlers[t] = dlqarchivefunc.New(a.store, flog, dlqarchivefunc.WithEnv(cfg.Env))
+			if a.handlers[t], err = dlqarchivefunc.New(dlqarchivefunc.Deps{Store: a.store, Log: flog, Env: cfg.Env}); err != nil {
+				_ = a.Close()
+				return nil, err
+			}
 		default:
 			_ = a.Close()
 			return nil, fmt.Errorf("unknown function target %q: accepted values are %v", t, config.Targets)

@@ -6,6 +6,7 @@ package dlqarchivefunc
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 
@@ -19,33 +20,33 @@ import (
 // Name is the function target.
 const Name = config.TargetDLQArchive
 
-type handler struct {
-	store store.Store
-	log   *slog.Logger
-	env   config.Env
+// Deps is what the handler needs.
+type Deps struct {
+	Store store.Store
+	Log   *slog.Logger // nil discards
+	// Env is the environment whose DLQ this is, for the `env` attribute
+	// check. "" reads it from the delivering subscription's name
+	// (events.dlq.{env}-sub).
+	Env config.Env
 }
 
-// Option configures the handler.
-type Option func(*handler)
-
-// WithEnv sets the environment whose DLQ this is, for the `env` attribute
-// check. Without it the environment is read from the delivering
-// subscription's name (events.dlq.{env}-sub).
-func WithEnv(env config.Env) Option { return func(h *handler) { h.env = env } }
-
-// New returns the DLQArchive handler over s. It acks once the dead letter is
-// stored (or was already), and nacks while the store cannot be written, so
-// the subscription keeps the message until the database is back.
-func New(s store.Store, log *slog.Logger, opts ...Option) message.Handler {
-	h := &handler{store: s, log: log}
-	for _, o := range opts {
-		o(h)
+// New returns the DLQArchive handler. It acks once the dead letter is stored
+// (or was already), and nacks while the store cannot be written, so the
+// subscription keeps the message until the database is back. It is under
+// Recover (shared/failure), never Park: a dead letter that cannot be
+// archived is nacked, not sent back to the error topic.
+func New(d Deps) (message.Handler, error) {
+	if d.Store == nil {
+		return nil, errors.New(Name + ": Store is required")
 	}
-	return h.handle
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	return failure.Recover(store.StageDLQ, d.Log)(d.handle), nil
 }
 
-func (h *handler) handle(ctx context.Context, m message.Message) error {
-	home := h.env
+func (h Deps) handle(ctx context.Context, m message.Message) error {
+	home := h.Env
 	if home == "" {
 		home = envOfSubscription(m.SubscriptionName())
 	}
@@ -54,18 +55,18 @@ func (h *handler) handle(ctx context.Context, m message.Message) error {
 		// whatever it is, so that nothing is lost.
 		m.Data = m.Invalid.Data
 	}
-	a, err := deadletter.Archive(ctx, h.store, home, m)
+	a, err := deadletter.Archive(ctx, h.Store, home, m)
 	if a.New {
 		// The row is in even if its audit row then failed (err, nack): the
 		// redelivery will find the row and stay quiet, so alert now.
 		h.alert(ctx, a, home)
 	} else if err == nil {
-		h.log.InfoContext(ctx, "dead letter already archived", "message_id", m.ID, "stage", a.DeadLetter.Stage, "reason", a.DeadLetter.Reason)
+		h.Log.InfoContext(ctx, "dead letter already archived", "message_id", m.ID, "stage", a.DeadLetter.Stage, "reason", a.DeadLetter.Reason)
 	}
 	return err
 }
 
-func (h *handler) alert(ctx context.Context, a deadletter.Archived, home config.Env) {
+func (h Deps) alert(ctx context.Context, a deadletter.Archived, home config.Env) {
 	d := a.DeadLetter
 	// Exactly one ERROR line per new dead letter: that is what the alert
 	// counts. It names the failure and never carries data, attributes or
@@ -93,7 +94,7 @@ func (h *handler) alert(ctx context.Context, a deadletter.Archived, home config.
 		// not redrivable from here.
 		attrs = append(attrs, failure.ReasonWrongEnv, true, "dlq_env", string(home))
 	}
-	h.log.ErrorContext(ctx, "dead letter archived", attrs...)
+	h.Log.ErrorContext(ctx, "dead letter archived", attrs...)
 }
 
 // envOfSubscription reads {env} from events.dlq.{env}-sub; "" when the name

@@ -47,11 +47,16 @@ func errorLines(t *testing.T, logs *logtest.Buffer) []map[string]any {
 }
 
 // serve runs DLQArchive over s behind the real push adapter.
-func serve(t *testing.T, s store.Store, opts ...dlqarchivefunc.Option) (string, *logtest.Buffer) {
+func serve(t *testing.T, d dlqarchivefunc.Deps) (string, *logtest.Buffer) {
 	t.Helper()
 	logs := &logtest.Buffer{}
 	log := logging.New(logs, slog.LevelDebug)
-	srv := httptest.NewServer(message.HTTP(log, pubsubtest.Project, dlqarchivefunc.New(s, log, opts...)))
+	d.Log = log
+	h, err := dlqarchivefunc.New(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(message.HTTP(log, pubsubtest.Project, h))
 	t.Cleanup(srv.Close)
 	return srv.URL, logs
 }
@@ -139,7 +144,7 @@ func countRows(t *testing.T, d *mysqltest.DB, id string) int {
 func TestRedeliveredDeadLetterIsOneRow(t *testing.T) {
 	t.Parallel()
 	d := mysqltest.New(t)
-	url, logs := serve(t, d.Store)
+	url, logs := serve(t, dlqarchivefunc.Deps{Store: d.Store})
 	m := message.Message{ID: "dl-1", Data: errorData(t), Attributes: map[string]string{"env": "sandbox"},
 		Subscription: pubsubtest.SubPath("events.dlq.sandbox-sub")}
 	for i := range 3 {
@@ -169,8 +174,8 @@ func TestArchiveWhileDatabaseDown(t *testing.T) {
 	ps := pubsubtest.New(t, config.Sandbox, true)
 	d := mysqltest.New(t)
 	worker, _ := d.Worker(t) // the function runs as sync_worker
-	badURL, _ := serve(t, downStore(t))
-	goodURL, logs := serve(t, worker)
+	badURL, _ := serve(t, dlqarchivefunc.Deps{Store: downStore(t)})
+	goodURL, logs := serve(t, dlqarchivefunc.Deps{Store: worker})
 	sub := ps.Names.DLQSub
 
 	data := errorData(t)
@@ -276,7 +281,7 @@ func TestArchiveFromRealDeadLettering(t *testing.T) {
 	ctx := context.Background()
 	ps := pubsubtest.New(t, config.Sandbox, true)
 	d := mysqltest.New(t)
-	url, _ := serve(t, d.Store)
+	url, _ := serve(t, dlqarchivefunc.Deps{Store: d.Store})
 	f := failure.Retryable(store.StageMerge, "db_unavailable", "event store down")
 	orig := message.Message{Data: []byte(`{"record_type":"customer"}`), ID: "raw-1", DeliveryAttempt: 2,
 		Subscription: pubsubtest.SubPath(ps.Names.MergeSub), Attributes: map[string]string{"env": "sandbox"}}
@@ -312,7 +317,7 @@ func TestArchiveFromRealDeadLettering(t *testing.T) {
 func TestUndecodableIsArchived(t *testing.T) {
 	t.Parallel()
 	d := mysqltest.New(t)
-	url, logs := serve(t, d.Store)
+	url, logs := serve(t, dlqarchivefunc.Deps{Store: d.Store})
 	data := []byte("\x00\xffnot an error message " + secret)
 	m := message.Message{ID: "junk-1", Data: data, Attributes: map[string]string{"k": "v"}, Subscription: pubsubtest.SubPath("events.dlq.sandbox-sub")}
 	if code := push(t, url, m); code != http.StatusNoContent {
@@ -340,13 +345,13 @@ func TestWrongEnvIsArchivedAndLogged(t *testing.T) {
 	data := errorData(t)
 	for _, c := range []struct {
 		name string
-		opts []dlqarchivefunc.Option
+		env  config.Env
 		sub  string
 	}{
-		{"env from option", []dlqarchivefunc.Option{dlqarchivefunc.WithEnv(config.Sandbox)}, "somewhere-else"},
-		{"env from subscription", nil, pubsubtest.SubPath("events.dlq.sandbox-sub")},
+		{"env from option", config.Sandbox, "somewhere-else"},
+		{"env from subscription", "", pubsubtest.SubPath("events.dlq.sandbox-sub")},
 	} {
-		url, logs := serve(t, d.Store, c.opts...)
+		url, logs := serve(t, dlqarchivefunc.Deps{Store: d.Store, Env: c.env})
 		id := "prod-" + strings.ReplaceAll(c.name, " ", "-")
 		m := message.Message{ID: id, Data: data, Attributes: map[string]string{"env": "production"}, Subscription: c.sub}
 		if code := push(t, url, m); code != http.StatusNoContent {
@@ -361,7 +366,7 @@ func TestWrongEnvIsArchivedAndLogged(t *testing.T) {
 		}
 	}
 	// Its own environment raises no wrong_env.
-	url, logs := serve(t, d.Store, dlqarchivefunc.WithEnv(config.Production))
+	url, logs := serve(t, dlqarchivefunc.Deps{Store: d.Store, Env: config.Production})
 	if code := push(t, url, message.Message{ID: "prod-ok", Data: data, Attributes: map[string]string{"env": "production"}}); code != http.StatusNoContent {
 		t.Fatalf("status %d", code)
 	}
@@ -384,7 +389,7 @@ func TestName(t *testing.T) {
 func TestConcurrentDeliveriesArchiveOnce(t *testing.T) {
 	t.Parallel()
 	d := mysqltest.New(t)
-	url, logs := serve(t, d.Store)
+	url, logs := serve(t, dlqarchivefunc.Deps{Store: d.Store})
 	m := message.Message{ID: "race-1", Data: errorData(t), Attributes: map[string]string{"env": "sandbox"},
 		Subscription: pubsubtest.SubPath("events.dlq.sandbox-sub")}
 	var wg sync.WaitGroup
@@ -476,7 +481,7 @@ func TestDevRestartArchivesEveryDeadLetterAgain(t *testing.T) {
 	ctx := context.Background()
 	d := mysqltest.New(t)
 	worker, _ := d.Worker(t)
-	url, logs := serve(t, worker)
+	url, logs := serve(t, dlqarchivefunc.Deps{Store: worker})
 
 	first := poisonDeadLetters(t, pubsubtest.New(t, config.Sandbox, true))
 	second := poisonDeadLetters(t, pubsubtest.New(t, config.Sandbox, true)) // the restart
@@ -533,7 +538,7 @@ func TestSameIDOtherContentIsANewDeadLetter(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	d := mysqltest.New(t)
-	url, _ := serve(t, d.Store)
+	url, _ := serve(t, dlqarchivefunc.Deps{Store: d.Store})
 	sub := pubsubtest.SubPath("events.dlq.sandbox-sub")
 	a := message.Message{ID: "m7", Data: errorData(t), Attributes: map[string]string{"env": "sandbox"}, Subscription: sub}
 	b := a

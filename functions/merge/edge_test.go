@@ -214,10 +214,13 @@ func TestStoreRefusal(t *testing.T) {
 
 	// Retry sends the refusal straight to the dead-letter topic (it is not
 	// retryable) and re-runs the unclassified one, which fails again: nack.
-	rt := retryfunc.New(env, map[string]retryfunc.Stage{store.StageMerge: func(ctx context.Context, m message.Message) error {
+	rt, err := retryfunc.New(retryfunc.Deps{Env: env, Stages: map[string]retryfunc.Stage{store.StageMerge: func(ctx context.Context, m message.Message) error {
 		_, err := h.eng.Process(ctx, m)
 		return err
-	}}, h.ps.Publisher(t), h.store, nil)
+	}}, Publisher: h.ps.Publisher(t), Store: h.store})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for id, wantAck := range map[string]bool{refused.ID: true, odd.ID: false} {
 		data, err := event.Marshal(errs[id])
 		if err != nil {

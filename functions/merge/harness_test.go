@@ -80,7 +80,10 @@ func newHarness(t testing.TB, opts ...option) *harness {
 func serve(t testing.TB, st store.Store, mergePub, reporterPub publish.Publisher) (*merge.Engine, string) {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	eng := merge.New(st, mergePub, env, config.DefaultSources, log)
-	handler := mergefunc.New(mergefunc.Deps{Engine: eng, Reporter: failure.NewReporter(env, reporterPub), Log: log})
+	handler, err := mergefunc.New(mergefunc.Deps{Engine: eng, Reporter: failure.NewReporter(env, reporterPub), Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(message.HTTP(log, pubsubtest.Project, handler))
 	t.Cleanup(srv.Close)
 	return eng, srv.URL + "/" + mergefunc.Name

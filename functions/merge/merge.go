@@ -6,6 +6,7 @@ package mergefunc
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/backbone-sync/backbone/shared/config"
@@ -21,8 +22,8 @@ const Name = config.TargetMerge
 // Deps is what the handler needs.
 type Deps struct {
 	Engine   *merge.Engine
-	Reporter *failure.Reporter // to events.error.{env}
-	Log      *slog.Logger
+	Reporter failure.Sender // to events.error.{env}
+	Log      *slog.Logger   // nil discards
 }
 
 // New returns the Merge handler.
@@ -36,8 +37,14 @@ type Deps struct {
 // lost. Park and Recover (shared/failure) hold that contract; a panic is
 // parked as retryable, so Retry tries again and dead-letters it after its
 // attempts.
-func New(d Deps) message.Handler {
-	return failure.Park(d.Reporter, d.Log)(failure.Recover(store.StageMerge, d.Log)(d.handle))
+func New(d Deps) (message.Handler, error) {
+	if d.Engine == nil || d.Reporter == nil {
+		return nil, errors.New(Name + ": Engine and Reporter are required")
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	return failure.Park(d.Reporter, d.Log)(failure.Recover(store.StageMerge, d.Log)(d.handle)), nil
 }
 
 // handle runs the engine and returns nil or a classified failure.

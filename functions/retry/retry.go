@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -20,8 +21,10 @@ import (
 	"github.com/backbone-sync/backbone/shared/deadletter"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
+	"github.com/backbone-sync/backbone/shared/merge"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
+	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
@@ -46,34 +49,64 @@ const (
 	AttrOriginalEnv = "original_env"
 )
 
-// Reasons Retry itself gives.
+// Reasons Retry itself gives (the dead_letter_reason attribute).
 const (
-	ReasonUndecodable  = "undecodable_error_message"
-	ReasonUnknownStage = "unknown_stage"
+	ReasonUndecodable       = "undecodable_error_message"
+	ReasonUnknownStage      = "unknown_stage"
+	ReasonNotRetryable      = "not_retryable"
+	ReasonFailedPermanently = "failed_permanently"
 )
 
-// Retry holds what the handler needs.
-type Retry struct {
-	env    config.Env
-	stages map[string]Stage
-	pub    publish.Publisher // guarded
-	store  store.Store
-	log    *slog.Logger
+// Deps is what the handler needs.
+type Deps struct {
+	Env config.Env
+	// Engine re-runs the merge stage on the original raw message.
+	Engine *merge.Engine
+	// Runners re-run deliveries, each under its target's stage.
+	Runners []*sink.Runner
+	// Stages adds re-runs by stage, or replaces the ones above (tests).
+	Stages map[string]Stage
+	// Publisher publishes dead letters; it must be guarded to Env.
+	Publisher publish.Publisher
+	Store     store.Store  // Retry's own audit rows
+	Log       *slog.Logger // nil discards
 }
 
-// New builds the Retry handler. stages maps an error message's stage
-// (merge, netsuite, suitex) to its re-run; pub must be guarded to env.
-func New(env config.Env, stages map[string]Stage, pub publish.Publisher, st store.Store, log *slog.Logger) message.Handler {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// New builds the Retry handler, under Recover (shared/failure): a panic is
+// nacked like any failed re-run. It is never under Park: a failed re-run
+// must nack, so that Pub/Sub backs off and dead-letters it after the last
+// attempt, not go back to the error topic.
+func New(d Deps) (message.Handler, error) {
+	if d.Env == "" || d.Publisher == nil || d.Store == nil {
+		return nil, errors.New(Name + ": Env, Publisher and Store are required")
 	}
-	r := &Retry{env: env, stages: stages, pub: pub, store: st, log: log}
-	return r.handle
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	reruns := map[string]Stage{}
+	if d.Engine != nil {
+		reruns[store.StageMerge] = func(ctx context.Context, m message.Message) error {
+			_, err := d.Engine.Process(ctx, m)
+			return err
+		}
+	}
+	for _, run := range d.Runners {
+		reruns[run.Target()] = run.Handle
+	}
+	maps.Copy(reruns, d.Stages)
+	r := &retry{Deps: d, reruns: reruns}
+	return failure.Recover(store.StageRetry, d.Log)(r.handle), nil
 }
 
-func (r *Retry) handle(ctx context.Context, m message.Message) error {
-	log := r.log.With("message_id", m.ID, "delivery_attempt", m.DeliveryAttempt)
-	if got := m.Attributes[publish.AttrEnv]; got != "" && got != string(r.env) {
+// retry is the handler: Deps and every re-run by stage.
+type retry struct {
+	Deps
+	reruns map[string]Stage
+}
+
+func (r *retry) handle(ctx context.Context, m message.Message) error {
+	log := r.Log.With("message_id", m.ID, "delivery_attempt", m.DeliveryAttempt)
+	if got := m.Attributes[publish.AttrEnv]; got != "" && got != string(r.Env) {
 		return r.deadLetter(ctx, log, m, failure.ReasonWrongEnv, nil)
 	}
 	if inv := m.Invalid; inv != nil {
@@ -88,9 +121,9 @@ func (r *Retry) handle(ctx context.Context, m message.Message) error {
 	}
 	log = log.With("stage", e.Stage, "reason", e.Reason, "event_id", e.EventID, "record_type", e.RecordType, "record_id", e.RecordID)
 	if !e.Retryable {
-		return r.deadLetter(ctx, log, m, "not_retryable", &e)
+		return r.deadLetter(ctx, log, m, ReasonNotRetryable, &e)
 	}
-	run, ok := r.stages[e.Stage]
+	run, ok := r.reruns[e.Stage]
 	if !ok {
 		return r.deadLetter(ctx, log, m, ReasonUnknownStage, &e)
 	}
@@ -106,7 +139,7 @@ func (r *Retry) handle(ctx context.Context, m message.Message) error {
 		// retrying cannot help, dead-letter it with the new reason.
 		log.WarnContext(ctx, "retry failed permanently", "new_reason", f.Reason, "detail", f.Detail)
 		e.Retryable, e.Reason, e.Detail = false, f.Reason, f.Detail
-		return r.deadLetter(ctx, log, m, "failed_permanently", &e)
+		return r.deadLetter(ctx, log, m, ReasonFailedPermanently, &e)
 	}
 	log.WarnContext(ctx, "retry failed: nack, Pub/Sub backs off and dead-letters after the last attempt", "error", err.Error())
 	return fmt.Errorf("retry %s of message %s (attempt %d): %w", e.Stage, m.ID, m.DeliveryAttempt, err)
@@ -115,7 +148,7 @@ func (r *Retry) handle(ctx context.Context, m message.Message) error {
 // deadLetter publishes the message to events.dlq.{env} and acks. e, when
 // known, replaces the data (it may carry a new reason); otherwise the data
 // goes as it came, so nothing is lost.
-func (r *Retry) deadLetter(ctx context.Context, log *slog.Logger, m message.Message, why string, e *event.Error) error {
+func (r *retry) deadLetter(ctx context.Context, log *slog.Logger, m message.Message, why string, e *event.Error) error {
 	data := m.Data
 	if e != nil {
 		var err error
@@ -135,11 +168,11 @@ func (r *Retry) deadLetter(ctx context.Context, log *slog.Logger, m message.Mess
 		attrs[failure.AttrReason] = e.Reason
 		attrs[failure.AttrRetryable] = strconv.FormatBool(e.Retryable)
 	}
-	if got := attrs[publish.AttrEnv]; got != "" && got != string(r.env) {
+	if got := attrs[publish.AttrEnv]; got != "" && got != string(r.Env) {
 		attrs[AttrOriginalEnv] = got
 	}
 	delete(attrs, publish.AttrEnv) // the guard stamps this environment's
-	if _, err := r.pub.Publish(ctx, r.env.Names().DLQTopic, publish.Message{Data: data, Attributes: attrs, OrderingKey: m.OrderingKey}); err != nil {
+	if _, err := r.Publisher.Publish(ctx, r.Env.Names().DLQTopic, publish.Message{Data: data, Attributes: attrs, OrderingKey: m.OrderingKey}); err != nil {
 		log.ErrorContext(ctx, "dead-letter publish failed: nack", "error", err.Error())
 		return fmt.Errorf("dead-letter message %s: %w", m.ID, err)
 	}
@@ -147,11 +180,11 @@ func (r *Retry) deadLetter(ctx context.Context, log *slog.Logger, m message.Mess
 	return nil
 }
 
-func (r *Retry) audit(ctx context.Context, log *slog.Logger, m message.Message, e *event.Error, outcome, detail string) {
+func (r *retry) audit(ctx context.Context, log *slog.Logger, m message.Message, e *event.Error, outcome, detail string) {
 	sum := sha256.Sum256(m.Data)
 	a := store.Audit{EventID: e.EventID, Fingerprint: hex.EncodeToString(sum[:]), RecordType: e.RecordType, RecordID: e.RecordID,
 		Outcome: outcome, Stage: store.StageRetry, MessageID: m.ID, Detail: detail}
-	if err := r.store.AppendAudit(ctx, a); err != nil {
+	if err := r.Store.AppendAudit(ctx, a); err != nil {
 		// The stage itself succeeded and wrote its own audit row; losing
 		// this one is not worth a redelivery that would re-run the stage.
 		log.WarnContext(ctx, "retry audit row not written", "error", err.Error())

@@ -39,8 +39,11 @@ func setup(t *testing.T) *fixture {
 			return f.next[name]
 		}
 	}
-	h := retryfunc.New(config.Sandbox, map[string]retryfunc.Stage{"merge": stage("merge"), "suitex": stage("suitex")},
-		f.ps.Publisher(t), f.db.Store, logging.New(&bytes.Buffer{}, nil))
+	h, err := retryfunc.New(retryfunc.Deps{Env: config.Sandbox, Stages: map[string]retryfunc.Stage{"merge": stage("merge"), "suitex": stage("suitex")},
+		Publisher: f.ps.Publisher(t), Store: f.db.Store, Log: logging.New(&bytes.Buffer{}, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.srv = httptest.NewServer(message.HTTP(logging.New(&bytes.Buffer{}, nil), "p", h))
 	t.Cleanup(f.srv.Close)
 	return f
