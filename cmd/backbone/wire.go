@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 
 	"github.com/backbone-sync/backbone/functions/dlqarchive"
 	"github.com/backbone-sync/backbone/functions/merge"
@@ -28,8 +27,6 @@ type app struct {
 	handlers map[string]message.Handler
 	store    store.Store
 	pubsub   *pubsub.Publisher
-	pub      publish.Publisher // guarded
-	engine   *merge.Engine     // nil unless Merge or Retry is served
 }
 
 func (a *app) Close() error {
@@ -48,19 +45,111 @@ type wireOptions struct {
 	pubsub *pubsub.Publisher // reuse a client (dev); else one is opened
 }
 
+// function is one row of the table of functions.
+type function struct {
+	// settings reports every missing setting the function needs beyond the
+	// store, in one error; nil when it needs none.
+	settings func(config.Config) error
+	// uses names the functions whose parts this one shares (Retry re-runs
+	// the sinks' deliveries), so that their settings are checked too.
+	uses []string
+	// build makes the handler; log is the function's own.
+	build func(p *parts, log *slog.Logger) (message.Handler, error)
+}
+
+// functionTable is the table of the function targets (config.Targets): name
+// → settings and constructor.
+func functionTable() map[string]function {
+	return map[string]function{
+		mergefunc.Name: {build: func(p *parts, log *slog.Logger) (message.Handler, error) {
+			return mergefunc.New(mergefunc.Deps{Engine: p.engine(), Reporter: p.reporter, Log: log})
+		}},
+		netsuitefunc.Name: {settings: config.Config.RequireNetSuite, build: func(p *parts, log *slog.Logger) (message.Handler, error) {
+			r, err := p.runner(netsuitefunc.Name, netsuitefunc.Runner)
+			if err != nil {
+				return nil, err
+			}
+			return netsuitefunc.New(netsuitefunc.Deps{Runner: r, Reporter: p.reporter, Log: log})
+		}},
+		suitexfunc.Name: {settings: config.Config.RequireSuiteX, build: func(p *parts, log *slog.Logger) (message.Handler, error) {
+			r, err := p.runner(suitexfunc.Name, suitexfunc.Runner)
+			if err != nil {
+				return nil, err
+			}
+			return suitexfunc.New(suitexfunc.Deps{Runner: r, Reporter: p.reporter, Log: log})
+		}},
+		retryfunc.Name: {uses: []string{netsuitefunc.Name, suitexfunc.Name}, build: func(p *parts, log *slog.Logger) (message.Handler, error) {
+			ns, err := p.runner(netsuitefunc.Name, netsuitefunc.Runner)
+			if err != nil {
+				return nil, err
+			}
+			sx, err := p.runner(suitexfunc.Name, suitexfunc.Runner)
+			if err != nil {
+				return nil, err
+			}
+			return retryfunc.New(retryfunc.Deps{Env: p.cfg.Env, Engine: p.engine(), Runners: []*sink.Runner{ns, sx},
+				Publisher: p.pub, Store: p.store, Log: log})
+		}},
+		dlqarchivefunc.Name: {build: func(p *parts, log *slog.Logger) (message.Handler, error) {
+			return dlqarchivefunc.New(dlqarchivefunc.Deps{Store: p.store, Log: log, Env: p.cfg.Env})
+		}},
+	}
+}
+
+// parts are what the functions of one process share, each built once, when
+// a function first needs it.
+type parts struct {
+	cfg      config.Config
+	log      *slog.Logger
+	store    store.Store
+	pub      publish.Publisher // guarded
+	reporter *failure.Reporter // to events.error.{env}
+	eng      *merge.Engine
+	runners  map[string]*sink.Runner
+}
+
+// engine is the merge engine: Merge's, and Retry's re-run of a merge.
+func (p *parts) engine() *merge.Engine {
+	if p.eng == nil {
+		p.eng = merge.New(p.store, p.pub, p.cfg.Env, p.cfg.Sources, p.log)
+	}
+	return p.eng
+}
+
+// runner is the sink function name's runner, built by build: the
+// function's, and Retry's re-run of its deliveries.
+func (p *parts) runner(name string, build func(config.Config, store.Store, *slog.Logger) (*sink.Runner, error)) (*sink.Runner, error) {
+	if r, ok := p.runners[name]; ok {
+		return r, nil
+	}
+	r, err := build(p.cfg, p.store, p.log)
+	if err != nil {
+		return nil, err
+	}
+	p.runners[name] = r
+	return r, nil
+}
+
 // wire validates what the targets need and builds their handlers. Every
 // start-up error names the variable to fix.
 func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Logger, o wireOptions) (*app, error) {
-	need := func(t string) bool { return slices.Contains(targets, t) }
-	var errs []error
-	if err := cfg.RequireStore(); err != nil {
-		errs = append(errs, err)
+	table := functionTable()
+	need := map[string]bool{}
+	for _, t := range targets {
+		f, ok := table[t]
+		if !ok {
+			return nil, fmt.Errorf("unknown function target %q: accepted values are %v", t, config.Targets)
+		}
+		need[t] = true
+		for _, u := range f.uses {
+			need[u] = true
+		}
 	}
-	if need(config.TargetNetSuite) || need(config.TargetRetry) {
-		errs = append(errs, cfg.RequireNetSuite())
-	}
-	if need(config.TargetSuiteX) || need(config.TargetRetry) {
-		errs = append(errs, cfg.RequireSuiteX())
+	errs := []error{cfg.RequireStore()}
+	for _, t := range config.Targets { // pipeline order: one stable message
+		if f := table[t]; need[t] && f.settings != nil {
+			errs = append(errs, f.settings(cfg))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, settingError{err}
@@ -78,58 +167,12 @@ func wire(ctx context.Context, cfg config.Config, targets []string, log *slog.Lo
 			return nil, err
 		}
 	}
-	a.pub = publish.Guard(cfg.Env, a.pubsub)
-	reporter := failure.NewReporter(cfg.Env, a.pub)
-
-	if need(config.TargetMerge) || need(config.TargetRetry) {
-		a.engine = merge.New(a.store, a.pub, cfg.Env, cfg.Sources, log)
-	}
-	runners := map[string]*sink.Runner{}
-	if need(config.TargetNetSuite) || need(config.TargetRetry) {
-		if runners[config.TargetNetSuite], err = netsuitefunc.Runner(cfg, a.store, log); err != nil {
-			_ = a.Close()
-			return nil, err
-		}
-	}
-	if need(config.TargetSuiteX) || need(config.TargetRetry) {
-		if runners[config.TargetSuiteX], err = suitexfunc.Runner(cfg, a.store, log); err != nil {
-			_ = a.Close()
-			return nil, err
-		}
-	}
+	pub := publish.Guard(cfg.Env, a.pubsub)
+	p := &parts{cfg: cfg, log: log, store: a.store, pub: pub, reporter: failure.NewReporter(cfg.Env, pub), runners: map[string]*sink.Runner{}}
 	for _, t := range targets {
-		flog := log.With("function", t)
-		switch t {
-		case config.TargetMerge:
-			if a.handlers[t], err = mergefunc.New(mergefunc.Deps{Engine: a.engine, Reporter: reporter, Log: flog}); err != nil {
-				_ = a.Close()
-				return nil, err
-			}
-		case config.TargetNetSuite:
-			if a.handlers[t], err = netsuitefunc.New(netsuitefunc.Deps{Runner: runners[t], Reporter: reporter, Log: flog}); err != nil {
-				_ = a.Close()
-				return nil, err
-			}
-		case config.TargetSuiteX:
-			if a.handlers[t], err = suitexfunc.New(suitexfunc.Deps{Runner: runners[t], Reporter: reporter, Log: flog}); err != nil {
-				_ = a.Close()
-				return nil, err
-			}
-		case config.TargetRetry:
-			if a.handlers[t], err = retryfunc.New(retryfunc.Deps{Env: cfg.Env, Engine: a.engine,
-				Runners:   []*sink.Runner{runners[config.TargetNetSuite], runners[config.TargetSuiteX]},
-				Publisher: a.pub, Store: a.store, Log: flog}); err != nil {
-				_ = a.Close()
-				return nil, err
-			}
-		case config.TargetDLQArchive:
-			if a.handlers[t], err = dlqarchivefunc.New(dlqarchivefunc.Deps{Store: a.store, Log: flog, Env: cfg.Env}); err != nil {
-				_ = a.Close()
-				return nil, err
-			}
-		default:
+		if a.handlers[t], err = table[t].build(p, log.With("function", t)); err != nil {
 			_ = a.Close()
-			return nil, fmt.Errorf("unknown function target %q: accepted values are %v", t, config.Targets)
+			return nil, err
 		}
 	}
 	return a, nil
