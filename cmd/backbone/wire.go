@@ -64,20 +64,8 @@ func functionTable() map[string]function {
 		mergefunc.Name: {build: func(p *parts, log *slog.Logger) (message.Handler, error) {
 			return mergefunc.New(mergefunc.Deps{Engine: p.engine(), Reporter: p.reporter, Log: log})
 		}},
-		netsuitefunc.Name: {settings: config.Config.RequireNetSuite, build: func(p *parts, log *slog.Logger) (message.Handler, error) {
-			r, err := p.runner(netsuitefunc.Name, netsuitefunc.Runner)
-			if err != nil {
-				return nil, err
-			}
-			return netsuitefunc.New(netsuitefunc.Deps{Runner: r, Reporter: p.reporter, Log: log})
-		}},
-		suitexfunc.Name: {settings: config.Config.RequireSuiteX, build: func(p *parts, log *slog.Logger) (message.Handler, error) {
-			r, err := p.runner(suitexfunc.Name, suitexfunc.Runner)
-			if err != nil {
-				return nil, err
-			}
-			return suitexfunc.New(suitexfunc.Deps{Runner: r, Reporter: p.reporter, Log: log})
-		}},
+		netsuitefunc.Name: sinkFunction(netsuitefunc.Name, config.Config.RequireNetSuite, netsuitefunc.Runner, netsuitefunc.New),
+		suitexfunc.Name:   sinkFunction(suitexfunc.Name, config.Config.RequireSuiteX, suitexfunc.Runner, suitexfunc.New),
 		retryfunc.Name: {uses: []string{netsuitefunc.Name, suitexfunc.Name}, build: func(p *parts, log *slog.Logger) (message.Handler, error) {
 			ns, err := p.runner(netsuitefunc.Name, netsuitefunc.Runner)
 			if err != nil {
@@ -94,6 +82,22 @@ func functionTable() map[string]function {
 			return dlqarchivefunc.New(dlqarchivefunc.Deps{Store: p.store, Log: log, Env: p.cfg.Env})
 		}},
 	}
+}
+
+// runnerFunc builds a sink function's runner (netsuitefunc.Runner).
+type runnerFunc func(config.Config, store.Store, *slog.Logger) (*sink.Runner, error)
+
+// sinkFunction is the row of a sink function: newHandler over its target's
+// runner, which Retry shares.
+func sinkFunction(name string, settings func(config.Config) error, runner runnerFunc,
+	newHandler func(sink.Deps) (message.Handler, error)) function {
+	return function{settings: settings, build: func(p *parts, log *slog.Logger) (message.Handler, error) {
+		r, err := p.runner(name, runner)
+		if err != nil {
+			return nil, err
+		}
+		return newHandler(sink.Deps{Runner: r, Reporter: p.reporter, Log: log})
+	}}
 }
 
 // parts are what the functions of one process share, each built once, when
@@ -118,7 +122,7 @@ func (p *parts) engine() *merge.Engine {
 
 // runner is the sink function name's runner, built by build: the
 // function's, and Retry's re-run of its deliveries.
-func (p *parts) runner(name string, build func(config.Config, store.Store, *slog.Logger) (*sink.Runner, error)) (*sink.Runner, error) {
+func (p *parts) runner(name string, build runnerFunc) (*sink.Runner, error) {
 	if r, ok := p.runners[name]; ok {
 		return r, nil
 	}
