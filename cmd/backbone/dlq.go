@@ -46,23 +46,6 @@ func runDLQ(ctx context.Context, c *cli, args []string) error {
 	return usagef("unknown dlq command %q: want list, show or redrive", args[0])
 }
 
-// parseMixed parses flags that may come before or after positional
-// arguments (`show ID --json` as well as `show --json ID`); the standard
-// flag package stops at the first positional one.
-func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := parse(fs, args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 // filterFlags are the selection flags list and redrive share.
 type filterFlags struct {
 	stage, reason, record, since, until *string
