@@ -92,6 +92,7 @@ type Result struct {
 	Decomposition []NamedPoint `json:"decomposition,omitempty"`
 	OpenLoop      *OpenResult  `json:"open_loop,omitempty"`
 	Scale         *Scale       `json:"scale,omitempty"`
+	Storage       *Storage     `json:"storage,omitempty"`
 	Serve         *ServeResult `json:"serve,omitempty"`
 	Burst         *Burst       `json:"burst,omitempty"`
 	Targets       []Target     `json:"targets"`
@@ -221,6 +222,13 @@ func (r *Result) EvaluateTargets() {
 			Want: fmt.Sprintf("<= %.1f", TargetScaleRatio), Got: s.Ratio, OK: s.Ratio > 0 && s.Ratio <= TargetScaleRatio,
 			Detail: fmt.Sprintf("means %.3f / %.3f ms; medians ratio %.3f", last.Latency.MeanMS, first.Latency.MeanMS, s.RatioP50)})
 	}
+	if s := r.Storage; s != nil && s.Events > 0 {
+		want := StorageTarget(s.MeanChangesBytes)
+		r.Targets = append(r.Targets, Target{Name: fmt.Sprintf("bytes stored per event, %d events of a %d-field record", s.Events, s.Fields),
+			Want: fmt.Sprintf("<= %d×changes+%d = %.0f", TargetStorageFactor, TargetStorageBytes, want), Got: s.BytesPerEvent, Unit: "bytes",
+			OK:     s.BytesPerEvent > 0 && s.BytesPerEvent <= want,
+			Detail: fmt.Sprintf("changes %.1f bytes on average; logical %.1f bytes/event", s.MeanChangesBytes, s.LogicalBytesPerEvent)})
+	}
 	if o := r.OpenLoop; o != nil {
 		if l, ok := o.Stages[openLoopStageCheck]; ok {
 			d := fmt.Sprintf("at %.0f events/s (half of peak c); raw to delivered p99 %.3f ms", o.TargetRate, o.Stages["raw_to_delivered"].P99MS)
@@ -339,6 +347,21 @@ func (r *Result) Markdown(w io.Writer) {
 		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|")
 		for _, p := range s.Points {
 			fmt.Fprintf(w, "| %d | %d | %.3f | %.3f | %.3f | %.2f |\n", p.PriorEvents, p.Latency.Count, p.Latency.MeanMS, p.Latency.P50MS, p.Latency.P99MS, p.Statements.PerEvent)
+		}
+	}
+	if s := r.Storage; s != nil {
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "Storage: %d events on one %d-field record (%s), changes %.1f bytes on average; %.1f bytes stored per event "+
+			"(DATA_LENGTH + INDEX_LENGTH after ANALYZE TABLE), %.1f of them values (sum of LENGTH()).\n\n",
+			s.Events, s.Fields, s.Sources, s.MeanChangesBytes, s.BytesPerEvent, s.LogicalBytesPerEvent)
+		fmt.Fprintln(w, "| table | rows added | data bytes | index bytes | logical bytes | bytes / event |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
+		for _, t := range s.Tables {
+			per := 0.0
+			if s.Events > 0 {
+				per = float64(t.DataBytes+t.IndexBytes) / float64(s.Events)
+			}
+			fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %.1f |\n", t.Table, t.Rows, t.DataBytes, t.IndexBytes, t.LogicalBytes, per)
 		}
 	}
 	if o := r.OpenLoop; o != nil {

@@ -12,8 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/backbone-sync/backbone/shared/config"
 )
 
 // ServeOptions configure MeasureServe.
@@ -205,4 +208,61 @@ func (t *TailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(t.b)
+}
+
+// serve is the run's serve phase: MeasureServe on the binary running the
+// run, against a scratch database and an in-process pstest.
+func (b *benchmark) serve(ctx context.Context) error {
+	_, workerDSN, err := b.scratchDB(ctx, "serve")
+	if err != nil {
+		return err
+	}
+	srv, ps, err := b.topicsOnly(ctx)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	defer ps.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the backbone binary: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	client := pushClient()
+	var seq atomic.Int64
+	b.printf("\nbackbone serve (FUNCTION_TARGET=Merge) as a subprocess: %s\n", exe)
+	res, err := MeasureServe(ctx, ServeOptions{
+		Command: []string{exe, "serve"},
+		// Only what serve needs: the bench's own environment stays out.
+		Env: []string{"BACKBONE_ENV=" + string(b.o.Env), "GCP_PROJECT=" + b.w.Project, "PUBSUB_EMULATOR_HOST=" + srv.Addr,
+			"EVENT_STORE_DSN=" + workerDSN, "FUNCTION_TARGET=" + config.TargetMerge, "PORT=" + strconv.Itoa(port)},
+		Port: port, Starts: b.sizes.serveStarts, Concurrency: b.sizes.serveConc, Duration: b.timing.Window,
+		NewOp: func(w int, base string) Op {
+			return b.pushOp(client, base+"/", fmt.Sprintf("serve-w%d", w), w, &seq)
+		},
+	})
+	b.res.Serve = &res
+	if err != nil {
+		return err
+	}
+	b.printf("  start-up %v ms (median %.1f ms)\n  peak RSS %.1f MiB (idle %.1f MiB) under %d concurrent requests: %d requests, %.0f/s, p99 %.1f ms, serve's CPU %.3f ms/request\n",
+		res.StartupMS, res.StartupMedianMS, res.PeakRSSMiB, res.RSSIdleMiB, res.Concurrency, res.Load.Succeeded, res.Load.EventsPerSec, res.Load.Latency.P99MS,
+		res.Load.CPU.ServerMSPerEvent)
+	if res.Load.Errors > 0 {
+		b.fail("serve: %d errors under load, first: %s", res.Load.Errors, res.Load.FirstError)
+	}
+	return nil
+}
+
+// freePort is a loopback port free at the time of asking.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
