@@ -23,12 +23,13 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
 
+	"github.com/backbone-sync/backbone/internal/fake/netsuitefake"
+	"github.com/backbone-sync/backbone/internal/fake/suitexfake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
-	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
@@ -130,8 +131,8 @@ const (
 // system's copy once the system holds that version: when a delivery of that
 // version or a later one is applied, or, if none comes, at the end.
 type faultTargets struct {
-	ns    *sinktest.NetSuite
-	sx    *sinktest.SuiteX
+	ns    *netsuitefake.Server
+	sx    *suitexfake.Server
 	nsURL string
 	sxURL string
 	// before, when set, runs first for every request (failure injection,
@@ -150,16 +151,16 @@ type ownEdit struct {
 
 func newFaultTargets(t *testing.T) *faultTargets {
 	ft := &faultTargets{
-		ns:      &sinktest.NetSuite{Account: fAccount, ConsumerKey: fCK, ConsumerSecret: fCS, TokenID: fTK, TokenSecret: fTS},
-		sx:      &sinktest.SuiteX{Secret: fSuiteXSecret},
+		ns:      &netsuitefake.Server{Account: fAccount, ConsumerKey: fCK, ConsumerSecret: fCS, TokenID: fTK, TokenSecret: fTS},
+		sx:      &suitexfake.Server{Secret: fSuiteXSecret},
 		pending: map[string][]ownEdit{},
 		holds:   map[string]uint64{},
 	}
-	ft.ns.Hook = func(req sinktest.NetSuiteRequest, apply func()) (int, string) {
+	ft.ns.Hook = func(req netsuitefake.Request, apply func()) (int, string) {
 		v, _ := strconv.ParseUint(req.Header.Get(netsuite.HeaderVersion), 10, 64)
 		return ft.serve("netsuite", req.ExternalID, v, apply)
 	}
-	ft.sx.Hook = func(req sinktest.SuiteXRequest, apply func()) (int, string) {
+	ft.sx.Hook = func(req suitexfake.Request, apply func()) (int, string) {
 		var ev struct {
 			RecordID string `json:"record_id"`
 			Version  uint64 `json:"version"`

@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backbone-sync/backbone/internal/fake/netsuitefake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
@@ -26,7 +27,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
-	"github.com/backbone-sync/backbone/shared/sink/sinktest"
+	"github.com/backbone-sync/backbone/shared/sink/targettest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
@@ -61,8 +62,8 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func tbaFake() *sinktest.NetSuite {
-	return &sinktest.NetSuite{Account: realm, ConsumerKey: consumerKey, ConsumerSecret: consumerSecret,
+func tbaFake() *netsuitefake.Server {
+	return &netsuitefake.Server{Account: realm, ConsumerKey: consumerKey, ConsumerSecret: consumerSecret,
 		TokenID: tokenID, TokenSecret: tokenSecret}
 }
 
@@ -114,12 +115,12 @@ func TestTBASignaturePassesTheFakeNetSuite(t *testing.T) {
 	ctx := context.Background()
 
 	v1 := mergedEvent("C-1001", "suitex", 1, `{"email":"ada@example.com","phone":"+1 555 0100","company_name":"Acme"}`)
-	sinktest.StoreMerged(t, d.Store, v1)
+	targettest.StoreMerged(t, d.Store, v1)
 	if out, err := r.Deliver(ctx, pushMsg(t, v1)); err != nil || out != store.OutcomeDelivered {
 		t.Fatalf("v1: %q %v (fake refused: %v)", out, err, fake.AuthFailures())
 	}
 	v2 := mergedEvent("C-1001", "suitex", 2, `{"phone":null}`)
-	sinktest.StoreMerged(t, d.Store, v2)
+	targettest.StoreMerged(t, d.Store, v2)
 	if out, err := r.Deliver(ctx, pushMsg(t, v2)); err != nil || out != store.OutcomeDelivered {
 		t.Fatalf("v2: %q %v (fake refused: %v)", out, err, fake.AuthFailures())
 	}
@@ -162,7 +163,7 @@ func TestFakeNetSuiteRejectsAWrongSignature(t *testing.T) {
 	cfg.TokenSecret = "ts-wrong-0000000000000000"
 	r := sink.NewRunner(config.Sandbox, newTarget(t, cfg), d.Store, nil)
 	c2 := mergedEvent("C-2", "suitex", 1, `{"a":1}`)
-	sinktest.StoreMerged(t, d.Store, c2)
+	targettest.StoreMerged(t, d.Store, c2)
 	out, err := r.Deliver(context.Background(), pushMsg(t, c2))
 	f, ok := failure.As(err)
 	if !ok || out != store.OutcomeFailed || f.Retryable || f.Reason != "INVALID_LOGIN" {
@@ -251,20 +252,20 @@ func TestNetSuiteClassification(t *testing.T) {
 		case "R-204":
 			return 0, "" // the fake's own upsert: 204
 		case "R-400":
-			return 400, sinktest.NetSuiteError(400, "INVALID_VALUE", "Invalid value for the resource or sub-resource field 'email'.")
+			return 400, netsuitefake.Error(400, "INVALID_VALUE", "Invalid value for the resource or sub-resource field 'email'.")
 		case "R-400-echo":
 			// A target that echoes the request's headers back in its error.
 			return 400, fmt.Sprintf(`{"title":"Bad Request","status":400,"echo":%q}`, r.Header.Get("Authorization")+" "+consumerSecret+" "+tokenSecret)
 		case "R-401":
-			return 401, sinktest.NetSuiteError(401, "INVALID_LOGIN", "Invalid login attempt.")
+			return 401, netsuitefake.Error(401, "INVALID_LOGIN", "Invalid login attempt.")
 		case "R-404":
 			return 404, ""
 		case "R-409":
-			return 409, sinktest.NetSuiteError(409, "CONFLICT", "conflict")
+			return 409, netsuitefake.Error(409, "CONFLICT", "conflict")
 		case "R-429":
-			return 429, sinktest.NetSuiteError(429, "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded. Request blocked.")
+			return 429, netsuitefake.Error(429, "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded. Request blocked.")
 		case "R-400-conc":
-			return 400, sinktest.NetSuiteError(400, "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded.")
+			return 400, netsuitefake.Error(400, "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded.")
 		case "R-500":
 			return 500, strings.Repeat("<html>internal error</html>", 500)
 		case "R-503":
@@ -323,7 +324,7 @@ func TestNetSuiteClassification(t *testing.T) {
 			t.Run(tc.rid, func(t *testing.T) {
 				t.Parallel()
 				ev := mergedEvent(tc.rid, "suitex", 1, `{"email":"ada@example.com"}`)
-				sinktest.StoreMerged(t, d.Store, ev)
+				targettest.StoreMerged(t, d.Store, ev)
 				out, err := tc.runner.Deliver(context.Background(), pushMsg(t, ev))
 				if out != tc.outcome {
 					t.Fatalf("outcome %q, want %q (%v)", out, tc.outcome, err)
@@ -407,11 +408,11 @@ func testKey(t *testing.T) (*rsa.PrivateKey, string) {
 	return rsaKey, keyPEM
 }
 
-func oauth2Setup(t *testing.T) (*sinktest.NetSuite, config.NetSuite, *clock) {
+func oauth2Setup(t *testing.T) (*netsuitefake.Server, config.NetSuite, *clock) {
 	t.Helper()
 	k, p := testKey(t)
 	clk := &clock{t: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
-	fake := &sinktest.NetSuite{ClientID: clientID, CertificateID: certificateID, PublicKey: &k.PublicKey, Now: clk.Now}
+	fake := &netsuitefake.Server{ClientID: clientID, CertificateID: certificateID, PublicKey: &k.PublicKey, Now: clk.Now}
 	srv := fake.Start(t)
 	cfg := config.NetSuite{AccountID: account, BaseURL: srv.URL, Auth: "oauth2", ClientID: clientID,
 		CertificateID: certificateID, PrivateKey: p, Timeout: 5 * time.Second}
@@ -499,7 +500,7 @@ func TestOAuth2TokenEndpointRefusalIsPermanent(t *testing.T) {
 	tgt := newTarget(t, cfg, netsuite.WithClock(clk.Now))
 	r := sink.NewRunner(config.Sandbox, tgt, d.Store, logging.New(&logs, slog.LevelDebug))
 	c1 := mergedEvent("C-1", "suitex", 1, `{"a":1}`)
-	sinktest.StoreMerged(t, d.Store, c1)
+	targettest.StoreMerged(t, d.Store, c1)
 	out, err := r.Deliver(context.Background(), pushMsg(t, c1))
 	f, ok := failure.As(err)
 	if !ok || out != store.OutcomeFailed || f.Retryable || f.Reason != "oauth2_invalid_grant" || !strings.Contains(f.Detail, "kid") {
@@ -526,7 +527,7 @@ func TestOAuth2AccessTokenNeverLeaks(t *testing.T) {
 	var logs bytes.Buffer
 	r := sink.NewRunner(config.Sandbox, newTarget(t, cfg, netsuite.WithClock(clk.Now)), d.Store, logging.New(&logs, slog.LevelDebug))
 	ev := mergedEvent("C-leak", "suitex", 1, `{"a":1}`)
-	sinktest.StoreMerged(t, d.Store, ev)
+	targettest.StoreMerged(t, d.Store, ev)
 	_, err := r.Deliver(context.Background(), pushMsg(t, ev))
 	f, ok := failure.As(err)
 	if !ok {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backbone-sync/backbone/internal/fake/suitexfake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
@@ -24,8 +25,8 @@ import (
 	"github.com/backbone-sync/backbone/shared/logging/logtest"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/sink"
-	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/sink/suitex"
+	"github.com/backbone-sync/backbone/shared/sink/targettest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
@@ -82,7 +83,7 @@ func newTarget(t *testing.T, base string, timeout time.Duration, opts ...suitex.
 
 func TestSignatureAndIdempotencyKeyAreExact(t *testing.T) {
 	t.Parallel()
-	fake := &sinktest.SuiteX{Secret: secret, Now: func() time.Time { return fixed.Add(3 * time.Second) }}
+	fake := &suitexfake.Server{Secret: secret, Now: func() time.Time { return fixed.Add(3 * time.Second) }}
 	srv := fake.Start(t)
 	tgt := newTarget(t, srv.URL+"/", time.Second, suitex.WithClock(func() time.Time { return fixed }))
 	ev := mergedEvent("C-1001", "netsuite", 4)
@@ -135,7 +136,7 @@ func TestSignatureAndIdempotencyKeyAreExact(t *testing.T) {
 
 func TestFakeSuiteXRefusesBadSignaturesAndKeys(t *testing.T) {
 	t.Parallel()
-	fake := &sinktest.SuiteX{Secret: secret}
+	fake := &suitexfake.Server{Secret: secret}
 	srv := fake.Start(t)
 
 	wrong, err := suitex.New(config.SuiteX{BaseURL: srv.URL, SigningSecret: "not-the-secret"})
@@ -184,7 +185,7 @@ func TestConflictIsSuccess(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	applied := 0 // the fake runs Hook only for a key it has not seen
-	fake := &sinktest.SuiteX{Secret: secret, Hook: func(_ sinktest.SuiteXRequest, _ func()) (int, string) {
+	fake := &suitexfake.Server{Secret: secret, Hook: func(_ suitexfake.Request, _ func()) (int, string) {
 		mu.Lock()
 		applied++
 		mu.Unlock()
@@ -227,7 +228,7 @@ func TestSuiteXClassification(t *testing.T) {
 	log := logging.New(&logs, slog.LevelDebug)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	fake := &sinktest.SuiteX{Secret: secret}
+	fake := &suitexfake.Server{Secret: secret}
 	fake.Respond = func(r *http.Request, body []byte) (int, string) {
 		var ev event.Merged
 		_ = json.Unmarshal(body, &ev)
@@ -302,7 +303,7 @@ func TestSuiteXClassification(t *testing.T) {
 			t.Run(tc.rid, func(t *testing.T) {
 				t.Parallel()
 				ev := mergedEvent(tc.rid, "netsuite", 1)
-				sinktest.StoreMerged(t, d.Store, ev)
+				targettest.StoreMerged(t, d.Store, ev)
 				out, err := tc.runner.Deliver(context.Background(), pushMsg(t, ev))
 				if out != tc.outcome {
 					t.Fatalf("outcome %q, want %q (%v)", out, tc.outcome, err)
@@ -351,11 +352,11 @@ func TestSuiteXClassification(t *testing.T) {
 func TestEchoFromSuiteXIsNotSentToSuiteX(t *testing.T) {
 	t.Parallel()
 	d := mysqltest.New(t)
-	fake := &sinktest.SuiteX{Secret: secret}
+	fake := &suitexfake.Server{Secret: secret}
 	srv := fake.Start(t)
 	r := sink.NewRunner(config.Sandbox, newTarget(t, srv.URL, time.Second), d.Store, nil)
 	v1 := mergedEvent("C-1", "suitex", 1)
-	sinktest.StoreMerged(t, d.Store, v1)
+	targettest.StoreMerged(t, d.Store, v1)
 	out, err := r.Deliver(context.Background(), pushMsg(t, v1))
 	if err != nil || out != store.OutcomeSkippedEcho || len(fake.Requests()) != 0 {
 		t.Fatalf("%q %v, %d requests", out, err, len(fake.Requests()))

@@ -3,7 +3,8 @@
 // its system's answers into the failures the sink machinery relies on
 // (SPEC §7) — 2xx delivered; 429, 5xx and timeouts retryable; other 4xx
 // permanent; and whether the system may have applied the request, which
-// decides whether the fields it carried become unknown.
+// decides whether the fields it carried become unknown. StoreMerged stores
+// the events a delivery test's messages name, as the merge does.
 package targettest
 
 import (
