@@ -24,7 +24,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/backbone-sync/backbone/internal/bench"
-	"github.com/backbone-sync/backbone/internal/devstack/standin"
+	"github.com/backbone-sync/backbone/internal/fake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/logging"
@@ -706,7 +706,7 @@ func (o *observer) mark(id string, merged bool, at time.Time) {
 	}
 }
 
-func (o *observer) onDelivery(d standin.Delivery) { o.mark(d.EventID, false, time.Now()) }
+func (o *observer) onDelivery(d fake.Delivery) { o.mark(d.EventID, false, time.Now()) }
 
 // statusRecorder remembers the status a handler answered.
 type statusRecorder struct {

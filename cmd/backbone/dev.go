@@ -20,7 +20,8 @@ import (
 
 	"github.com/backbone-sync/backbone/internal/console"
 	"github.com/backbone-sync/backbone/internal/devstack/pushbridge"
-	"github.com/backbone-sync/backbone/internal/devstack/standin"
+	"github.com/backbone-sync/backbone/internal/fake/netsuitefake"
+	"github.com/backbone-sync/backbone/internal/fake/suitexfake"
 	"github.com/backbone-sync/backbone/internal/health"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/logging"
@@ -30,14 +31,18 @@ import (
 	"github.com/backbone-sync/backbone/shared/topology"
 )
 
-// Dev defaults: everything on loopback, credentials that only the stand-ins
-// accept.
+// Dev defaults: everything on loopback, credentials that only the local
+// fakes accept.
 const (
 	devDefaultDSN      = "root@tcp(127.0.0.1:3306)/backbone_dev"
 	devProject         = "backbone-dev"
 	devWorkerPassword  = "backbone-dev-only"
 	devSuiteXSecret    = "dev-suitex-signing-secret"
 	devNetSuiteAccount = "DEV_ACCOUNT"
+	devConsumerKey     = "dev-consumer-key"
+	devConsumerSecret  = "dev-consumer-secret"
+	devTokenID         = "dev-token-id"
+	devTokenSecret     = "dev-token-secret"
 )
 
 // devOptions configure the local stack.
@@ -49,7 +54,7 @@ type devOptions struct {
 	emulator     string // which one to start when emulatorHost is empty: pstest (default) or gcloud
 	pubsubPort   int    // port of the started emulator (0: any)
 	funcAddr     string // where the functions listen ("127.0.0.1:8080"; port 0: any)
-	netsuiteURL  string // real NetSuite base URL; empty: a stand-in
+	netsuiteURL  string // real NetSuite base URL; empty: the local fake
 	suitexURL    string
 	minBackoff   time.Duration
 	maxBackoff   time.Duration
@@ -74,8 +79,8 @@ type devStack struct {
 	workerDSN string
 	pubsub    *publish.PubSub
 	bridge    *pushbridge.Bridge
-	netsuite  *standin.Target
-	suitex    *standin.Target
+	netsuite  *netsuitefake.Server // nil when a real NetSuite is used
+	suitex    *suitexfake.Server
 	funcURL   string
 	emulator  string
 	changes   topology.Changes
@@ -85,7 +90,7 @@ type devStack struct {
 	cancel    context.CancelFunc
 }
 
-// startDev brings the stack up: database, Pub/Sub, topology, stand-ins,
+// startDev brings the stack up: database, Pub/Sub, topology, target fakes,
 // functions, push bridge.
 func startDev(ctx context.Context, o devOptions) (_ *devStack, err error) {
 	if o.log == nil {
@@ -139,7 +144,7 @@ func startDev(ctx context.Context, o devOptions) (_ *devStack, err error) {
 	}
 	d.stopFuncs = append(d.stopFuncs, func() { _ = d.pubsub.Close() })
 
-	// 4. Stand-in targets unless real ones are given.
+	// 4. The target fakes unless real targets are given.
 	vars := map[string]string{
 		"BACKBONE_ENV":         string(o.env),
 		"GCP_PROJECT":          d.project,
@@ -147,16 +152,16 @@ func startDev(ctx context.Context, o devOptions) (_ *devStack, err error) {
 		"EVENT_STORE_DSN":      workerDSN,
 	}
 	if o.netsuiteURL == "" {
-		var h http.Handler
-		d.netsuite, h = standin.NetSuite(devNetSuiteAccount, o.log)
-		url, stop, err := listenLocal(h)
+		d.netsuite = &netsuitefake.Server{Account: devNetSuiteAccount, ConsumerKey: devConsumerKey, ConsumerSecret: devConsumerSecret,
+			TokenID: devTokenID, TokenSecret: devTokenSecret, Log: o.log}
+		url, stop, err := listenLocal(d.netsuite)
 		if err != nil {
 			return nil, err
 		}
 		d.stopFuncs = append(d.stopFuncs, stop)
 		for k, v := range map[string]string{"NETSUITE_BASE_URL": url, "NETSUITE_ACCOUNT_ID": devNetSuiteAccount,
-			"NETSUITE_CONSUMER_KEY": "dev-consumer-key", "NETSUITE_CONSUMER_SECRET": "dev-consumer-secret",
-			"NETSUITE_TOKEN_ID": "dev-token-id", "NETSUITE_TOKEN_SECRET": "dev-token-secret"} {
+			"NETSUITE_CONSUMER_KEY": devConsumerKey, "NETSUITE_CONSUMER_SECRET": devConsumerSecret,
+			"NETSUITE_TOKEN_ID": devTokenID, "NETSUITE_TOKEN_SECRET": devTokenSecret} {
 			vars[k] = v
 		}
 	} else {
@@ -167,9 +172,8 @@ func startDev(ctx context.Context, o devOptions) (_ *devStack, err error) {
 		}
 	}
 	if o.suitexURL == "" {
-		var h http.Handler
-		d.suitex, h = standin.SuiteX(devSuiteXSecret, o.log)
-		url, stop, err := listenLocal(h)
+		d.suitex = &suitexfake.Server{Secret: devSuiteXSecret, Log: o.log}
+		url, stop, err := listenLocal(d.suitex)
 		if err != nil {
 			return nil, err
 		}
@@ -429,7 +433,7 @@ func runDev(ctx context.Context, c *cli, args []string) error {
 		"which needs Java and the "+gcloudEmulatorPackage+" package) unless PUBSUB_EMULATOR_HOST is set, in project\n"+
 		"GCP_PROJECT (then GOOGLE_CLOUD_PROJECT, then "+devProject+"); the event store at EVENT_STORE_DSN (default "+devDefaultDSN+",\n"+
 		"created and migrated); the topology provisioned; the five functions served by the Functions Framework and fed\n"+
-		"push-style; stand-ins for NetSuite and SuiteX unless NETSUITE_BASE_URL / SUITEX_BASE_URL are set. Ctrl-C stops it.")
+		"push-style; local fakes of NetSuite and SuiteX unless NETSUITE_BASE_URL / SUITEX_BASE_URL are set. Ctrl-C stops it.")
 	envName := fs.String("env", "", "environment (default: BACKBONE_ENV, else sandbox)")
 	port := fs.Int("port", 8080, "port of the functions (0: any free port)")
 	psPort := fs.Int("pubsub-port", 8085, "port of the started Pub/Sub emulator (0: any)")
@@ -509,8 +513,8 @@ func (d *devStack) printBanner(w io.Writer, dsn string) {
 	fmt.Fprintf(w, "  event store        %s  (functions connect as %s, with the sync_worker grants)\n", dsn, worker)
 	fmt.Fprintf(w, "  functions          %s/{Merge,NetSuiteSink,SuiteXSink,Retry,DLQArchive}\n", d.funcURL)
 	fmt.Fprintf(w, "  console            %s%s/  (you are an operator as %s)\n", d.funcURL, console.Prefix, localUser())
-	fmt.Fprintf(w, "  NetSuite           %s%s\n", d.cfg.NetSuite.BaseURL, standinNote(d.netsuite))
-	fmt.Fprintf(w, "  SuiteX             %s%s\n", d.cfg.SuiteX.BaseURL, standinNote(d.suitex))
+	fmt.Fprintf(w, "  NetSuite           %s%s\n", d.cfg.NetSuite.BaseURL, fakeNote(d.netsuite != nil))
+	fmt.Fprintf(w, "  SuiteX             %s%s\n", d.cfg.SuiteX.BaseURL, fakeNote(d.suitex != nil))
 	fmt.Fprintf(w, "\nFrom another shell (make build first; go run hides exit codes):\n\n")
 	fmt.Fprintf(w, "  export BACKBONE_ENV=%s GCP_PROJECT=%s PUBSUB_EMULATOR_HOST=%s EVENT_STORE_DSN='%s'\n", env, d.project, d.emulator, dsn)
 	fmt.Fprintf(w, "  export WORKER_DSN='%s'   # least privilege: the functions' user\n", d.workerDSN)
@@ -520,9 +524,9 @@ func (d *devStack) printBanner(w io.Writer, dsn string) {
 	fmt.Fprintf(w, "  bin/backbone stress --dsn \"$WORKER_DSN\" --n 200\n\nCtrl-C stops it.\n")
 }
 
-func standinNote(t *standin.Target) string {
-	if t != nil {
-		return "  (local stand-in: logs what it receives)"
+func fakeNote(local bool) string {
+	if local {
+		return "  (local fake: logs what it receives)"
 	}
 	return ""
 }

@@ -16,7 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/backbone-sync/backbone/internal/devstack/standin"
+	"github.com/backbone-sync/backbone/internal/fake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/publish"
@@ -384,7 +384,7 @@ func check(t *testing.T, x *e2e, poisonIDs map[string]bool, records, echoRecords
 	for _, e := range events {
 		byID[e.ID] = e
 	}
-	for _, target := range []*standin.Target{x.d.suitex, x.d.netsuite} {
+	for _, target := range []*fake.System{&x.d.suitex.System, &x.d.netsuite.System} {
 		last := map[string]uint64{}
 		for _, dv := range target.Deliveries() {
 			e, ok := byID[dv.EventID]

@@ -11,7 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/backbone-sync/backbone/internal/devstack/standin"
+	"github.com/backbone-sync/backbone/internal/fake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/deadletter"
 	"github.com/backbone-sync/backbone/shared/failure"
@@ -26,9 +26,9 @@ import (
 // Destructive steps ask first (SPEC §4, §8): the verbs an operator can get
 // wrong, and stress on a production store.
 
-// requests counts every request a stand-in answered, whatever the answer.
-func requests(t *standin.Target) int {
-	return len(t.Deliveries()) + t.Rejected() + t.OutageHits()
+// requests counts every request a fake answered, whatever the answer.
+func requests(t *fake.System) int {
+	return len(t.Deliveries()) + len(t.Refused()) + t.OutageHits()
 }
 
 // TestStressThenOutboxFlushReachesNoTarget: `stress` (with its Pub/Sub
@@ -78,12 +78,12 @@ func TestStressThenOutboxFlushReachesNoTarget(t *testing.T) {
 	})
 	time.Sleep(500 * time.Millisecond) // anything else in flight lands by now
 	x.d.stop()
-	if n := requests(x.d.netsuite); n != 0 {
+	if n := requests(&x.d.netsuite.System); n != 0 {
 		t.Errorf("NetSuite received %d requests, want 0 (stress is never delivered; the control came from NetSuite)", n)
 	}
 	ds := x.d.suitex.Deliveries()
-	if len(ds) != 1 || ds[0].EventID != control.ID || requests(x.d.suitex) != 1 {
-		t.Errorf("SuiteX received %d requests (%+v), want only the control record", requests(x.d.suitex), ds)
+	if len(ds) != 1 || ds[0].EventID != control.ID || requests(&x.d.suitex.System) != 1 {
+		t.Errorf("SuiteX received %d requests (%+v), want only the control record", requests(&x.d.suitex.System), ds)
 	}
 }
 
