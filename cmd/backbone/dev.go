@@ -19,6 +19,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/backbone-sync/backbone/internal/console"
+	"github.com/backbone-sync/backbone/internal/devstack/gcloudemu"
 	"github.com/backbone-sync/backbone/internal/devstack/pushbridge"
 	"github.com/backbone-sync/backbone/internal/fake/netsuitefake"
 	"github.com/backbone-sync/backbone/internal/fake/suitexfake"
@@ -74,7 +75,7 @@ type devStack struct {
 	cfg       config.Config
 	app       *app
 	pstest    *pstest.Server
-	gcloud    *gcloudEmulator
+	gcloud    *gcloudemu.Emulator
 	project   string
 	workerDSN string
 	pubsub    *publish.PubSub
@@ -125,7 +126,7 @@ func startDev(ctx context.Context, o devOptions) (_ *devStack, err error) {
 	switch {
 	case d.emulator != "":
 	case o.emulator == emulatorGcloud:
-		if d.gcloud, err = startGcloudEmulator(ctx, o.pubsubPort); err != nil {
+		if d.gcloud, err = gcloudemu.Start(ctx, o.pubsubPort); err != nil {
 			return nil, err
 		}
 		d.stopFuncs = append(d.stopFuncs, d.gcloud.Stop)
@@ -430,7 +431,7 @@ func serveFunctionsFramework(handlers map[string]http.Handler, ln net.Listener) 
 func runDev(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags(c, "dev", "[--env sandbox] [--port 8080] [--pubsub-port 8085] [--emulator pstest|gcloud] [--min-backoff 2s] [--max-backoff 60s] [--debug]\n\n"+
 		"Runs the whole backbone on this machine: an embedded Pub/Sub emulator (pstest; --emulator gcloud starts Google's,\n"+
-		"which needs Java and the "+gcloudEmulatorPackage+" package) unless PUBSUB_EMULATOR_HOST is set, in project\n"+
+		"which needs Java and the "+gcloudemu.Package+" package) unless PUBSUB_EMULATOR_HOST is set, in project\n"+
 		"GCP_PROJECT (then GOOGLE_CLOUD_PROJECT, then "+devProject+"); the event store at EVENT_STORE_DSN (default "+devDefaultDSN+",\n"+
 		"created and migrated); the topology provisioned; the five functions served by the Functions Framework and fed\n"+
 		"push-style; local fakes of NetSuite and SuiteX unless NETSUITE_BASE_URL / SUITEX_BASE_URL are set. Ctrl-C stops it.")

@@ -11,6 +11,7 @@ import (
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/google/uuid"
 
+	"github.com/backbone-sync/backbone/internal/devstack/gcloudemu"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store"
@@ -23,12 +24,12 @@ import (
 func startGcloudDev(t *testing.T, db *mysqltest.DB) *devStack {
 	t.Helper()
 	if !gcloudEmulatorInstalled() {
-		t.Skip("the " + gcloudEmulatorPackage + " package is not installed on this machine")
+		t.Skip("the " + gcloudemu.Package + " package is not installed on this machine")
 	}
 	d, err := startDev(context.Background(), devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0", emulator: emulatorGcloud,
 		minBackoff: 200 * time.Millisecond, maxBackoff: 2 * time.Second, serve: serveMux, log: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		t.Fatalf("the %s package is installed but dev --emulator gcloud does not start: %v", gcloudEmulatorPackage, err)
+		t.Fatalf("the %s package is installed but dev --emulator gcloud does not start: %v", gcloudemu.Package, err)
 	}
 	t.Cleanup(d.stop)
 	if d.gcloud == nil {
