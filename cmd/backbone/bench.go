@@ -24,6 +24,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/backbone-sync/backbone/internal/bench"
+	"github.com/backbone-sync/backbone/internal/devstack"
 	"github.com/backbone-sync/backbone/internal/fake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
@@ -226,8 +227,8 @@ func (b *benchSession) scratchDB(ctx context.Context, name string) (rootDSN, wor
 	if err != nil {
 		return "", "", err
 	}
-	b.scratch.Granted(db, mysql.GrantStatements(db, devWorkerName(db), "%"))
-	workerDSN, err = prepareDevDB(ctx, rootDSN)
+	b.scratch.Granted(db, mysql.GrantStatements(db, devstack.WorkerName(db), "%"))
+	workerDSN, err = devstack.PrepareDB(ctx, rootDSN)
 	return rootDSN, workerDSN, err
 }
 
@@ -326,7 +327,7 @@ func (b *benchSession) benchModes(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.scratch.Granted(cName, mysql.GrantStatements(cName, devWorkerName(cName), "%"))
+	b.scratch.Granted(cName, mysql.GrantStatements(cName, devstack.WorkerName(cName), "%"))
 	cDB, err := openPlain(cRoot, 2)
 	if err != nil {
 		return err
@@ -537,13 +538,13 @@ func (b *benchSession) countedRaw(ctx context.Context, workerDSN string) (bench.
 // accumulates and nothing downstream runs.
 func topicsOnly(ctx context.Context, env config.Env) (*pstest.Server, *publish.PubSub, error) {
 	srv := pstest.NewServer()
-	ps, err := publish.NewPubSub(ctx, devProject, srv.Addr)
+	ps, err := publish.NewPubSub(ctx, devstack.Project, srv.Addr)
 	if err != nil {
 		_ = srv.Close()
 		return nil, nil, err
 	}
 	for _, t := range env.Names().Topics() {
-		if _, err := ps.Client().TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/" + devProject + "/topics/" + t}); err != nil {
+		if _, err := ps.Client().TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/" + devstack.Project + "/topics/" + t}); err != nil {
 			_ = ps.Close()
 			_ = srv.Close()
 			return nil, nil, fmt.Errorf("create topic %s: %w", t, err)
@@ -563,7 +564,7 @@ type mergeServer struct {
 func (m *mergeServer) stop() { m.once.Do(m.shut) }
 
 func (b *benchSession) startMergeServer(ctx context.Context, workerDSN string, ps *publish.PubSub, emulator string) (*mergeServer, error) {
-	vars := map[string]string{"BACKBONE_ENV": string(b.o.env), "GCP_PROJECT": devProject, "EVENT_STORE_DSN": workerDSN, "PUBSUB_EMULATOR_HOST": emulator}
+	vars := map[string]string{"BACKBONE_ENV": string(b.o.env), "GCP_PROJECT": devstack.Project, "EVENT_STORE_DSN": workerDSN, "PUBSUB_EMULATOR_HOST": emulator}
 	cfg, err := config.Load(func(k string) string { return vars[k] })
 	if err != nil {
 		return nil, err
@@ -576,7 +577,7 @@ func (b *benchSession) startMergeServer(ctx context.Context, workerDSN string, p
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/"+config.TargetMerge, message.HTTP(b.log.With("function", config.TargetMerge), devProject, a.handlers[config.TargetMerge]))
+	mux.Handle("/"+config.TargetMerge, message.HTTP(b.log.With("function", config.TargetMerge), devstack.Project, a.handlers[config.TargetMerge]))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		_ = a.store.Close()
@@ -601,7 +602,7 @@ func pushClient() *http.Client {
 // pushOp is one worker posting raw events as push requests to url.
 func pushOp(client *http.Client, env config.Env, url, prefix string, worker int, msgSeq *atomic.Int64) bench.Op {
 	s := bench.NewStream(prefix, bench.SourceOf(worker), bench.RecordsPerWorker)
-	sub := "projects/" + devProject + "/subscriptions/" + env.Names().MergeSub
+	sub := "projects/" + devstack.Project + "/subscriptions/" + env.Names().MergeSub
 	return func(ctx context.Context) error {
 		e := s.Next()
 		body := message.PushBody(message.Message{
@@ -776,7 +777,7 @@ func rawEventID(body []byte) string {
 // fullStack is a dev stack with an observer and an external publisher (the
 // source systems' adapters).
 type fullStack struct {
-	d   *devStack
+	d   *devstack.Stack
 	obs *observer
 	ps  *publish.PubSub
 	pub publish.Publisher
@@ -784,16 +785,16 @@ type fullStack struct {
 
 func (b *benchSession) startFull(ctx context.Context, dsn string) (*fullStack, error) {
 	obs := newObserver()
-	d, err := startDev(ctx, devOptions{env: b.o.env, dsn: dsn, funcAddr: "127.0.0.1:0", log: b.log, serve: obs.serve,
-		minBackoff: 100 * time.Millisecond, maxBackoff: 5 * time.Second})
+	d, err := startDev(ctx, devstack.Options{Env: b.o.env, DSN: dsn, FuncAddr: "127.0.0.1:0", Log: b.log, Serve: obs.serve,
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second})
 	if err != nil {
 		return nil, err
 	}
-	d.netsuite.OnDelivery(obs.onDelivery)
-	d.suitex.OnDelivery(obs.onDelivery)
-	ps, err := publish.NewPubSub(ctx, devProject, d.emulator)
+	d.NetSuite.OnDelivery(obs.onDelivery)
+	d.SuiteX.OnDelivery(obs.onDelivery)
+	ps, err := publish.NewPubSub(ctx, devstack.Project, d.Emulator)
 	if err != nil {
-		d.stop()
+		d.Stop()
 		return nil, err
 	}
 	return &fullStack{d: d, obs: obs, ps: ps, pub: publish.Guard(b.o.env, ps)}, nil
@@ -801,7 +802,7 @@ func (b *benchSession) startFull(ctx context.Context, dsn string) (*fullStack, e
 
 func (f *fullStack) stop() {
 	_ = f.ps.Close()
-	f.d.stop()
+	f.d.Stop()
 }
 
 // deliveryTimeout bounds one event's trip through the stack.
@@ -1029,7 +1030,7 @@ func (b *benchSession) benchServe(ctx context.Context) error {
 	res, err := bench.MeasureServe(ctx, bench.ServeOptions{
 		Command: []string{exe, "serve"},
 		// Only what serve needs: the bench's own environment stays out.
-		Env: []string{"BACKBONE_ENV=" + string(b.o.env), "GCP_PROJECT=" + devProject, "PUBSUB_EMULATOR_HOST=" + srv.Addr,
+		Env: []string{"BACKBONE_ENV=" + string(b.o.env), "GCP_PROJECT=" + devstack.Project, "PUBSUB_EMULATOR_HOST=" + srv.Addr,
 			"EVENT_STORE_DSN=" + workerDSN, "FUNCTION_TARGET=" + config.TargetMerge, "PORT=" + strconv.Itoa(port)},
 		Port: port, Starts: b.o.serveStarts, Concurrency: b.o.serveConc, Duration: b.o.timing.Window,
 		NewOp: func(w int, base string) bench.Op {
@@ -1082,7 +1083,7 @@ func (b *benchSession) benchBurst(ctx context.Context) error {
 		return err
 	}
 	defer f.stop()
-	f.d.netsuite.SetDelay(burstDelay)
+	f.d.NetSuite.SetDelay(burstDelay)
 	prefix := "burst-" + b.scratch.RunID + "-"
 	start := time.Now().UTC()
 	for v := range burstVersions {
@@ -1108,7 +1109,7 @@ func (b *benchSession) benchBurst(ctx context.Context) error {
 	deadline := time.Now().Add(60 * time.Second)
 	var requests, settledAt int
 	for {
-		ds := f.d.netsuite.Deliveries()
+		ds := f.d.NetSuite.Deliveries()
 		full := map[string]bool{}
 		requests = 0
 		for _, d := range ds {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backbone-sync/backbone/internal/devstack"
 	"github.com/backbone-sync/backbone/internal/devstack/gcloudemu"
 	"github.com/backbone-sync/backbone/internal/tail"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
@@ -212,7 +213,7 @@ func TestWalkthrough(t *testing.T) {
 		args       []string
 	}{
 		{"GCP_PROJECT in both shells", map[string]string{"GCP_PROJECT": "my-team-project"}, map[string]string{"GCP_PROJECT": "my-team-project"}, "my-team-project", nil},
-		{"another project in the second shell", map[string]string{}, map[string]string{"GOOGLE_CLOUD_PROJECT": "someone-elses", "GCP_PROJECT": "someone-elses"}, devProject, nil},
+		{"another project in the second shell", map[string]string{}, map[string]string{"GOOGLE_CLOUD_PROJECT": "someone-elses", "GCP_PROJECT": "someone-elses"}, devstack.Project, nil},
 		{"gcloud emulator", map[string]string{"GOOGLE_CLOUD_PROJECT": "cloud-shell-project"}, map[string]string{"GOOGLE_CLOUD_PROJECT": "cloud-shell-project"}, "cloud-shell-project",
 			[]string{"--emulator", "gcloud"}},
 	}
@@ -330,10 +331,10 @@ func unusedPort(t *testing.T) string {
 }
 
 // devDB is a fresh database for a dev stack; the worker user dev creates on
-// it (devWorkerName) is dropped with it.
+// it (devstack.WorkerName) is dropped with it.
 func devDB(t *testing.T) *mysqltest.DB {
 	t.Helper()
 	db := mysqltest.Empty(t)
-	t.Cleanup(func() { _, _ = db.Root.Exec("DROP USER IF EXISTS '" + devWorkerName(db.Name) + "'@'%'") })
+	t.Cleanup(func() { _, _ = db.Root.Exec("DROP USER IF EXISTS '" + devstack.WorkerName(db.Name) + "'@'%'") })
 	return db
 }
