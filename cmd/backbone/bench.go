@@ -70,9 +70,6 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 // function wired as `serve` wires it, and the dev stack.
 func benchWiring() bench.Wiring {
 	return bench.Wiring{
-		Project:    devProject,
-		PrepareDB:  prepareDevDB,
-		WorkerName: devWorkerName,
 		Merge: func(ctx context.Context, cfg config.Config, ps *publish.PubSub, log *slog.Logger) (message.Handler, func() error, error) {
 			a, err := wire(ctx, cfg, []string{config.TargetMerge}, log, wireOptions{pubsub: ps})
 			if err != nil {
@@ -81,13 +78,6 @@ func benchWiring() bench.Wiring {
 			// Not a.Close: the Pub/Sub client is the caller's.
 			return a.handlers[config.TargetMerge], a.store.Close, nil
 		},
-		StartDev: func(ctx context.Context, o bench.DevOptions) (*bench.DevStack, error) {
-			d, err := startDev(ctx, devOptions{env: o.Env, dsn: o.DSN, funcAddr: "127.0.0.1:0", log: o.Log, serve: o.Serve,
-				minBackoff: o.MinBackoff, maxBackoff: o.MaxBackoff})
-			if err != nil {
-				return nil, err
-			}
-			return &bench.DevStack{NetSuite: d.netsuite, SuiteX: d.suitex, Emulator: d.emulator, Stop: d.stop}, nil
-		},
+		Functions: devWire,
 	}
 }

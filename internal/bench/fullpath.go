@@ -15,7 +15,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/backbone-sync/backbone/internal/devstack/standin"
+	"github.com/backbone-sync/backbone/internal/devstack"
+	"github.com/backbone-sync/backbone/internal/fake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
@@ -70,7 +71,7 @@ func (o *observer) mark(id string, merged bool, at time.Time) {
 	}
 }
 
-func (o *observer) onDelivery(d standin.Delivery) { o.mark(d.EventID, false, time.Now()) }
+func (o *observer) onDelivery(d fake.Delivery) { o.mark(d.EventID, false, time.Now()) }
 
 // statusRecorder remembers the status a handler answered.
 type statusRecorder struct {
@@ -140,7 +141,7 @@ func rawEventID(body []byte) string {
 // fullStack is a dev stack with an observer and an external publisher (the
 // source systems' adapters).
 type fullStack struct {
-	d   *DevStack
+	d   *devstack.Stack
 	obs *observer
 	ps  *publish.PubSub
 	pub publish.Publisher
@@ -150,14 +151,14 @@ type fullStack struct {
 // observes it.
 func (b *benchmark) startFull(ctx context.Context, dsn string) (*fullStack, error) {
 	obs := newObserver()
-	d, err := b.w.StartDev(ctx, DevOptions{Env: b.o.Env, DSN: dsn, Log: b.log, Serve: obs.serve,
-		MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second})
+	d, err := devstack.Start(ctx, devstack.Options{Env: b.o.Env, DSN: dsn, FuncAddr: "127.0.0.1:0", Log: b.log, Serve: obs.serve,
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second}, b.w.Functions)
 	if err != nil {
 		return nil, err
 	}
 	d.NetSuite.OnDelivery(obs.onDelivery)
 	d.SuiteX.OnDelivery(obs.onDelivery)
-	ps, err := publish.NewPubSub(ctx, b.w.Project, d.Emulator)
+	ps, err := publish.NewPubSub(ctx, devstack.Project, d.Emulator)
 	if err != nil {
 		d.Stop()
 		return nil, err

@@ -17,6 +17,7 @@ import (
 	"cloud.google.com/go/pubsub/v2/pstest"
 	"github.com/google/uuid"
 
+	"github.com/backbone-sync/backbone/internal/devstack"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
@@ -30,13 +31,13 @@ import (
 // accumulates and nothing downstream runs.
 func (b *benchmark) topicsOnly(ctx context.Context) (*pstest.Server, *publish.PubSub, error) {
 	srv := pstest.NewServer()
-	ps, err := publish.NewPubSub(ctx, b.w.Project, srv.Addr)
+	ps, err := publish.NewPubSub(ctx, devstack.Project, srv.Addr)
 	if err != nil {
 		_ = srv.Close()
 		return nil, nil, err
 	}
 	for _, t := range b.o.Env.Names().Topics() {
-		if _, err := ps.Client().TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/" + b.w.Project + "/topics/" + t}); err != nil {
+		if _, err := ps.Client().TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/" + devstack.Project + "/topics/" + t}); err != nil {
 			_ = ps.Close()
 			_ = srv.Close()
 			return nil, nil, fmt.Errorf("create topic %s: %w", t, err)
@@ -56,7 +57,7 @@ type mergeServer struct {
 func (m *mergeServer) stop() { m.once.Do(m.shut) }
 
 func (b *benchmark) startMergeServer(ctx context.Context, workerDSN string, ps *publish.PubSub, emulator string) (*mergeServer, error) {
-	vars := map[string]string{"BACKBONE_ENV": string(b.o.Env), "GCP_PROJECT": b.w.Project, "EVENT_STORE_DSN": workerDSN, "PUBSUB_EMULATOR_HOST": emulator}
+	vars := map[string]string{"BACKBONE_ENV": string(b.o.Env), "GCP_PROJECT": devstack.Project, "EVENT_STORE_DSN": workerDSN, "PUBSUB_EMULATOR_HOST": emulator}
 	cfg, err := config.Load(func(k string) string { return vars[k] })
 	if err != nil {
 		return nil, err
@@ -69,7 +70,7 @@ func (b *benchmark) startMergeServer(ctx context.Context, workerDSN string, ps *
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/"+config.TargetMerge, message.HTTP(b.log.With("function", config.TargetMerge), b.w.Project, h))
+	mux.Handle("/"+config.TargetMerge, message.HTTP(b.log.With("function", config.TargetMerge), devstack.Project, h))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		_ = closeStore()
@@ -95,7 +96,7 @@ func pushClient() *http.Client {
 func (b *benchmark) pushOp(client *http.Client, url, prefix string, worker int, msgSeq *atomic.Int64) Op {
 	env := b.o.Env
 	s := NewStream(prefix, SourceOf(worker), RecordsPerWorker)
-	sub := "projects/" + b.w.Project + "/subscriptions/" + env.Names().MergeSub
+	sub := "projects/" + devstack.Project + "/subscriptions/" + env.Names().MergeSub
 	return func(ctx context.Context) error {
 		e := s.Next()
 		body := message.PushBody(message.Message{

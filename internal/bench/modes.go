@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync/atomic"
 
+	"github.com/backbone-sync/backbone/internal/devstack"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
 
@@ -69,7 +70,7 @@ func (b *benchmark) modes(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.scratch.Granted(cName, mysql.GrantStatements(cName, b.w.WorkerName(cName), "%"))
+	b.scratch.Granted(cName, mysql.GrantStatements(cName, devstack.WorkerName(cName), "%"))
 	cDB, err := openPlain(cRoot, 2)
 	if err != nil {
 		return err

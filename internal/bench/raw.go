@@ -218,7 +218,10 @@ func (r *RawLimit) mergeSQL(ctx context.Context, e Event, last map[string]string
 	if _, err = tx.ExecContext(ctx, insertEventSQL, id, RecordType, e.RecordID, e.Source, ts, e.Base, changes, nil, false); err != nil {
 		return fmt.Errorf("merge sql: insert event: %w", err)
 	}
-	digest := func(v string) string { d := sha256.Sum256([]byte(fmt.Sprintf("%q", v))); return hex.EncodeToString(d[:]) }
+	digest := func(v string) string {
+		d := sha256.Sum256([]byte(fmt.Sprintf("%q", v)))
+		return hex.EncodeToString(d[:])
+	}
 	fields := fmt.Sprintf(`{"base":%d,"fields":{"email":%q,"phone":%q}}`, e.Base, digest(email), digest(phone))
 	if _, err = tx.ExecContext(ctx, insertAuditSQL, uuid.NewString(), id, fp, RecordType, e.RecordID, "accepted", "merge", id, e.Base+1, nil, nil, e.Source, fields); err != nil {
 		return fmt.Errorf("merge sql: insert audit: %w", err)

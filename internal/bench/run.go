@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/backbone-sync/backbone/internal/devstack/standin"
+	"github.com/backbone-sync/backbone/internal/devstack"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/logging"
 	"github.com/backbone-sync/backbone/shared/message"
@@ -64,45 +62,17 @@ func (o Options) sized() (Timing, sizes) {
 }
 
 // Wiring is what a run needs of the binary around it: the Merge function
-// wired as `serve` wires it (mode b) and the dev stack as `dev` starts it
-// (mode c, the open loop, the burst). The command builds both and cannot be
-// imported (it is package main), so it hands them over as functions.
+// wired as `serve` wires it (mode b) and the five functions as `dev` wires
+// them (mode c, the open loop, the burst, on internal/devstack). The command
+// builds both and cannot be imported (it is package main), so it hands them
+// over as functions.
 type Wiring struct {
-	// Project is the Pub/Sub project of the dev stack and of the emulators
-	// the run starts.
-	Project string
-	// PrepareDB creates and migrates the database of a privileged DSN and
-	// returns the DSN of a least-privilege user on it (the production grant
-	// set), as `dev` does.
-	PrepareDB func(ctx context.Context, dsn string) (workerDSN string, err error)
-	// WorkerName is that user's name on a database: the run revokes its
-	// grants when it drops the database.
-	WorkerName func(database string) string
 	// Merge wires the Merge function over cfg as `serve` does, publishing
 	// through ps; closeStore releases its store (ps stays open: it is
 	// shared).
 	Merge func(ctx context.Context, cfg config.Config, ps *publish.PubSub, log *slog.Logger) (h message.Handler, closeStore func() error, err error)
-	// StartDev starts the dev stack.
-	StartDev func(ctx context.Context, o DevOptions) (*DevStack, error)
-}
-
-// DevOptions are what a run sets of the dev stack.
-type DevOptions struct {
-	Env config.Env
-	DSN string // privileged DSN of its database (created and migrated)
-	Log *slog.Logger
-	// Serve starts the functions' HTTP server (the run observes the Merge
-	// function's acks through it).
-	Serve                  func(handlers map[string]http.Handler, ln net.Listener) (stop func(), err error)
-	MinBackoff, MaxBackoff time.Duration
-}
-
-// DevStack is a running dev stack.
-type DevStack struct {
-	NetSuite, SuiteX *standin.Target
-	Emulator         string // the Pub/Sub emulator's host:port
-	// Stop shuts it down without losing a message in flight.
-	Stop func()
+	// Functions wires the dev stack's functions.
+	Functions devstack.Wire
 }
 
 // Run is one whole run against the server of serverDSN (a privileged DSN).
@@ -238,8 +208,8 @@ func (b *benchmark) scratchDB(ctx context.Context, name string) (rootDSN, worker
 	if err != nil {
 		return "", "", err
 	}
-	b.scratch.Granted(db, mysql.GrantStatements(db, b.w.WorkerName(db), "%"))
-	workerDSN, err = b.w.PrepareDB(ctx, rootDSN)
+	b.scratch.Granted(db, mysql.GrantStatements(db, devstack.WorkerName(db), "%"))
+	workerDSN, err = devstack.PrepareDB(ctx, rootDSN)
 	return rootDSN, workerDSN, err
 }
 

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/backbone-sync/backbone/internal/devstack"
 	"github.com/backbone-sync/backbone/shared/config"
 )
 
@@ -237,7 +238,7 @@ func (b *benchmark) serve(ctx context.Context) error {
 	res, err := MeasureServe(ctx, ServeOptions{
 		Command: []string{exe, "serve"},
 		// Only what serve needs: the bench's own environment stays out.
-		Env: []string{"BACKBONE_ENV=" + string(b.o.Env), "GCP_PROJECT=" + b.w.Project, "PUBSUB_EMULATOR_HOST=" + srv.Addr,
+		Env: []string{"BACKBONE_ENV=" + string(b.o.Env), "GCP_PROJECT=" + devstack.Project, "PUBSUB_EMULATOR_HOST=" + srv.Addr,
 			"EVENT_STORE_DSN=" + workerDSN, "FUNCTION_TARGET=" + config.TargetMerge, "PORT=" + strconv.Itoa(port)},
 		Port: port, Starts: b.sizes.serveStarts, Concurrency: b.sizes.serveConc, Duration: b.timing.Window,
 		NewOp: func(w int, base string) Op {
