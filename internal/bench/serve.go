@@ -11,12 +11,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/backbone-sync/backbone/internal/devstack"
+	"github.com/backbone-sync/backbone/internal/tail"
 	"github.com/backbone-sync/backbone/shared/config"
 )
 
@@ -102,7 +102,7 @@ func MeasureServe(ctx context.Context, o ServeOptions) (ServeResult, error) {
 
 type server struct {
 	cmd    *exec.Cmd
-	tail   *TailBuffer
+	out    *tail.Buffer
 	exited chan struct{}
 	err    error
 }
@@ -115,9 +115,9 @@ func startServer(ctx context.Context, o ServeOptions, addr string) (*server, tim
 	}
 	cmd := exec.Command(o.Command[0], o.Command[1:]...)
 	cmd.Env = o.Env
-	tail := &TailBuffer{Max: 16 << 10}
-	cmd.Stdout, cmd.Stderr = tail, tail
-	s := &server{cmd: cmd, tail: tail, exited: make(chan struct{})}
+	out := &tail.Buffer{Max: 16 << 10}
+	cmd.Stdout, cmd.Stderr = out, out
+	s := &server{cmd: cmd, out: out, exited: make(chan struct{})}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, 0, fmt.Errorf("start %s: %w", o.Command[0], err)
@@ -133,7 +133,7 @@ func startServer(ctx context.Context, o ServeOptions, addr string) (*server, tim
 		}
 		select {
 		case <-s.exited:
-			return nil, 0, fmt.Errorf("the server exited before listening (%v); its output ends with:\n%s", s.err, tail.String())
+			return nil, 0, fmt.Errorf("the server exited before listening (%v); its output ends with:\n%s", s.err, out.String())
 		case <-ctx.Done():
 			_ = s.stop()
 			return nil, 0, ctx.Err()
@@ -141,7 +141,7 @@ func startServer(ctx context.Context, o ServeOptions, addr string) (*server, tim
 		}
 		if time.Now().After(deadline) {
 			_ = s.stop()
-			return nil, 0, fmt.Errorf("the server did not listen on %s within 20s; its output ends with:\n%s", addr, tail.String())
+			return nil, 0, fmt.Errorf("the server did not listen on %s within 20s; its output ends with:\n%s", addr, out.String())
 		}
 		time.Sleep(500 * time.Microsecond)
 	}
@@ -185,30 +185,6 @@ func memoryMiB(pid int, field string) float64 {
 		return round3(kb / 1024)
 	}
 	return 0
-}
-
-// TailBuffer keeps the last Max bytes written (a subprocess's output, for
-// the error message when it fails). Safe for concurrent writers.
-type TailBuffer struct {
-	mu  sync.Mutex
-	Max int
-	b   []byte
-}
-
-func (t *TailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > t.Max {
-		t.b = append([]byte(nil), t.b[len(t.b)-t.Max:]...)
-	}
-	return len(p), nil
-}
-
-func (t *TailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
 }
 
 // serve is the run's serve phase: MeasureServe on the binary running the
