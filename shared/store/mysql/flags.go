@@ -17,9 +17,9 @@ import (
 // anyway: every transaction of this store that reaches its commit first
 // flags the events queued meanwhile (one UPDATE inside it). Under load the
 // merge path then costs one durable commit per event. When no transaction
-// takes a flag within flagCarryWait, a standalone writer group-commits what
-// is queued (also at once when the last open transaction ends without
-// committing). A caller returns once its own flag is
+// takes a flag in time (flagCarryWait, or flagCarryMax while transactions
+// are open), a standalone writer group-commits what is queued (also at once
+// when the last open transaction ends without committing). A caller returns once its own flag is
 // committed, so "ack only after processed = 1" holds either way.
 //
 // No lock cycle: the record lock (lockQuery) locks projection rows only,
@@ -27,9 +27,13 @@ import (
 // transaction never waits for a row another transaction holds for the same
 // reason.
 
-// flagCarryWait bounds how long a flag waits for a carrying commit before
-// the standalone writer takes it.
-const flagCarryWait = 2 * time.Millisecond
+// flagCarryWait is how long a flag waits for a carrying commit before the
+// standalone writer takes it, flagCarryMax how long while transactions are
+// open.
+const (
+	flagCarryWait = 2 * time.Millisecond
+	flagCarryMax  = 10 * time.Millisecond
+)
 
 // maxFlagBatch bounds one UPDATE's IN list.
 const maxFlagBatch = 256
@@ -56,17 +60,37 @@ func (s *Store) MarkProcessed(ctx context.Context, id string) error {
 	s.flags.pending = append(s.flags.pending, req)
 	s.flags.mu.Unlock()
 	// Even when no transaction is open one may begin within the wait (the
-	// next message's merge): a lone flag is late by flagCarryWait at most.
-	t := time.AfterFunc(flagCarryWait, s.kickFlags)
-	defer t.Stop()
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		// The flag may still be committed; either way the caller nacks and
-		// a redelivery republishes at worst (the sinks dedup by id).
-		return fmt.Errorf("mark event %s processed: %w: %w", id, store.ErrUnavailable, ctx.Err())
+	// next message's merge), so a lone flag waits flagCarryWait; while
+	// transactions are open it waits for one of them to commit, up to
+	// flagCarryMax (one may be queued behind a record lock).
+	timer := time.NewTimer(flagCarryWait)
+	defer timer.Stop()
+	wake, waited := timer.C, flagCarryWait
+	for {
+		select {
+		case err := <-req.done:
+			return err
+		case <-wake:
+			if waited < flagCarryMax && s.flags.open() > 0 {
+				timer.Reset(flagCarryWait)
+				waited += flagCarryWait
+				continue
+			}
+			wake = nil
+			s.kickFlags()
+		case <-ctx.Done():
+			// The flag may still be committed; either way the caller nacks
+			// and a redelivery republishes at worst (the sinks dedup by id).
+			return fmt.Errorf("mark event %s processed: %w: %w", id, store.ErrUnavailable, ctx.Err())
+		}
 	}
+}
+
+// open is the number of transactions that will take the queue at commit.
+func (b *flagBatcher) open() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.carriers
 }
 
 // kickFlags starts the standalone writer when flags are queued and it is
