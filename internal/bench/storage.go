@@ -57,9 +57,15 @@ type Storage struct {
 	// LogicalBytesPerEvent is the growth of the sum of LENGTH() of every
 	// column of every row over Events: the values alone, without page,
 	// row or index overhead.
-	LogicalBytesPerEvent float64       `json:"logical_bytes_per_event"`
-	Tables               []TableGrowth `json:"tables"`
-	Seconds              float64       `json:"seconds"`
+	LogicalBytesPerEvent float64 `json:"logical_bytes_per_event"`
+	// PageBytesPerEvent is the growth of the tables' B-tree pages in use
+	// (16 KiB each, fill factor included) over Events; RecordBytesPerEvent
+	// the growth of the records in them (rows with their headers, every
+	// index entry), the part no page layout can save.
+	PageBytesPerEvent   float64       `json:"page_bytes_per_event"`
+	RecordBytesPerEvent float64       `json:"record_bytes_per_event"`
+	Tables              []TableGrowth `json:"tables"`
+	Seconds             float64       `json:"seconds"`
 	// Warnings counts the engine's warnings during the merges: the normal
 	// path logs none.
 	Warnings     int    `json:"engine_warnings"`
@@ -73,6 +79,8 @@ type TableGrowth struct {
 	DataBytes    int64  `json:"data_bytes"`
 	IndexBytes   int64  `json:"index_bytes"`
 	LogicalBytes int64  `json:"logical_bytes"`
+	PageBytes    int64  `json:"page_bytes"`
+	RecordBytes  int64  `json:"record_bytes"`
 }
 
 // StorageTarget is the target's bound for a mean changes size.
@@ -151,15 +159,20 @@ func MeasureStorage(ctx context.Context, root *sql.DB, st store.Store, o Storage
 	if stored != o.Events {
 		return res, fmt.Errorf("storage: %d events stored, %d merged", stored, o.Events)
 	}
-	var total, logical int64
+	var total, logical, pages, records int64
 	for _, t := range slices.Sorted(maps.Keys(after)) {
 		a, b := after[t], before[t]
 		g := TableGrowth{Table: a.Table, Rows: a.Rows - b.Rows, DataBytes: a.DataBytes - b.DataBytes,
-			IndexBytes: a.IndexBytes - b.IndexBytes, LogicalBytes: a.LogicalBytes - b.LogicalBytes}
+			IndexBytes: a.IndexBytes - b.IndexBytes, LogicalBytes: a.LogicalBytes - b.LogicalBytes,
+			PageBytes: a.PageBytes - b.PageBytes, RecordBytes: a.RecordBytes - b.RecordBytes}
 		res.Tables = append(res.Tables, g)
 		total += g.DataBytes + g.IndexBytes
 		logical += g.LogicalBytes
+		pages += g.PageBytes
+		records += g.RecordBytes
 	}
+	res.PageBytesPerEvent = round3(float64(pages) / float64(stored))
+	res.RecordBytesPerEvent = round3(float64(records) / float64(stored))
 	res.BytesPerEvent = round3(float64(total) / float64(stored))
 	res.LogicalBytesPerEvent = round3(float64(logical) / float64(stored))
 	return res, nil
@@ -234,6 +247,11 @@ type tableSize struct {
 	Table                       string
 	Rows, DataBytes, IndexBytes int64
 	LogicalBytes                int64
+	// PageBytes and RecordBytes are the B-tree pages of the table's indexes
+	// in the buffer pool (16 KiB each) and the bytes of records in them (row
+	// headers and index entries included): what is in use, without the
+	// extents InnoDB reserves ahead, which DATA_LENGTH counts.
+	PageBytes, RecordBytes int64
 }
 
 // tableSizes analyzes every table of root's database and reads its size as
@@ -285,6 +303,13 @@ func tableSizes(ctx context.Context, root *sql.DB) (map[string]tableSize, error)
 		if err := root.QueryRowContext(ctx, "SELECT COUNT(*), COALESCE(SUM("+strings.Join(lengths, " + ")+"), 0) FROM `"+t+"`").Scan(&s.Rows, &s.LogicalBytes); err != nil {
 			return nil, fmt.Errorf("storage: column lengths of %s: %w", t, err)
 		}
+		// Every page written since the server started is in the buffer pool
+		// (the run's tables are far smaller than it), so counting the pool's
+		// pages counts the table's.
+		if err := root.QueryRowContext(ctx, "SELECT COUNT(*) * 16384, COALESCE(SUM(DATA_SIZE), 0) FROM information_schema.INNODB_BUFFER_PAGE"+
+			" WHERE PAGE_TYPE = 'INDEX' AND TABLE_NAME = CONCAT('`', DATABASE(), '`.`', ?, '`')", t).Scan(&s.PageBytes, &s.RecordBytes); err != nil {
+			return nil, fmt.Errorf("storage: pages of %s: %w", t, err)
+		}
 		out[t] = s
 	}
 	return out, nil
@@ -332,10 +357,11 @@ func (b *benchmark) storage(ctx context.Context) error {
 	}
 	b.res.Storage = &s
 	for _, t := range s.Tables {
-		b.printf("  %-16s +%6d rows  data %+9d  index %+9d  logical %+9d bytes\n", t.Table, t.Rows, t.DataBytes, t.IndexBytes, t.LogicalBytes)
+		b.printf("  %-16s +%6d rows  data %+9d  index %+9d  pages %+9d  records %+9d  logical %+9d bytes\n",
+			t.Table, t.Rows, t.DataBytes, t.IndexBytes, t.PageBytes, t.RecordBytes, t.LogicalBytes)
 	}
-	b.printf("  %d events (%s) in %.1fs: changes %.1f bytes on average; stored %.1f bytes/event (logical %.1f); target <= %.1f\n",
-		s.Events, s.Sources, s.Seconds, s.MeanChangesBytes, s.BytesPerEvent, s.LogicalBytesPerEvent, StorageTarget(s.MeanChangesBytes))
+	b.printf("  %d events (%s) in %.1fs: changes %.1f bytes on average; per event: allocated %.1f, pages in use %.1f, records %.1f, values %.1f bytes; target <= %.1f\n",
+		s.Events, s.Sources, s.Seconds, s.MeanChangesBytes, s.BytesPerEvent, s.PageBytesPerEvent, s.RecordBytesPerEvent, s.LogicalBytesPerEvent, StorageTarget(s.MeanChangesBytes))
 	if s.Warnings > 0 {
 		b.fail("storage: the engine logged %d warnings during the merges (first: %s): not the normal path", s.Warnings, s.FirstWarning)
 	}

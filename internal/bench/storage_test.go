@@ -94,17 +94,23 @@ func TestMeasureStorage(t *testing.T) {
 	if s.BytesPerEvent <= 0 {
 		t.Errorf("%.1f bytes/event allocated: the tables did not grow", s.BytesPerEvent)
 	}
+	// Records hold the values and more (headers, index entries); pages hold
+	// the records and their free space.
+	if !(s.LogicalBytesPerEvent < s.RecordBytesPerEvent && s.RecordBytesPerEvent <= s.PageBytesPerEvent) {
+		t.Errorf("per event: values %.1f, records %.1f, pages %.1f bytes: want values < records <= pages",
+			s.LogicalBytesPerEvent, s.RecordBytesPerEvent, s.PageBytesPerEvent)
+	}
 }
 
-// TestStorageTargetRow: the target row compares the allocated bytes with
-// twice the changes plus 600.
+// TestStorageTargetRow: the target row compares the bytes of pages in use
+// with twice the changes plus 600.
 func TestStorageTargetRow(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		perEvent float64
 		ok       bool
 	}{{799.9, true}, {800, true}, {800.1, false}, {0, false}} {
-		r := &Result{Storage: &Storage{Events: 10000, Fields: 20, MeanChangesBytes: 100, BytesPerEvent: c.perEvent}}
+		r := &Result{Storage: &Storage{Events: 10000, Fields: 20, MeanChangesBytes: 100, PageBytesPerEvent: c.perEvent}}
 		r.EvaluateTargets()
 		if len(r.Targets) != 1 || r.Targets[0].OK != c.ok || r.Targets[0].Got != c.perEvent || r.Targets[0].Want != "<= 2×changes+600 = 800" {
 			t.Errorf("%.1f bytes/event: targets %+v, want one, met %v", c.perEvent, r.Targets, c.ok)
