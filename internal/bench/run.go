@@ -213,6 +213,26 @@ func (b *benchmark) scratchDB(ctx context.Context, name string) (rootDSN, worker
 	return rootDSN, workerDSN, err
 }
 
+// scratchStore is scratchDB opened: a privileged pool on the database and
+// the store over the production grant set. closeAll closes both.
+func (b *benchmark) scratchStore(ctx context.Context, name string) (root *sql.DB, st *mysql.Store, workerDSN string, closeAll func(), err error) {
+	rootDSN, workerDSN, err := b.scratchDB(ctx, name)
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	root, closeRoot, err := mysql.Open(ctx, config.DB{DSN: rootDSN, MaxOpenConns: 2})
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	db, closeDB, err := mysql.Open(ctx, config.DB{DSN: workerDSN, MaxOpenConns: 4})
+	if err != nil {
+		_ = closeRoot()
+		return nil, nil, "", nil, err
+	}
+	st = mysql.New(db, closeDB)
+	return root, st, workerDSN, func() { _ = st.Close(); _ = closeRoot() }, nil
+}
+
 // profileFor returns where to write the CPU profile of mode at conc (only
 // at the reference concurrency, with --profile) and a func to close it.
 func (b *benchmark) profileFor(mode string, conc int) (io.Writer, func()) {

@@ -283,21 +283,11 @@ func (w *warnCounter) get() (int, string) {
 // database, the engine over the production grant set, a counted pass
 // through the proxy.
 func (b *benchmark) scale(ctx context.Context) error {
-	rootDSN, workerDSN, err := b.scratchDB(ctx, "scale")
+	root, st, workerDSN, closeAll, err := b.scratchStore(ctx, "scale")
 	if err != nil {
 		return err
 	}
-	root, closeRoot, err := mysql.Open(ctx, config.DB{DSN: rootDSN, MaxOpenConns: 2})
-	if err != nil {
-		return err
-	}
-	defer closeRoot()
-	db, closeDB, err := mysql.Open(ctx, config.DB{DSN: workerDSN, MaxOpenConns: 4})
-	if err != nil {
-		return err
-	}
-	st := mysql.New(db, closeDB)
-	defer st.Close()
+	defer closeAll()
 	proxy, err := StartProxy(b.scratch.Addr())
 	if err != nil {
 		return err

@@ -20,7 +20,6 @@ import (
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store"
-	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
 
 // StorageEvents is how many events the storage figure merges: its target is
@@ -335,21 +334,11 @@ func columns(ctx context.Context, db *sql.DB, table string) ([]string, error) {
 // storage is the run's storage phase: MeasureStorage in a scratch database,
 // the engine over the production grant set.
 func (b *benchmark) storage(ctx context.Context) error {
-	rootDSN, workerDSN, err := b.scratchDB(ctx, "storage")
+	root, st, _, closeAll, err := b.scratchStore(ctx, "storage")
 	if err != nil {
 		return err
 	}
-	root, closeRoot, err := mysql.Open(ctx, config.DB{DSN: rootDSN, MaxOpenConns: 2})
-	if err != nil {
-		return err
-	}
-	defer closeRoot()
-	db, closeDB, err := mysql.Open(ctx, config.DB{DSN: workerDSN, MaxOpenConns: 4})
-	if err != nil {
-		return err
-	}
-	st := mysql.New(db, closeDB)
-	defer st.Close()
+	defer closeAll()
 	b.printf("\nbytes stored per event (one record of %d fields, %d sequential merges through the engine, publish a no-op)\n", len(storageFields), b.sizes.storageEvents)
 	s, err := MeasureStorage(ctx, root, st, StorageOptions{Events: b.sizes.storageEvents, Env: b.o.Env, Sources: config.DefaultSources})
 	if err != nil {

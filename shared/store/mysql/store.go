@@ -97,18 +97,28 @@ func scanEvent(r scanner) (store.Event, error) {
 }
 
 func (o ops) queryEvents(ctx context.Context, what, q string, args ...any) ([]store.Event, error) {
-	rows, err := o.q.QueryContext(ctx, q, args...)
+	return queryAll(ctx, o.q, what, q, scanEvent, args...)
+}
+
+// queryAll runs query and scans every row with scan; errors name what was
+// read.
+func queryAll[T any](ctx context.Context, q querier, what, query string, scan func(scanner) (T, error), args ...any) ([]T, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, wrap(err, what)
 	}
 	defer rows.Close()
-	var out []store.Event
+	var out []T
 	for rows.Next() {
-		e, err := scanEvent(rows)
+		v, err := scan(rows)
+		var bad badRow
+		if errors.As(err, &bad) {
+			return nil, fmt.Errorf("%s: %w", what, bad.err) // the data, not the connection
+		}
 		if err != nil {
 			return nil, wrap(err, what)
 		}
-		out = append(out, e)
+		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, wrap(err, what)
@@ -750,42 +760,40 @@ func (s *Store) audits(ctx context.Context, what, q string, args ...any) ([]stor
 }
 
 func auditRows(ctx context.Context, q querier, what, query string, args ...any) ([]store.Audit, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, wrap(err, what)
+	return queryAll(ctx, q, what, query, scanAudit, args...)
+}
+
+// badRow is a row the server returned whole that does not decode: a fault
+// of the stored data, not of the connection (never ErrUnavailable).
+type badRow struct{ err error }
+
+func (b badRow) Error() string { return b.err.Error() }
+
+func scanAudit(r scanner) (store.Audit, error) {
+	var (
+		a                                            store.Audit
+		eventID, outcome, stage, msg, detail, source sql.NullString
+		version                                      sql.NullInt64
+		state, fields                                []byte
+	)
+	if err := r.Scan(&a.ID, &eventID, &a.Fingerprint, &a.RecordType, &a.RecordID, &outcome, &stage, &msg, &version, &detail, &state, &source, &fields, &a.CreatedAt); err != nil {
+		return a, err
 	}
-	defer rows.Close()
-	var out []store.Audit
-	for rows.Next() {
-		var (
-			a                                            store.Audit
-			eventID, outcome, stage, msg, detail, source sql.NullString
-			version                                      sql.NullInt64
-			state, fields                                []byte
-		)
-		if err := rows.Scan(&a.ID, &eventID, &a.Fingerprint, &a.RecordType, &a.RecordID, &outcome, &stage, &msg, &version, &detail, &state, &source, &fields, &a.CreatedAt); err != nil {
-			return nil, wrap(err, what)
-		}
-		a.EventID, a.Outcome, a.Stage, a.MessageID, a.Detail = eventID.String, outcome.String, stage.String, msg.String, detail.String
-		a.Source = source.String
-		a.Version = uint64(version.Int64)
-		if state != nil {
-			a.State = json.RawMessage(state)
-		}
-		if fields != nil {
-			fs := &store.FieldSet{}
-			if err := json.Unmarshal(fields, fs); err != nil {
-				return nil, fmt.Errorf("%s: fields of audit row %s: %w", what, a.ID, err)
-			}
-			a.Fields = fs
-		}
-		a.CreatedAt = a.CreatedAt.UTC()
-		out = append(out, a)
+	a.EventID, a.Outcome, a.Stage, a.MessageID, a.Detail = eventID.String, outcome.String, stage.String, msg.String, detail.String
+	a.Source = source.String
+	a.Version = uint64(version.Int64)
+	if state != nil {
+		a.State = json.RawMessage(state)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, wrap(err, what)
+	if fields != nil {
+		fs := &store.FieldSet{}
+		if err := json.Unmarshal(fields, fs); err != nil {
+			return a, badRow{fmt.Errorf("fields of audit row %s: %w", a.ID, err)}
+		}
+		a.Fields = fs
 	}
-	return out, nil
+	a.CreatedAt = a.CreatedAt.UTC()
+	return a, nil
 }
 
 func (s *Store) AuditTrail(ctx context.Context, rt, rid string) ([]store.Audit, error) {
@@ -926,21 +934,5 @@ func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]st
 }
 
 func (s *Store) deadLetters(ctx context.Context, what, q string, args ...any) ([]store.DeadLetter, error) {
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, wrap(err, what)
-	}
-	defer rows.Close()
-	var out []store.DeadLetter
-	for rows.Next() {
-		d, err := scanDeadLetter(rows)
-		if err != nil {
-			return nil, wrap(err, what)
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, wrap(err, what)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, what, q, scanDeadLetter, args...)
 }
