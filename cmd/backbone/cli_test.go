@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/backbone-sync/backbone/internal/devstack"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
@@ -132,7 +133,7 @@ func TestDevProject(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{map[string]string{}, devProject},
+		{map[string]string{}, devstack.Project},
 		{map[string]string{"GOOGLE_CLOUD_PROJECT": "g"}, "g"},
 		{map[string]string{"GOOGLE_CLOUD_PROJECT": "g", "GCP_PROJECT": "p"}, "p"},
 	} {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/backbone-sync/backbone/internal/devstack"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
@@ -116,14 +117,14 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		return 0
 	}
-	d, err := startDev(context.Background(), devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
-		netsuiteURL: ft.nsURL, suitexURL: ft.sxURL, getenv: func(k string) string { return ft.env()[k] },
-		minBackoff: 50 * time.Millisecond, maxBackoff: 200 * time.Millisecond, serve: serveMux, log: slog.New(slog.DiscardHandler)})
+	d, err := startDev(context.Background(), devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0",
+		NetSuiteURL: ft.nsURL, SuiteXURL: ft.sxURL, Getenv: func(k string) string { return ft.env()[k] },
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Serve: serveMux, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.stop()
-	pub := publish.Guard(config.Sandbox, d.pubsub)
+	defer d.Stop()
+	pub := publish.Guard(config.Sandbox, d.PubSub)
 	ok := &chain{prefix: "cok", records: 2, versions: 2, targets: ft}
 	ok.publishVersions(t, pub, config.Sandbox, 0, 2)
 	ok.waitConverged(t, db, ft, time.Minute)
@@ -138,7 +139,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	down.Store(false)
-	base := d.funcURL + "/console"
+	base := d.FuncURL + "/console"
 	me := localUser()
 
 	// Health.

@@ -11,6 +11,8 @@ import (
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/google/uuid"
 
+	"github.com/backbone-sync/backbone/internal/devstack"
+	"github.com/backbone-sync/backbone/internal/devstack/gcloudemu"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/store"
@@ -20,23 +22,23 @@ import (
 // startGcloudDev runs the dev stack on the gcloud emulator: real pushes to
 // the functions, Retry's subscription bridged (docs/emulators.md). It fails,
 // never skips, when the emulator package is installed but does not start.
-func startGcloudDev(t *testing.T, db *mysqltest.DB) *devStack {
+func startGcloudDev(t *testing.T, db *mysqltest.DB) *devstack.Stack {
 	t.Helper()
 	if !gcloudEmulatorInstalled() {
-		t.Skip("the " + gcloudEmulatorPackage + " package is not installed on this machine")
+		t.Skip("the " + gcloudemu.Package + " package is not installed on this machine")
 	}
-	d, err := startDev(context.Background(), devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0", emulator: emulatorGcloud,
-		minBackoff: 200 * time.Millisecond, maxBackoff: 2 * time.Second, serve: serveMux, log: slog.New(slog.DiscardHandler)})
+	d, err := startDev(context.Background(), devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0", Emulator: devstack.EmulatorGcloud,
+		MinBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second, Serve: serveMux, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		t.Fatalf("the %s package is installed but dev --emulator gcloud does not start: %v", gcloudEmulatorPackage, err)
+		t.Fatalf("the %s package is installed but dev --emulator gcloud does not start: %v", gcloudemu.Package, err)
 	}
-	t.Cleanup(d.stop)
-	if d.gcloud == nil {
+	t.Cleanup(d.Stop)
+	if d.Gcloud == nil {
 		t.Fatal("dev did not start the gcloud emulator")
 	}
 	// The emulator pushes for real; only Retry's subscription is bridged.
 	for _, s := range config.Sandbox.Names().Subscriptions() {
-		got, err := d.pubsub.Client().SubscriptionAdminClient.GetSubscription(context.Background(), &pubsubpb.GetSubscriptionRequest{Subscription: "projects/" + d.project + "/subscriptions/" + s.Name})
+		got, err := d.PubSub.Client().SubscriptionAdminClient.GetSubscription(context.Background(), &pubsubpb.GetSubscriptionRequest{Subscription: "projects/" + d.Project + "/subscriptions/" + s.Name})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +57,7 @@ func TestEndToEndGcloud(t *testing.T) {
 	t.Parallel()
 	db := devDB(t)
 	d := startGcloudDev(t, db)
-	x := &e2e{t: t, d: d, db: db, pub: publish.Guard(config.Sandbox, d.pubsub), clock: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
+	x := &e2e{t: t, d: d, db: db, pub: publish.Guard(config.Sandbox, d.PubSub), clock: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
 	const records = 24
 	rec := func(k int) (string, string) {
 		if k%2 == 0 {
@@ -74,7 +76,7 @@ func TestEndToEndGcloud(t *testing.T) {
 	x.waitDelivered("creates delivered")
 	for round := 1; round <= 3; round++ {
 		if round == 3 {
-			d.suitex.SetDown(http.StatusServiceUnavailable)
+			d.SuiteX.SetDown(http.StatusServiceUnavailable)
 		}
 		for k := 0; k < records; k++ {
 			rt, rid := rec(k)
@@ -93,9 +95,9 @@ func TestEndToEndGcloud(t *testing.T) {
 			}
 		}
 		if round == 3 {
-			x.waitFor("the outage to refuse a delivery", func() bool { return d.suitex.OutageHits() > 0 })
+			x.waitFor("the outage to refuse a delivery", func() bool { return d.SuiteX.OutageHits() > 0 })
 			time.Sleep(200 * time.Millisecond)
-			d.suitex.SetDown(0)
+			d.SuiteX.SetDown(0)
 		}
 		x.waitMerged(fmt.Sprintf("round %d", round))
 		x.waitDelivered(fmt.Sprintf("round %d delivered", round))
@@ -139,8 +141,8 @@ func TestGcloudRetryDeadLetters(t *testing.T) {
 	t.Parallel()
 	db := devDB(t)
 	d := startGcloudDev(t, db)
-	x := &e2e{t: t, d: d, db: db, pub: publish.Guard(config.Sandbox, d.pubsub), clock: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
-	d.suitex.SetDown(http.StatusServiceUnavailable)
+	x := &e2e{t: t, d: d, db: db, pub: publish.Guard(config.Sandbox, d.PubSub), clock: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
+	d.SuiteX.SetDown(http.StatusServiceUnavailable)
 	x.raw(uuid.NewString(), "customer", "GDL-1", "netsuite", 0, map[string]any{"name": "down"})
 	x.waitFor("a SuiteX dead letter", func() bool {
 		return x.count("SELECT COUNT(*) FROM dead_letters WHERE stage = 'suitex'") > 0
@@ -154,7 +156,7 @@ func TestGcloudRetryDeadLetters(t *testing.T) {
 	}
 	// The key is not blocked: the record's next change is merged and, once
 	// SuiteX is back, delivered.
-	d.suitex.SetDown(0)
+	d.SuiteX.SetDown(0)
 	x.raw(uuid.NewString(), "customer", "GDL-1", "netsuite", 1, map[string]any{"name": "up"})
 	x.waitMerged("the next change")
 	x.waitDelivered("the next change delivered")

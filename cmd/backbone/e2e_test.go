@@ -16,7 +16,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/backbone-sync/backbone/internal/devstack/standin"
+	"github.com/backbone-sync/backbone/internal/devstack"
+	"github.com/backbone-sync/backbone/internal/fake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/publish"
@@ -41,7 +42,7 @@ func serveMux(handlers map[string]http.Handler, ln net.Listener) (func(), error)
 // e2e drives a dev stack from a test.
 type e2e struct {
 	t     *testing.T
-	d     *devStack
+	d     *devstack.Stack
 	db    *mysqltest.DB
 	pub   publish.Publisher
 	mu    sync.Mutex
@@ -60,7 +61,7 @@ type edit struct {
 
 func (x *e2e) publish(data []byte, key string) {
 	x.t.Helper()
-	id, err := x.pub.Publish(context.Background(), x.d.cfg.Env.Names().RawTopic, publish.Message{Data: data, OrderingKey: key})
+	id, err := x.pub.Publish(context.Background(), x.d.Config.Env.Names().RawTopic, publish.Message{Data: data, OrderingKey: key})
 	if err != nil {
 		x.t.Fatal(err)
 	}
@@ -195,13 +196,13 @@ func TestEndToEnd(t *testing.T) {
 	t.Parallel()
 	db := mysqltest.Empty(t)
 	ctx := context.Background()
-	d, err := startDev(ctx, devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
-		minBackoff: 200 * time.Millisecond, maxBackoff: 2 * time.Second, serve: serveMux, log: slog.New(slog.DiscardHandler)})
+	d, err := startDev(ctx, devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0",
+		MinBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second, Serve: serveMux, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.stop()
-	x := &e2e{t: t, d: d, db: db, pub: publish.Guard(config.Sandbox, d.pubsub), clock: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
+	defer d.Stop()
+	x := &e2e{t: t, d: d, db: db, pub: publish.Guard(config.Sandbox, d.PubSub), clock: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
 	const records = 60
 	rec := func(k int) (string, string) {
 		if k%2 == 0 {
@@ -226,7 +227,7 @@ func TestEndToEnd(t *testing.T) {
 	// a SuiteX outage during round 3.
 	for round := 1; round <= 6; round++ {
 		if round == 3 {
-			d.suitex.SetDown(http.StatusServiceUnavailable)
+			d.SuiteX.SetDown(http.StatusServiceUnavailable)
 		}
 		for k := 0; k < records; k++ {
 			rt, rid := rec(k)
@@ -250,9 +251,9 @@ func TestEndToEnd(t *testing.T) {
 			// Keep the outage short of Retry's budget (5 attempts with
 			// backoff 200ms..2s, about 3s): recover 200ms after the first
 			// refused delivery, however slow the machine is.
-			x.waitFor("the outage to refuse a delivery", func() bool { return d.suitex.OutageHits() > 0 })
+			x.waitFor("the outage to refuse a delivery", func() bool { return d.SuiteX.OutageHits() > 0 })
 			time.Sleep(200 * time.Millisecond)
-			d.suitex.SetDown(0)
+			d.SuiteX.SetDown(0)
 		}
 		x.waitMerged(fmt.Sprintf("round %d", round))
 		x.waitDelivered(fmt.Sprintf("round %d delivered", round))
@@ -366,7 +367,7 @@ func check(t *testing.T, x *e2e, poisonIDs map[string]bool, records, echoRecords
 
 	// The SuiteX outage happened, failed deliveries, and Retry recovered
 	// them (no dead letter but the poison ones, checked below).
-	if x.d.suitex.OutageHits() == 0 {
+	if x.d.SuiteX.OutageHits() == 0 {
 		t.Error("the SuiteX outage answered no request")
 	}
 	if n := x.count(`SELECT COUNT(*) FROM event_audit_log WHERE stage = 'suitex' AND processing_outcome = 'failed'`); n == 0 {
@@ -384,7 +385,7 @@ func check(t *testing.T, x *e2e, poisonIDs map[string]bool, records, echoRecords
 	for _, e := range events {
 		byID[e.ID] = e
 	}
-	for _, target := range []*standin.Target{x.d.suitex, x.d.netsuite} {
+	for _, target := range []*fake.System{&x.d.SuiteX.System, &x.d.NetSuite.System} {
 		last := map[string]uint64{}
 		for _, dv := range target.Deliveries() {
 			e, ok := byID[dv.EventID]
@@ -459,7 +460,7 @@ func check(t *testing.T, x *e2e, poisonIDs map[string]bool, records, echoRecords
 func (x *e2e) divergence() []string {
 	x.t.Helper()
 	ctx := context.Background()
-	mapping, err := netsuite.ParseMapping(x.d.cfg.NetSuite.Mapping)
+	mapping, err := netsuite.ParseMapping(x.d.Config.NetSuite.Mapping)
 	if err != nil {
 		x.t.Fatal(err)
 	}
@@ -504,7 +505,7 @@ func (x *e2e) divergence() []string {
 	x.mu.Lock()
 	edits := append([]edit(nil), x.edits...)
 	x.mu.Unlock()
-	sxDeliveries, nsDeliveries := x.d.suitex.Deliveries(), x.d.netsuite.Deliveries()
+	sxDeliveries, nsDeliveries := x.d.SuiteX.Deliveries(), x.d.NetSuite.Deliveries()
 
 	var out []string
 	rows, err := x.db.Root.Query("SELECT DISTINCT record_type, record_id FROM events")
@@ -565,7 +566,7 @@ func (x *e2e) divergence() []string {
 			if err := json.Unmarshal(dv.Body, &fields); err != nil {
 				x.t.Fatal(err)
 			}
-			if vf := x.d.cfg.NetSuite.VersionField; vf != "" {
+			if vf := x.d.Config.NetSuite.VersionField; vf != "" {
 				delete(fields, vf)
 			}
 			ns = append(ns, step{dv.At, fields})

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backbone-sync/backbone/internal/devstack"
 	"github.com/backbone-sync/backbone/shared/config"
 )
 
@@ -16,14 +17,14 @@ import (
 func TestExamplesDeterministic(t *testing.T) {
 	t.Parallel()
 	db := devDB(t)
-	d, err := startDev(context.Background(), devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
-		minBackoff: 100 * time.Millisecond, maxBackoff: time.Second, serve: serveMux, log: slog.New(slog.DiscardHandler)})
+	d, err := startDev(context.Background(), devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0",
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Serve: serveMux, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.stop()
+	defer d.Stop()
 	x := &e2e{t: t, d: d, db: db}
-	env := map[string]string{"BACKBONE_ENV": "sandbox", "GCP_PROJECT": d.project, "PUBSUB_EMULATOR_HOST": d.emulator, "EVENT_STORE_DSN": db.DSN}
+	env := map[string]string{"BACKBONE_ENV": "sandbox", "GCP_PROJECT": d.Project, "PUBSUB_EMULATOR_HOST": d.Emulator, "EVENT_STORE_DSN": db.DSN}
 	publishFile := func(args ...string) {
 		t.Helper()
 		if code, out, errs := runWith(env, append([]string{"publish"}, args...)...); code != 0 {

@@ -23,13 +23,15 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
 
+	"github.com/backbone-sync/backbone/internal/devstack"
+	"github.com/backbone-sync/backbone/internal/fake/netsuitefake"
+	"github.com/backbone-sync/backbone/internal/fake/suitexfake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/publish/pubsub"
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
-	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
@@ -131,8 +133,8 @@ const (
 // system's copy once the system holds that version: when a delivery of that
 // version or a later one is applied, or, if none comes, at the end.
 type faultTargets struct {
-	ns    *sinktest.NetSuite
-	sx    *sinktest.SuiteX
+	ns    *netsuitefake.Server
+	sx    *suitexfake.Server
 	nsURL string
 	sxURL string
 	// before, when set, runs first for every request (failure injection,
@@ -151,16 +153,16 @@ type ownEdit struct {
 
 func newFaultTargets(t *testing.T) *faultTargets {
 	ft := &faultTargets{
-		ns:      &sinktest.NetSuite{Account: fAccount, ConsumerKey: fCK, ConsumerSecret: fCS, TokenID: fTK, TokenSecret: fTS},
-		sx:      &sinktest.SuiteX{Secret: fSuiteXSecret},
+		ns:      &netsuitefake.Server{Account: fAccount, ConsumerKey: fCK, ConsumerSecret: fCS, TokenID: fTK, TokenSecret: fTS},
+		sx:      &suitexfake.Server{Secret: fSuiteXSecret},
 		pending: map[string][]ownEdit{},
 		holds:   map[string]uint64{},
 	}
-	ft.ns.Hook = func(req sinktest.NetSuiteRequest, apply func()) (int, string) {
+	ft.ns.Hook = func(req netsuitefake.Request, apply func()) (int, string) {
 		v, _ := strconv.ParseUint(req.Header.Get(netsuite.HeaderVersion), 10, 64)
 		return ft.serve("netsuite", req.ExternalID, v, apply)
 	}
-	ft.sx.Hook = func(req sinktest.SuiteXRequest, apply func()) (int, string) {
+	ft.sx.Hook = func(req suitexfake.Request, apply func()) (int, string) {
 		var ev struct {
 			RecordID string `json:"record_id"`
 			Version  uint64 `json:"version"`
@@ -227,16 +229,16 @@ func (ft *faultTargets) edit(system, rid string, changes map[string]json.RawMess
 // startDevWith runs the dev stack in process on dsn against the fakes ft,
 // with the given redelivery backoff; it stops when the test ends. It also
 // returns the sources' guarded publisher to events.raw.
-func startDevWith(t *testing.T, dsn string, ft *faultTargets, minBackoff, maxBackoff time.Duration) (*devStack, publish.Publisher) {
+func startDevWith(t *testing.T, dsn string, ft *faultTargets, minBackoff, maxBackoff time.Duration) (*devstack.Stack, publish.Publisher) {
 	t.Helper()
-	d, err := startDev(context.Background(), devOptions{env: config.Sandbox, dsn: dsn, funcAddr: "127.0.0.1:0",
-		netsuiteURL: ft.nsURL, suitexURL: ft.sxURL, getenv: func(k string) string { return ft.env()[k] },
-		minBackoff: minBackoff, maxBackoff: maxBackoff, serve: serveMux, log: slog.New(slog.DiscardHandler)})
+	d, err := startDev(context.Background(), devstack.Options{Env: config.Sandbox, DSN: dsn, FuncAddr: "127.0.0.1:0",
+		NetSuiteURL: ft.nsURL, SuiteXURL: ft.sxURL, Getenv: func(k string) string { return ft.env()[k] },
+		MinBackoff: minBackoff, MaxBackoff: maxBackoff, Serve: serveMux, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(d.stop)
-	return d, publish.Guard(config.Sandbox, d.pubsub)
+	t.Cleanup(d.Stop)
+	return d, publish.Guard(config.Sandbox, d.PubSub)
 }
 
 // failSuiteX makes the SuiteX fake answer 503 while the returned flag is
@@ -448,8 +450,8 @@ func TestFaultTargetOutageLongerThanRetry(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	down.Store(false)
-	env := map[string]string{"BACKBONE_ENV": "sandbox", "EVENT_STORE_DSN": d.workerDSN, "PUBSUB_EMULATOR_HOST": d.emulator,
-		"GCP_PROJECT": d.project}
+	env := map[string]string{"BACKBONE_ENV": "sandbox", "EVENT_STORE_DSN": d.WorkerDSN, "PUBSUB_EMULATOR_HOST": d.Emulator,
+		"GCP_PROJECT": d.Project}
 	for k, v := range ft.env() {
 		env[k] = v
 	}
@@ -465,7 +467,7 @@ func TestFaultTargetOutageLongerThanRetry(t *testing.T) {
 	if redriven < c.records {
 		t.Fatalf("%d redrives audited for %d records", redriven, c.records)
 	}
-	tl, err := timeline(ctx, d.app.store, "customer", c.rid(0))
+	tl, err := timeline(ctx, d.Store, "customer", c.rid(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -511,16 +513,16 @@ func TestFaultCrashMidLoad(t *testing.T) {
 		seen(system, rid, v)
 		return 0
 	}
-	ps, err := startPstest(0)
+	ps, err := devstack.StartPstest(0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ps.Close() })
 	env := ft.env()
-	env["BACKBONE_ENV"], env["EVENT_STORE_DSN"], env["PUBSUB_EMULATOR_HOST"], env["GCP_PROJECT"] = "sandbox", db.DSN, ps.Addr, devProject
+	env["BACKBONE_ENV"], env["EVENT_STORE_DSN"], env["PUBSUB_EMULATOR_HOST"], env["GCP_PROJECT"] = "sandbox", db.DSN, ps.Addr, devstack.Project
 	args := []string{"--min-backoff", "200ms", "--max-backoff", "2s"}
 	first := startDevProcess(t, env, args...)
-	client, err := pubsub.New(context.Background(), devProject, ps.Addr)
+	client, err := pubsub.New(context.Background(), devstack.Project, ps.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -552,7 +554,7 @@ func TestFaultCrashMidLoad(t *testing.T) {
 	<-done
 	second := startDevProcess(t, env, args...)
 	// outbox flush with the worker DSN the restarted dev prints.
-	flushEnv := map[string]string{"BACKBONE_ENV": "sandbox", "PUBSUB_EMULATOR_HOST": ps.Addr, "GCP_PROJECT": devProject,
+	flushEnv := map[string]string{"BACKBONE_ENV": "sandbox", "PUBSUB_EMULATOR_HOST": ps.Addr, "GCP_PROJECT": devstack.Project,
 		"EVENT_STORE_DSN": second.exports["EVENT_STORE_DSN"]}
 	if flushEnv["EVENT_STORE_DSN"] == "" {
 		flushEnv["EVENT_STORE_DSN"] = db.DSN
@@ -597,23 +599,23 @@ func TestFaultGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	db := mysqltest.New(t)
 	_, worker := db.Worker(t)
-	ps, err := startPstest(0)
+	ps, err := devstack.StartPstest(0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ps.Close() })
-	client, err := pubsub.New(context.Background(), devProject, ps.Addr)
+	client, err := pubsub.New(context.Background(), devstack.Project, ps.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	if _, err := client.Client().TopicAdminClient.CreateTopic(context.Background(), topicReq(devProject, config.Sandbox.Names().MergedTopic)); err != nil {
+	if _, err := client.Client().TopicAdminClient.CreateTopic(context.Background(), topicReq(devstack.Project, config.Sandbox.Names().MergedTopic)); err != nil {
 		t.Fatal(err)
 	}
 	port := unusedPort(t)
 	cmd := exec.Command(backboneBinary(t), "serve")
 	cmd.Env = minimalEnv(map[string]string{"BACKBONE_ENV": "sandbox", "FUNCTION_TARGET": "Merge", "PORT": port,
-		"EVENT_STORE_DSN": worker.DSN, "PUBSUB_EMULATOR_HOST": ps.Addr, "GCP_PROJECT": devProject, "DB_MAX_OPEN_CONNS": "4"})
+		"EVENT_STORE_DSN": worker.DSN, "PUBSUB_EMULATOR_HOST": ps.Addr, "GCP_PROJECT": devstack.Project, "DB_MAX_OPEN_CONNS": "4"})
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -636,7 +638,7 @@ func TestFaultGracefulShutdown(t *testing.T) {
 			raw, _ := json.Marshal(event.Raw{ID: id, RecordType: "customer", RecordID: fmt.Sprintf("gs-%03d", i), Source: "netsuite",
 				Timestamp: event.NewTime(time.Now()), Changes: map[string]json.RawMessage{"a": json.RawMessage("1")}})
 			body, _ := json.Marshal(map[string]any{"message": map[string]any{"data": raw, "messageId": "m-" + id,
-				"attributes": map[string]string{"env": "sandbox"}}, "subscription": "projects/" + devProject + "/subscriptions/" + config.Sandbox.Names().MergeSub})
+				"attributes": map[string]string{"env": "sandbox"}}, "subscription": "projects/" + devstack.Project + "/subscriptions/" + config.Sandbox.Names().MergeSub})
 			started.Done()
 			resp, err := hc.Post(url, "application/json", strings.NewReader(string(body)))
 			if err != nil {

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/backbone-sync/backbone/internal/devstack/gcloudemu"
 )
 
 // These tests pin down what the gcloud Pub/Sub emulator does (docs/emulators.md
@@ -30,27 +32,27 @@ const gcloudTestProject = "backbone-emu-test"
 // gcloudEmulatorInstalled reports whether the machine has the package (its
 // launcher), whatever the state of Java.
 func gcloudEmulatorInstalled() bool {
-	if _, err := findGcloudEmulator(); err == nil || !strings.Contains(err.Error(), "not installed") {
+	if _, err := gcloudemu.Find(); err == nil || !strings.Contains(err.Error(), "not installed") {
 		return true
 	}
-	if err := exec.Command("dpkg-query", "-W", gcloudEmulatorPackage).Run(); err == nil {
+	if err := exec.Command("dpkg-query", "-W", gcloudemu.Package).Run(); err == nil {
 		return true
 	}
 	return false
 }
 
 // startGcloudForTest starts one emulator for the test, on a free port.
-func startGcloudForTest(t *testing.T) *gcloudEmulator {
+func startGcloudForTest(t *testing.T) *gcloudemu.Emulator {
 	t.Helper()
 	if !gcloudEmulatorInstalled() {
-		t.Skip("the " + gcloudEmulatorPackage + " package is not installed on this machine")
+		t.Skip("the " + gcloudemu.Package + " package is not installed on this machine")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), gcloudEmulatorStartup)
+	ctx, cancel := context.WithTimeout(context.Background(), gcloudemu.Startup)
 	defer cancel()
 	start := time.Now()
-	e, err := startGcloudEmulator(ctx, 0)
+	e, err := gcloudemu.Start(ctx, 0)
 	if err != nil {
-		t.Fatalf("the %s package is installed but the emulator does not start: %v", gcloudEmulatorPackage, err)
+		t.Fatalf("the %s package is installed but the emulator does not start: %v", gcloudemu.Package, err)
 	}
 	t.Logf("gcloud emulator on %s, started in %s", e.Addr, time.Since(start).Round(10*time.Millisecond))
 	t.Cleanup(e.Stop)

@@ -12,6 +12,7 @@ import (
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/google/uuid"
 
+	"github.com/backbone-sync/backbone/internal/devstack"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/deadletter"
 	"github.com/backbone-sync/backbone/shared/event"
@@ -32,13 +33,13 @@ import (
 func startPipeline(t *testing.T) *e2e {
 	t.Helper()
 	db := mysqltest.Empty(t) // startDev creates the schema, as `backbone dev` does
-	d, err := startDev(context.Background(), devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
-		minBackoff: 20 * time.Millisecond, maxBackoff: 200 * time.Millisecond, serve: serveMux})
+	d, err := startDev(context.Background(), devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0",
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Serve: serveMux})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(d.stop)
-	return &e2e{t: t, d: d, db: db, pub: publish.Guard(config.Sandbox, d.pubsub), clock: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
+	t.Cleanup(d.Stop)
+	return &e2e{t: t, d: d, db: db, pub: publish.Guard(config.Sandbox, d.PubSub), clock: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
 }
 
 // createFromNetSuite publishes a NetSuite create of customer rid (so the
@@ -99,8 +100,8 @@ func TestPipelineSinkDownDeadLettersAfterFiveAttempts(t *testing.T) {
 	names := config.Sandbox.Names()
 
 	// The real policy is in force on the stack's retry subscription.
-	sub, err := x.d.pubsub.Client().SubscriptionAdminClient.GetSubscription(context.Background(),
-		&pubsubpb.GetSubscriptionRequest{Subscription: "projects/" + devProject + "/subscriptions/" + names.RetrySub})
+	sub, err := x.d.PubSub.Client().SubscriptionAdminClient.GetSubscription(context.Background(),
+		&pubsubpb.GetSubscriptionRequest{Subscription: "projects/" + devstack.Project + "/subscriptions/" + names.RetrySub})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,12 +109,12 @@ func TestPipelineSinkDownDeadLettersAfterFiveAttempts(t *testing.T) {
 		t.Fatalf("retry subscription dead-letter policy %v, want %s after 5 attempts", p, names.DLQTopic)
 	}
 
-	x.d.suitex.SetDown(http.StatusServiceUnavailable)
+	x.d.SuiteX.SetDown(http.StatusServiceUnavailable)
 	ev := x.createFromNetSuite("PIPE-DOWN-1")
 	dls := x.waitDeadLetters(1)
 	// The dead letter is archived after Pub/Sub stopped redelivering: every
 	// attempt has happened. Stop the stack so that nothing is in flight.
-	x.d.stop()
+	x.d.Stop()
 
 	if len(dls) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(dls))
@@ -147,7 +148,7 @@ func TestPipelineSinkDownDeadLettersAfterFiveAttempts(t *testing.T) {
 	}
 
 	// 1 request from SuiteXSink + 5 from Retry, each one audited as failed.
-	if n := x.d.suitex.OutageHits(); n != 6 {
+	if n := x.d.SuiteX.OutageHits(); n != 6 {
 		t.Errorf("SuiteX answered %d requests with 503, want 6 (1 sink + 5 Retry attempts)", n)
 	}
 	if n := x.audits(ev.ID, store.StageSuiteX, store.OutcomeFailed); n != 6 {
@@ -156,7 +157,7 @@ func TestPipelineSinkDownDeadLettersAfterFiveAttempts(t *testing.T) {
 	if n := x.audits(ev.ID, store.StageRetry, store.OutcomeRetried); n != 0 {
 		t.Errorf("%d successful retries audited, want 0", n)
 	}
-	if n := len(x.d.suitex.Deliveries()); n != 0 {
+	if n := len(x.d.SuiteX.Deliveries()); n != 0 {
 		t.Errorf("SuiteX received %d deliveries while down", n)
 	}
 	// Stored once, audited once.
@@ -175,18 +176,18 @@ func TestPipelineSinkDownDeadLettersAfterFiveAttempts(t *testing.T) {
 func TestPipelineSinkRecoversAfterTwoFailures(t *testing.T) {
 	t.Parallel()
 	x := startPipeline(t)
-	x.d.suitex.FailNext(2, http.StatusServiceUnavailable)
+	x.d.SuiteX.FailNext(2, http.StatusServiceUnavailable)
 	ev := x.createFromNetSuite("PIPE-FLAKY-1")
 	// Retry acks only after the delivery succeeded and audits that: once the
 	// row is there, the error message is settled and cannot dead-letter.
 	x.waitFor("the retry to succeed", func() bool { return x.audits(ev.ID, store.StageRetry, store.OutcomeRetried) > 0 })
-	x.d.stop()
+	x.d.Stop()
 
-	ds := x.d.suitex.Deliveries()
+	ds := x.d.SuiteX.Deliveries()
 	if len(ds) != 1 || ds[0].EventID != ev.ID || ds[0].Duplicate {
 		t.Fatalf("SuiteX deliveries %+v, want event %s once", ds, ev.ID)
 	}
-	if n := x.d.suitex.OutageHits(); n != 2 {
+	if n := x.d.SuiteX.OutageHits(); n != 2 {
 		t.Errorf("SuiteX failed %d requests, want 2", n)
 	}
 	if n := x.audits(ev.ID, store.StageSuiteX, store.OutcomeFailed); n != 2 {
@@ -223,15 +224,15 @@ func TestPipelineNonRetryableDeadLettersWithoutRetry(t *testing.T) {
 		x := startPipeline(t)
 		// Only the first request is refused: had Retry re-run the delivery,
 		// it would have succeeded and SuiteX would have the event.
-		x.d.suitex.FailNext(1, http.StatusBadRequest)
+		x.d.SuiteX.FailNext(1, http.StatusBadRequest)
 		ev := x.createFromNetSuite("PIPE-400-1")
 		dls := x.waitDeadLetters(1)
-		x.d.stop()
+		x.d.Stop()
 
-		if n := x.d.suitex.OutageHits(); n != 1 {
+		if n := x.d.SuiteX.OutageHits(); n != 1 {
 			t.Errorf("SuiteX saw %d refused requests, want exactly 1 (no retry)", n)
 		}
-		if n := len(x.d.suitex.Deliveries()); n != 0 {
+		if n := len(x.d.SuiteX.Deliveries()); n != 0 {
 			t.Errorf("SuiteX accepted %d deliveries: Retry re-ran a permanent failure", n)
 		}
 		if len(dls) != 1 {
@@ -271,7 +272,7 @@ func TestPipelineNonRetryableDeadLettersWithoutRetry(t *testing.T) {
 		rawID := x.sent[0]
 		x.mu.Unlock()
 		dls := x.waitDeadLetters(1)
-		x.d.stop()
+		x.d.Stop()
 
 		if len(dls) != 1 {
 			t.Fatalf("%d dead letters, want 1", len(dls))
@@ -313,7 +314,7 @@ func TestPipelineRedriveAfterRecovery(t *testing.T) {
 	t.Parallel()
 	x := startPipeline(t)
 	ctx := context.Background()
-	x.d.suitex.SetDown(http.StatusServiceUnavailable)
+	x.d.SuiteX.SetDown(http.StatusServiceUnavailable)
 	ev := x.createFromNetSuite("PIPE-REDRIVE-1")
 	dls := x.waitDeadLetters(1)
 	if len(dls) != 1 || dls[0].EventID != ev.ID {
@@ -324,15 +325,15 @@ func TestPipelineRedriveAfterRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(x.d.suitex.Deliveries()); n != 0 {
+	if n := len(x.d.SuiteX.Deliveries()); n != 0 {
 		t.Fatalf("SuiteX received %d deliveries while down", n)
 	}
 
-	x.d.suitex.SetDown(0)
+	x.d.SuiteX.SetDown(0)
 	env := map[string]string{
 		"BACKBONE_ENV":         string(config.Sandbox),
-		"PUBSUB_EMULATOR_HOST": x.d.emulator,
-		"GCP_PROJECT":          devProject,
+		"PUBSUB_EMULATOR_HOST": x.d.Emulator,
+		"GCP_PROJECT":          devstack.Project,
 		"EVENT_STORE_DSN":      x.db.DSN,
 	}
 	code, out, errOut := dlqRun(t, env, "dlq", "redrive", id)
@@ -346,9 +347,9 @@ func TestPipelineRedriveAfterRecovery(t *testing.T) {
 		return x.audits(ev.ID, store.StageSuiteX, store.OutcomeDelivered) > 0 &&
 			x.audits(ev.ID, store.StageRetry, store.OutcomeRetried) > 0
 	})
-	x.d.stop()
+	x.d.Stop()
 
-	ds := x.d.suitex.Deliveries()
+	ds := x.d.SuiteX.Deliveries()
 	if len(ds) != 1 || ds[0].EventID != ev.ID {
 		t.Fatalf("SuiteX deliveries %+v, want event %s once", ds, ev.ID)
 	}

@@ -7,12 +7,8 @@ import (
 	"slices"
 	"strings"
 
-	"cloud.google.com/go/pubsub/v2"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/publish/pubsub"
 	"github.com/backbone-sync/backbone/shared/topology"
 )
 
@@ -60,16 +56,14 @@ func runProvision(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return usageError{strings.Replace(err.Error(), "BACKBONE_ENV", "--env", 1)}
 	}
+	cfg, _ := config.Load(c.getenv) // the project and the emulator only
 	if *project == "" {
-		*project = c.getenv("GCP_PROJECT")
-	}
-	if *project == "" {
-		*project = c.getenv("GOOGLE_CLOUD_PROJECT")
+		*project = cfg.Project
 	}
 	if *project == "" {
 		return usagef("no project: pass --project or set GCP_PROJECT")
 	}
-	emulator := c.getenv("PUBSUB_EMULATOR_HOST")
+	emulator := cfg.EmulatorHost
 
 	endpoints, err := provisionEndpoints(*endpointBase, *endpointList)
 	if err != nil {
@@ -92,24 +86,15 @@ func runProvision(ctx context.Context, c *cli, args []string) error {
 		}
 	}
 
-	opts := topology.Options{AckDeadline: *ackDeadline, Invoker: *invoker}
-	if emulator == "" {
-		opts.ProjectNumber = *projectNumber
-	}
-	want, err := topology.Desired(env, endpoints, opts)
+	want, err := topology.Desired(env, endpoints, topology.Options{AckDeadline: *ackDeadline, Invoker: *invoker, ProjectNumber: *projectNumber, Emulator: emulator})
 	if err != nil {
 		return usageError{err.Error()}
 	}
-	if emulator != "" {
-		want.IAMSkipped = fmt.Sprintf("PUBSUB_EMULATOR_HOST=%s: the emulator has no IAM. In Google Cloud this step grants the Pub/Sub service agent %s on %s and %s on %s, and checks both",
-			emulator, topology.RolePublisher, env.Names().DLQTopic, topology.RoleSubscriber, env.Names().RetrySub)
-	}
-
-	client, closeClient, err := provisionClient(ctx, *project, emulator)
+	client, err := pubsub.NewClient(ctx, *project, emulator)
 	if err != nil {
 		return err
 	}
-	defer closeClient()
+	defer client.Close()
 
 	where := "project " + *project
 	if emulator != "" {
@@ -128,15 +113,7 @@ func runProvision(ctx context.Context, c *cli, args []string) error {
 	if applyErr != nil {
 		return fmt.Errorf("provision %s: %w", env, applyErr)
 	}
-	n := len(changes) - changes.Count(topology.ActionVerified) - changes.Count(topology.ActionSkipped)
-	switch {
-	case n == 0:
-		fmt.Fprintf(c.stdout, "no changes: the %d topics and %d subscriptions of %s match the spec\n", len(want.Topics), len(want.Subscriptions), env)
-	case *dryRun:
-		fmt.Fprintf(c.stdout, "%d change(s) would be made; nothing was changed (dry run)\n", n)
-	default:
-		fmt.Fprintf(c.stdout, "%d change(s) made\n", n)
-	}
+	fmt.Fprintln(c.stdout, changes.Summary(want, *dryRun))
 	return nil
 }
 
@@ -174,27 +151,4 @@ func provisionEndpoints(base, list string) (map[string]string, error) {
 		m[target] = ep
 	}
 	return m, nil
-}
-
-// provisionClient connects to Pub/Sub. The emulator address comes from the
-// verb's environment (not the process's), so a test can point one run at its
-// own pstest server.
-func provisionClient(ctx context.Context, project, emulator string) (*pubsub.Client, func(), error) {
-	if emulator == "" {
-		c, err := pubsub.NewClient(ctx, project)
-		if err != nil {
-			return nil, nil, fmt.Errorf("pubsub client for project %s: %w", project, err)
-		}
-		return c, func() { _ = c.Close() }, nil
-	}
-	conn, err := grpc.NewClient(emulator, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, nil, fmt.Errorf("dial Pub/Sub emulator %s: %w", emulator, err)
-	}
-	c, err := pubsub.NewClient(ctx, project, option.WithGRPCConn(conn))
-	if err != nil {
-		_ = conn.Close()
-		return nil, nil, fmt.Errorf("pubsub client for the emulator %s: %w", emulator, err)
-	}
-	return c, func() { _ = c.Close(); _ = conn.Close() }, nil
 }

@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/backbone-sync/backbone/internal/eventfile"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/publish/pubsub"
@@ -47,11 +44,11 @@ func runPublish(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	msgs, err := splitEvents(data, *verbatim)
+	msgs, err := eventfile.Split(data, *verbatim)
 	if err != nil {
-		var bad rejectedInput
+		var bad eventfile.Rejected
 		if errors.As(err, &bad) {
-			fmt.Fprintf(c.stdout, "publish: 0 published, %d rejected locally (nothing is published unless every event is JSON)\n", bad.n)
+			fmt.Fprintf(c.stdout, "publish: 0 published, %d rejected locally (nothing is published unless every event is JSON)\n", bad.N)
 		}
 		return err
 	}
@@ -88,14 +85,6 @@ func runPublish(ctx context.Context, c *cli, args []string) error {
 	return nil
 }
 
-// rejectedInput is input that fails the local check: n events are not JSON.
-type rejectedInput struct {
-	n      int
-	detail string
-}
-
-func (e rejectedInput) Error() string { return e.detail }
-
 // openPubSub connects to Pub/Sub, first checking that an emulator answers:
 // the client would retry an unreachable one for ever.
 func openPubSub(ctx context.Context, cfg config.Config) (*pubsub.Publisher, error) {
@@ -116,66 +105,4 @@ func projectOrDefault(cfg config.Config) string {
 		return "backbone-dev"
 	}
 	return cfg.Project
-}
-
-// splitEvents turns a JSON object, a JSON array or JSON lines into messages,
-// each with the ordering key of its record when it names one. Everything is
-// checked before anything is published.
-func splitEvents(data []byte, verbatim bool) ([]publish.Message, error) {
-	trimmed := bytes.TrimSpace(data)
-	if len(trimmed) == 0 {
-		return nil, errors.New("no events in the input")
-	}
-	var items [][]byte
-	if trimmed[0] == '[' && !verbatim {
-		var arr []json.RawMessage
-		if err := json.Unmarshal(trimmed, &arr); err != nil {
-			return nil, fmt.Errorf("input is not valid JSON (an array was expected): %w", err)
-		}
-		for _, a := range arr {
-			items = append(items, a)
-		}
-	} else if json.Valid(trimmed) && !verbatim {
-		items = [][]byte{trimmed}
-	} else {
-		sc := bufio.NewScanner(bytes.NewReader(trimmed))
-		sc.Buffer(make([]byte, 1<<20), 16<<20)
-		line := 0
-		var bad []string
-		for sc.Scan() {
-			line++
-			l := bytes.TrimSpace(sc.Bytes())
-			if len(l) == 0 {
-				continue
-			}
-			if !verbatim && !json.Valid(l) {
-				bad = append(bad, fmt.Sprint(line))
-				continue
-			}
-			items = append(items, append([]byte(nil), l...))
-		}
-		if err := sc.Err(); err != nil {
-			return nil, err
-		}
-		if len(bad) > 0 {
-			return nil, rejectedInput{n: len(bad), detail: fmt.Sprintf("line %s is not valid JSON (use --verbatim to publish it anyway)", strings.Join(bad, ", "))}
-		}
-	}
-	msgs := make([]publish.Message, 0, len(items))
-	for _, it := range items {
-		var compact bytes.Buffer
-		if json.Compact(&compact, it) == nil {
-			it = compact.Bytes()
-		}
-		var key struct {
-			RecordType string `json:"record_type"`
-			RecordID   string `json:"record_id"`
-		}
-		m := publish.Message{Data: it}
-		if json.Unmarshal(it, &key) == nil && key.RecordType != "" && key.RecordID != "" {
-			m.OrderingKey = publish.OrderingKey(key.RecordType, key.RecordID)
-		}
-		msgs = append(msgs, m)
-	}
-	return msgs, nil
 }

@@ -11,7 +11,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/backbone-sync/backbone/internal/devstack/standin"
+	"github.com/backbone-sync/backbone/internal/devstack"
+	"github.com/backbone-sync/backbone/internal/fake"
 	"github.com/backbone-sync/backbone/internal/stress"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/deadletter"
@@ -26,9 +27,9 @@ import (
 // Destructive steps ask first (SPEC §4, §8): the verbs an operator can get
 // wrong, and stress on a production store.
 
-// requests counts every request a stand-in answered, whatever the answer.
-func requests(t *standin.Target) int {
-	return len(t.Deliveries()) + t.Rejected() + t.OutageHits()
+// requests counts every request a fake answered, whatever the answer.
+func requests(t *fake.System) int {
+	return len(t.Deliveries()) + len(t.Refused()) + t.OutageHits()
 }
 
 // TestStressThenOutboxFlushReachesNoTarget: `stress` (with its Pub/Sub
@@ -41,8 +42,8 @@ func TestStressThenOutboxFlushReachesNoTarget(t *testing.T) {
 	ctx := context.Background()
 	x := startPipeline(t)
 	_, worker := x.db.Worker(t)
-	env := map[string]string{"BACKBONE_ENV": string(config.Sandbox), "PUBSUB_EMULATOR_HOST": x.d.emulator,
-		"GCP_PROJECT": devProject, "EVENT_STORE_DSN": worker.DSN}
+	env := map[string]string{"BACKBONE_ENV": string(config.Sandbox), "PUBSUB_EMULATOR_HOST": x.d.Emulator,
+		"GCP_PROJECT": devstack.Project, "EVENT_STORE_DSN": worker.DSN}
 
 	// What the stress of an earlier release left behind: stored, never
 	// published.
@@ -77,13 +78,13 @@ func TestStressThenOutboxFlushReachesNoTarget(t *testing.T) {
 		return x.audits(control.ID, store.StageSuiteX, store.OutcomeDelivered) > 0
 	})
 	time.Sleep(500 * time.Millisecond) // anything else in flight lands by now
-	x.d.stop()
-	if n := requests(x.d.netsuite); n != 0 {
+	x.d.Stop()
+	if n := requests(&x.d.NetSuite.System); n != 0 {
 		t.Errorf("NetSuite received %d requests, want 0 (stress is never delivered; the control came from NetSuite)", n)
 	}
-	ds := x.d.suitex.Deliveries()
-	if len(ds) != 1 || ds[0].EventID != control.ID || requests(x.d.suitex) != 1 {
-		t.Errorf("SuiteX received %d requests (%+v), want only the control record", requests(x.d.suitex), ds)
+	ds := x.d.SuiteX.Deliveries()
+	if len(ds) != 1 || ds[0].EventID != control.ID || requests(&x.d.SuiteX.System) != 1 {
+		t.Errorf("SuiteX received %d requests (%+v), want only the control record", requests(&x.d.SuiteX.System), ds)
 	}
 }
 

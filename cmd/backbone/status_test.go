@@ -50,7 +50,7 @@ func TestStatusOnTheDevStack(t *testing.T) {
 	ft := newFaultTargets(t)
 	down := ft.failSuiteX()
 	d, pub := startDevWith(t, db.DSN, ft, 50*time.Millisecond, 200*time.Millisecond)
-	env := map[string]string{"BACKBONE_ENV": "sandbox", "EVENT_STORE_DSN": d.workerDSN, "PUBSUB_EMULATOR_HOST": d.emulator, "GCP_PROJECT": d.project}
+	env := map[string]string{"BACKBONE_ENV": "sandbox", "EVENT_STORE_DSN": d.WorkerDSN, "PUBSUB_EMULATOR_HOST": d.Emulator, "GCP_PROJECT": d.Project}
 
 	c := &chain{prefix: "stok", records: 3, versions: 2, targets: ft}
 	c.publishVersions(t, pub, config.Sandbox, 0, 2)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/backbone-sync/backbone/internal/devstack"
 	"github.com/backbone-sync/backbone/internal/stress"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
@@ -179,12 +180,12 @@ func TestStressCLISkipPubSub(t *testing.T) {
 func TestStressCLIWithPubSub(t *testing.T) {
 	t.Parallel()
 	db := mysqltest.Empty(t)
-	d, err := startDev(context.Background(), devOptions{env: config.Sandbox, dsn: db.DSN, funcAddr: "127.0.0.1:0",
-		minBackoff: 20 * time.Millisecond, maxBackoff: 200 * time.Millisecond, serve: serveMux})
+	d, err := startDev(context.Background(), devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0",
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Serve: serveMux})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(d.stop)
+	t.Cleanup(d.Stop)
 	// A user of its own: the dev stack's backbone_dev_worker is server-wide
 	// and holds grants on every test database, which the check rightly
 	// refuses as grants on more than one schema.
@@ -193,8 +194,8 @@ func TestStressCLIWithPubSub(t *testing.T) {
 	env := func(dsn string) map[string]string {
 		return map[string]string{
 			"BACKBONE_ENV":         string(config.Sandbox),
-			"PUBSUB_EMULATOR_HOST": d.emulator,
-			"GCP_PROJECT":          devProject,
+			"PUBSUB_EMULATOR_HOST": d.Emulator,
+			"GCP_PROJECT":          devstack.Project,
 			"EVENT_STORE_DSN":      dsn,
 		}
 	}

@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backbone-sync/backbone/internal/bench"
+	"github.com/backbone-sync/backbone/internal/devstack"
+	"github.com/backbone-sync/backbone/internal/devstack/gcloudemu"
+	"github.com/backbone-sync/backbone/internal/tail"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
@@ -60,7 +62,7 @@ type devProcess struct {
 	banner string
 	// exports are the variables of the banner's export lines.
 	exports map[string]string
-	stderr  *bench.TailBuffer
+	stderr  *tail.Buffer
 }
 
 // startDevProcess runs `backbone dev` on free ports with env (added to a
@@ -80,7 +82,7 @@ func startDevCommand(t *testing.T, cmd *exec.Cmd, env map[string]string) *devPro
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &devProcess{cmd: cmd, stderr: &bench.TailBuffer{Max: 256 << 10}, exports: map[string]string{}}
+	p := &devProcess{cmd: cmd, stderr: &tail.Buffer{Max: 256 << 10}, exports: map[string]string{}}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -211,7 +213,7 @@ func TestWalkthrough(t *testing.T) {
 		args       []string
 	}{
 		{"GCP_PROJECT in both shells", map[string]string{"GCP_PROJECT": "my-team-project"}, map[string]string{"GCP_PROJECT": "my-team-project"}, "my-team-project", nil},
-		{"another project in the second shell", map[string]string{}, map[string]string{"GOOGLE_CLOUD_PROJECT": "someone-elses", "GCP_PROJECT": "someone-elses"}, devProject, nil},
+		{"another project in the second shell", map[string]string{}, map[string]string{"GOOGLE_CLOUD_PROJECT": "someone-elses", "GCP_PROJECT": "someone-elses"}, devstack.Project, nil},
 		{"gcloud emulator", map[string]string{"GOOGLE_CLOUD_PROJECT": "cloud-shell-project"}, map[string]string{"GOOGLE_CLOUD_PROJECT": "cloud-shell-project"}, "cloud-shell-project",
 			[]string{"--emulator", "gcloud"}},
 	}
@@ -219,7 +221,7 @@ func TestWalkthrough(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			if tc.args != nil && !gcloudEmulatorInstalled() {
-				t.Skip("the " + gcloudEmulatorPackage + " package is not installed on this machine")
+				t.Skip("the " + gcloudemu.Package + " package is not installed on this machine")
 			}
 			db := devDB(t)
 			devEnv := map[string]string{"EVENT_STORE_DSN": db.DSN}
@@ -289,7 +291,7 @@ func TestBusyPortsAreOneLineFailures(t *testing.T) {
 	var serveErr strings.Builder
 	cmd.Stderr = &serveErr
 	_ = cmd.Run()
-	if code, msg := cmd.ProcessState.ExitCode(), lastLine(serveErr.String()); code != 1 || !strings.Contains(msg, busy) || strings.Contains(serveErr.String(), "panic") {
+	if code, msg := cmd.ProcessState.ExitCode(), tail.LastLine(serveErr.String()); code != 1 || !strings.Contains(msg, busy) || strings.Contains(serveErr.String(), "panic") {
 		t.Errorf("serve on a busy port: exit %d, want 1 and a line naming port %s; stderr:\n%s", code, busy, serveErr.String())
 	}
 
@@ -329,10 +331,10 @@ func unusedPort(t *testing.T) string {
 }
 
 // devDB is a fresh database for a dev stack; the worker user dev creates on
-// it (devWorkerName) is dropped with it.
+// it (devstack.WorkerName) is dropped with it.
 func devDB(t *testing.T) *mysqltest.DB {
 	t.Helper()
 	db := mysqltest.Empty(t)
-	t.Cleanup(func() { _, _ = db.Root.Exec("DROP USER IF EXISTS '" + devWorkerName(db.Name) + "'@'%'") })
+	t.Cleanup(func() { _, _ = db.Root.Exec("DROP USER IF EXISTS '" + devstack.WorkerName(db.Name) + "'@'%'") })
 	return db
 }

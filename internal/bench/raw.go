@@ -29,7 +29,7 @@ type RawLimit struct {
 	db      *sql.DB
 	variant Variant
 	shape   sqlShape
-	// flag sets processed = 1 (VariantMergeSQL, VariantProposed): the
+	// flag sets processed = 1 (VariantMergeSQL): the
 	// store's own MarkProcessed, so the flag costs what it costs in the
 	// store (group-committed across concurrent merges); nil sends one
 	// autocommit UPDATE per event.
@@ -38,22 +38,12 @@ type RawLimit struct {
 
 // sqlShape is what a merge-SQL event sends beyond the raw transaction.
 type sqlShape struct {
-	headState  bool // the head query LEFT JOINs the audit row for its state
-	idProbe    bool // SELECT by event id
-	fpJoin     bool // the fingerprint probe joins events (else a bare probe)
-	gate       bool // the outbox gate reads the previous event
-	auditState bool // the audit row carries the state document
-	flag       bool // UPDATE processed = 1 after the commit
-	// proposed: the head query returns the head's id and processed too, and
-	// one UNION ALL query probes id and fingerprint (replaces idProbe,
-	// fpJoin and gate).
-	proposed bool
+	flag bool // the outbox flag after the commit
 }
 
 var shapes = map[Variant]sqlShape{
-	VariantMergeSQL:       {headState: true, idProbe: true, fpJoin: true, gate: true, auditState: true, flag: true},
-	VariantMergeSQLNoFlag: {headState: true, idProbe: true, fpJoin: true, gate: true, auditState: true},
-	VariantProposed:       {headState: true, auditState: true, proposed: true, flag: true},
+	VariantMergeSQL:       {flag: true},
+	VariantMergeSQLNoFlag: {},
 }
 
 // Variant selects the SQL one event sends.
@@ -64,22 +54,17 @@ const (
 	VariantRaw Variant = iota
 	// VariantMergeSQL is every statement the merge engine sends for an
 	// accepted event, in its order and shape, with no Go work around them:
-	// the head with its folded state (LEFT JOIN, FOR UPDATE), the id and
-	// fingerprint probes, the outbox gate's read of the previous event, the
-	// inserts (the audit row carrying a state document of the engine's
-	// size), COMMIT, then the outbox flag (WithFlag). It mirrors
-	// store/mysql's statements: a diagnosis of how much of (b) is SQL, not a
-	// contract.
+	// the record lock on the projection row with the outbox gate's flag and
+	// both duplicate probes as subqueries (a new record: the events head
+	// and the probes on their own), the event and its audit row (source and
+	// field digests), the projection row with the folded state, COMMIT at
+	// the session's READ COMMITTED, then the outbox flag through the
+	// store's MarkProcessed (WithFlag), which rides on concurrent commits.
+	// It mirrors store/mysql's statements: a diagnosis of how much of (b)
+	// is SQL, not a contract.
 	VariantMergeSQL
-	// VariantMergeSQLNoFlag is VariantMergeSQL without the outbox flag
-	// update: what the second durable commit per event costs.
+	// VariantMergeSQLNoFlag is VariantMergeSQL without the outbox flag.
 	VariantMergeSQLNoFlag
-	// VariantProposed is the SQL the merge would send with the fixes
-	// docs/bench.md proposes: the head query also returns the newest
-	// event's id and processed flag (no separate outbox-gate read), one
-	// probe for id and fingerprint (UNION ALL); the flag as in
-	// VariantMergeSQL.
-	VariantProposed
 )
 
 // NewRawLimit uses db (its DSN should be the store's normalised one, see
@@ -169,28 +154,32 @@ func (r *RawLimit) event(ctx context.Context, e Event) (err error) {
 
 // The store's statements (store/mysql), for VariantMergeSQL.
 const (
-	accepted   = "('accepted','merged')"
+	accepted = "('accepted','merged')"
+	lockSQL  = "SELECT h.version, h.state, h.event_id," +
+		" (SELECT e.processed FROM events e WHERE e.id = h.event_id)," +
+		" (SELECT i.id FROM events i WHERE i.id = ?)," +
+		" (SELECT a.event_id FROM event_audit_log a JOIN events f ON f.id = a.event_id" +
+		" WHERE a.fingerprint = ? AND a.processing_outcome IN " + accepted + " ORDER BY f.base_version DESC LIMIT 1)" +
+		" FROM record_heads h WHERE h.record_type = ? AND h.record_id = ? FOR UPDATE"
+	eventsHeadSQL = "SELECT e.base_version, e.id, e.processed, e.source, e.`timestamp`, e.full_snapshot_ref FROM events e" +
+		" WHERE e.record_type = ? AND e.record_id = ? ORDER BY e.base_version DESC LIMIT 1 FOR UPDATE"
 	eventCols  = "id, record_type, record_id, source, `timestamp`, base_version, changes, full_snapshot_ref, processed, created_at"
 	eventColsE = "e.id, e.record_type, e.record_id, e.source, e.`timestamp`, e.base_version, e.changes, e.full_snapshot_ref, e.processed, e.created_at"
-	headSQL    = "SELECT e.base_version, a.state FROM events e LEFT JOIN event_audit_log a ON a.event_id = e.id AND a.processing_outcome IN " + accepted +
-		" WHERE e.record_type = ? AND e.record_id = ? ORDER BY e.base_version DESC LIMIT 1 FOR UPDATE"
-	byIDSQL = "SELECT " + eventCols + " FROM events WHERE id = ?"
-	byFPSQL = "SELECT " + eventColsE + " FROM event_audit_log a JOIN events e ON e.id = a.event_id WHERE a.fingerprint = ? AND a.processing_outcome IN " +
-		accepted + " LIMIT 1"
-	// The proposed statements (VariantProposed).
-	headFullSQL = "SELECT e.base_version, e.id, e.processed, a.state FROM events e LEFT JOIN event_audit_log a ON a.event_id = e.id AND a.processing_outcome IN " +
-		accepted + " WHERE e.record_type = ? AND e.record_id = ? ORDER BY e.base_version DESC LIMIT 1 FOR UPDATE"
-	probeSQL = "(SELECT 'id' AS hit, " + eventCols + " FROM events WHERE id = ?) UNION ALL (SELECT 'fingerprint', " + eventColsE +
-		" FROM event_audit_log a JOIN events e ON e.id = a.event_id WHERE a.fingerprint = ? AND a.processing_outcome IN " + accepted + " LIMIT 1)"
+	probeSQL   = "(SELECT 'id', " + eventCols + " FROM events WHERE id = ?) UNION ALL (SELECT 'fp', " + eventColsE +
+		" FROM event_audit_log a JOIN events e ON e.id = a.event_id WHERE a.fingerprint = ? AND a.processing_outcome IN " + accepted +
+		" ORDER BY e.base_version DESC LIMIT 1)"
+	insertEventSQL = "INSERT INTO events (id, record_type, record_id, source, `timestamp`, base_version, changes, full_snapshot_ref, processed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+	insertAuditSQL = "INSERT INTO event_audit_log (id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, message_id, version, detail, state, source, fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+	insertHeadSQL  = "INSERT INTO record_heads (record_type, record_id, version, event_id, state) VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE version = ?, event_id = ?, state = ?"
+	updateHeadSQL  = "UPDATE record_heads SET version = ?, event_id = ?, state = ? WHERE record_type = ? AND record_id = ?"
 )
 
 func (r *RawLimit) mergeSQL(ctx context.Context, e Event, last map[string]string) (err error) {
-	sh := r.shape
 	id := uuid.NewString()
 	data := e.Raw(id)
 	sum := sha256.Sum256(data)
 	fp := hex.EncodeToString(sum[:])
-	tx, err := r.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	tx, err := r.db.BeginTx(ctx, nil) // the pool's sessions are READ COMMITTED (store/mysql.Open)
 	if err != nil {
 		return fmt.Errorf("merge sql: begin: %w", err)
 	}
@@ -208,61 +197,53 @@ func (r *RawLimit) mergeSQL(ctx context.Context, e Event, last map[string]string
 		}
 		return errors.Join(rows.Err(), rows.Close())
 	}
-	head := "SELECT base_version FROM events WHERE record_type = ? AND record_id = ? ORDER BY base_version DESC LIMIT 1 FOR UPDATE"
-	switch {
-	case sh.proposed:
-		head = headFullSQL
-	case sh.headState:
-		head = headSQL
-	}
-	if err = probe(head, RecordType, e.RecordID); err != nil {
-		return err
-	}
-	if sh.idProbe {
-		if err = probe(byIDSQL, id); err != nil {
-			return err
+	_, projected := last[e.RecordID]
+	if projected {
+		err = probe(lockSQL, id, fp, RecordType, e.RecordID)
+	} else {
+		// A new record: no projection row to lock; the events head, then
+		// both probes.
+		if err = probe(lockSQL, id, fp, RecordType, e.RecordID); err == nil {
+			if err = probe(eventsHeadSQL, RecordType, e.RecordID); err == nil {
+				err = probe(probeSQL, id, fp)
+			}
 		}
-	}
-	switch {
-	case sh.proposed:
-		err = probe(probeSQL, id, fp)
-	case sh.fpJoin:
-		err = probe(byFPSQL, fp)
-	default:
-		err = probe("SELECT event_id FROM event_audit_log WHERE fingerprint = ? LIMIT 1", fp)
 	}
 	if err != nil {
 		return err
 	}
-	if prev := last[e.RecordID]; sh.gate && prev != "" {
-		if err = probe(byIDSQL, prev); err != nil {
-			return err
-		}
-	}
 	ts := time.Now().UTC().Truncate(time.Microsecond)
-	changes := fmt.Sprintf(`{"email":"%s-%d@example.com","phone":"+1-555-%07d"}`, e.RecordID, e.Seq, e.Seq)
-	if _, err = tx.ExecContext(ctx, "INSERT INTO events (id, record_type, record_id, source, `timestamp`, base_version, changes, full_snapshot_ref, processed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		id, RecordType, e.RecordID, e.Source, ts, e.Base, changes, nil, false); err != nil {
+	email, phone := fmt.Sprintf("%s-%d@example.com", e.RecordID, e.Seq), fmt.Sprintf("+1-555-%07d", e.Seq)
+	changes := fmt.Sprintf(`{"email":%q,"phone":%q}`, email, phone)
+	if _, err = tx.ExecContext(ctx, insertEventSQL, id, RecordType, e.RecordID, e.Source, ts, e.Base, changes, nil, false); err != nil {
 		return fmt.Errorf("merge sql: insert event: %w", err)
 	}
-	var st any
-	if sh.auditState {
-		// A folded state of the engine's shape and size for two fields.
-		field := func(v string) string {
-			return fmt.Sprintf(`{"value":%q,"version":%d,"source":%q,"timestamp":%q,"by_source":{%q:%d}}`, v, e.Base+1, e.Source, ts.Format(time.RFC3339Nano), e.Source, e.Base+1)
-		}
-		st = fmt.Sprintf(`{"format":1,"version":%d,"event_id":%q,"fields":{"email":%s,"phone":%s}}`, e.Base+1, id,
-			field(fmt.Sprintf("%s-%d@example.com", e.RecordID, e.Seq)), field(fmt.Sprintf("+1-555-%07d", e.Seq)))
+	digest := func(v string) string {
+		d := sha256.Sum256([]byte(fmt.Sprintf("%q", v)))
+		return hex.EncodeToString(d[:])
 	}
-	if _, err = tx.ExecContext(ctx, "INSERT INTO event_audit_log (id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, message_id, version, detail, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		uuid.NewString(), id, fp, RecordType, e.RecordID, "accepted", "merge", id, e.Base+1, nil, st); err != nil {
+	fields := fmt.Sprintf(`{"base":%d,"fields":{"email":%q,"phone":%q}}`, e.Base, digest(email), digest(phone))
+	if _, err = tx.ExecContext(ctx, insertAuditSQL, uuid.NewString(), id, fp, RecordType, e.RecordID, "accepted", "merge", id, e.Base+1, nil, nil, e.Source, fields); err != nil {
 		return fmt.Errorf("merge sql: insert audit: %w", err)
+	}
+	// A folded state of the engine's shape and size for two fields.
+	field := func(v string) string {
+		return fmt.Sprintf(`{"value":%q,"version":%d,"source":%q,"timestamp":%q,"by_source":{%q:%d}}`, v, e.Base+1, e.Source, ts.Format(time.RFC3339Nano), e.Source, e.Base+1)
+	}
+	st := fmt.Sprintf(`{"format":1,"version":%d,"event_id":%q,"fields":{"email":%s,"phone":%s}}`, e.Base+1, id, field(email), field(phone))
+	if projected {
+		_, err = tx.ExecContext(ctx, updateHeadSQL, e.Base+1, id, st, RecordType, e.RecordID)
+	} else {
+		_, err = tx.ExecContext(ctx, insertHeadSQL, RecordType, e.RecordID, e.Base+1, id, st, e.Base+1, id, st)
+	}
+	if err != nil {
+		return fmt.Errorf("merge sql: projection row: %w", err)
 	}
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("merge sql: commit: %w", err)
 	}
 	last[e.RecordID] = id
-	if sh.flag {
+	if r.shape.flag {
 		if r.flag != nil {
 			err = r.flag(ctx, id)
 		} else {

@@ -92,6 +92,7 @@ type Result struct {
 	Decomposition []NamedPoint `json:"decomposition,omitempty"`
 	OpenLoop      *OpenResult  `json:"open_loop,omitempty"`
 	Scale         *Scale       `json:"scale,omitempty"`
+	Storage       *Storage     `json:"storage,omitempty"`
 	Serve         *ServeResult `json:"serve,omitempty"`
 	Burst         *Burst       `json:"burst,omitempty"`
 	Targets       []Target     `json:"targets"`
@@ -221,6 +222,14 @@ func (r *Result) EvaluateTargets() {
 			Want: fmt.Sprintf("<= %.1f", TargetScaleRatio), Got: s.Ratio, OK: s.Ratio > 0 && s.Ratio <= TargetScaleRatio,
 			Detail: fmt.Sprintf("means %.3f / %.3f ms; medians ratio %.3f", last.Latency.MeanMS, first.Latency.MeanMS, s.RatioP50)})
 	}
+	if s := r.Storage; s != nil && s.Events > 0 {
+		want := StorageTarget(s.MeanChangesBytes)
+		r.Targets = append(r.Targets, Target{Name: fmt.Sprintf("bytes stored per event, %d events of a %d-field record", s.Events, s.Fields),
+			Want: fmt.Sprintf("<= %d×changes+%d = %.0f", TargetStorageFactor, TargetStorageBytes, want), Got: s.PageBytesPerEvent, Unit: "bytes",
+			OK: s.PageBytesPerEvent > 0 && s.PageBytesPerEvent <= want,
+			Detail: fmt.Sprintf("B-tree pages in use; changes %.1f bytes on average; records %.1f, values %.1f, allocated %.1f bytes/event",
+				s.MeanChangesBytes, s.RecordBytesPerEvent, s.LogicalBytesPerEvent, s.BytesPerEvent)})
+	}
 	if o := r.OpenLoop; o != nil {
 		if l, ok := o.Stages[openLoopStageCheck]; ok {
 			d := fmt.Sprintf("at %.0f events/s (half of peak c); raw to delivered p99 %.3f ms", o.TargetRate, o.Stages["raw_to_delivered"].P99MS)
@@ -339,6 +348,22 @@ func (r *Result) Markdown(w io.Writer) {
 		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|")
 		for _, p := range s.Points {
 			fmt.Fprintf(w, "| %d | %d | %.3f | %.3f | %.3f | %.2f |\n", p.PriorEvents, p.Latency.Count, p.Latency.MeanMS, p.Latency.P50MS, p.Latency.P99MS, p.Statements.PerEvent)
+		}
+	}
+	if s := r.Storage; s != nil {
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "Storage: %d events on one %d-field record (%s), changes %.1f bytes on average; per event %.1f bytes of B-tree pages in use "+
+			"(the buffer pool's pages of the tables), %.1f of records in them (row headers and index entries included), %.1f of values (sum of LENGTH()); "+
+			"%.1f allocated (DATA_LENGTH + INDEX_LENGTH after ANALYZE TABLE, extents reserved ahead included).\n\n",
+			s.Events, s.Fields, s.Sources, s.MeanChangesBytes, s.PageBytesPerEvent, s.RecordBytesPerEvent, s.LogicalBytesPerEvent, s.BytesPerEvent)
+		fmt.Fprintln(w, "| table | rows added | allocated: data + index bytes | pages in use, bytes | records, bytes | values, bytes | pages in use / event |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+		for _, t := range s.Tables {
+			per := 0.0
+			if s.Events > 0 {
+				per = float64(t.PageBytes) / float64(s.Events)
+			}
+			fmt.Fprintf(w, "| %s | %d | %d + %d | %d | %d | %d | %.1f |\n", t.Table, t.Rows, t.DataBytes, t.IndexBytes, t.PageBytes, t.RecordBytes, t.LogicalBytes, per)
 		}
 	}
 	if o := r.OpenLoop; o != nil {

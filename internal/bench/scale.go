@@ -278,3 +278,45 @@ func (w *warnCounter) get() (int, string) {
 	defer w.mu.Unlock()
 	return w.n, w.first
 }
+
+// scale is the run's history-length phase: MeasureScale in a scratch
+// database, the engine over the production grant set, a counted pass
+// through the proxy.
+func (b *benchmark) scale(ctx context.Context) error {
+	root, st, workerDSN, closeAll, err := b.scratchStore(ctx, "scale")
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	proxy, err := StartProxy(b.scratch.Addr())
+	if err != nil {
+		return err
+	}
+	defer proxy.Close()
+	pdsn, err := WithAddr(workerDSN, proxy.Addr())
+	if err != nil {
+		return err
+	}
+	pdb, closeP, err := mysql.Open(ctx, config.DB{DSN: pdsn, MaxOpenConns: 4})
+	if err != nil {
+		return err
+	}
+	counted := mysql.New(pdb, closeP)
+	defer counted.Close()
+	b.printf("\nmerge cost against history length (sequential merges through the engine, publish a no-op)\n")
+	sc, err := MeasureScale(ctx, root, st, counted, proxy, ScaleOptions{
+		Priors: []int{10, 1000, 10000}, Records: 4, Merges: b.sizes.scaleMerges, Counted: 20, Env: b.o.Env, Sources: config.DefaultSources})
+	if err != nil {
+		return err
+	}
+	b.res.Scale = &sc
+	for _, p := range sc.Points {
+		b.printf("  %6d prior events: mean %.3f ms  p50 %.3f ms  p99 %.3f ms  (%d merges, %.2f statements/merge)\n",
+			p.PriorEvents, p.Latency.MeanMS, p.Latency.P50MS, p.Latency.P99MS, p.Latency.Count, p.Statements.PerEvent)
+	}
+	b.printf("  ratio %d/%d: mean %.3f, p50 %.3f (seeded in %.1fs)\n", sc.Points[len(sc.Points)-1].PriorEvents, sc.Points[0].PriorEvents, sc.Ratio, sc.RatioP50, sc.SeedSeconds)
+	if sc.Warnings > 0 {
+		b.fail("scale: the engine logged %d warnings during the measured merges (first: %s): not the normal path", sc.Warnings, sc.FirstWarning)
+	}
+	return nil
+}

@@ -11,9 +11,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/backbone-sync/backbone/internal/devstack"
+	"github.com/backbone-sync/backbone/internal/tail"
+	"github.com/backbone-sync/backbone/shared/config"
 )
 
 // ServeOptions configure MeasureServe.
@@ -98,7 +102,7 @@ func MeasureServe(ctx context.Context, o ServeOptions) (ServeResult, error) {
 
 type server struct {
 	cmd    *exec.Cmd
-	tail   *TailBuffer
+	out    *tail.Buffer
 	exited chan struct{}
 	err    error
 }
@@ -111,9 +115,9 @@ func startServer(ctx context.Context, o ServeOptions, addr string) (*server, tim
 	}
 	cmd := exec.Command(o.Command[0], o.Command[1:]...)
 	cmd.Env = o.Env
-	tail := &TailBuffer{Max: 16 << 10}
-	cmd.Stdout, cmd.Stderr = tail, tail
-	s := &server{cmd: cmd, tail: tail, exited: make(chan struct{})}
+	out := &tail.Buffer{Max: 16 << 10}
+	cmd.Stdout, cmd.Stderr = out, out
+	s := &server{cmd: cmd, out: out, exited: make(chan struct{})}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, 0, fmt.Errorf("start %s: %w", o.Command[0], err)
@@ -129,7 +133,7 @@ func startServer(ctx context.Context, o ServeOptions, addr string) (*server, tim
 		}
 		select {
 		case <-s.exited:
-			return nil, 0, fmt.Errorf("the server exited before listening (%v); its output ends with:\n%s", s.err, tail.String())
+			return nil, 0, fmt.Errorf("the server exited before listening (%v); its output ends with:\n%s", s.err, out.String())
 		case <-ctx.Done():
 			_ = s.stop()
 			return nil, 0, ctx.Err()
@@ -137,7 +141,7 @@ func startServer(ctx context.Context, o ServeOptions, addr string) (*server, tim
 		}
 		if time.Now().After(deadline) {
 			_ = s.stop()
-			return nil, 0, fmt.Errorf("the server did not listen on %s within 20s; its output ends with:\n%s", addr, tail.String())
+			return nil, 0, fmt.Errorf("the server did not listen on %s within 20s; its output ends with:\n%s", addr, out.String())
 		}
 		time.Sleep(500 * time.Microsecond)
 	}
@@ -183,26 +187,59 @@ func memoryMiB(pid int, field string) float64 {
 	return 0
 }
 
-// TailBuffer keeps the last Max bytes written (a subprocess's output, for
-// the error message when it fails). Safe for concurrent writers.
-type TailBuffer struct {
-	mu  sync.Mutex
-	Max int
-	b   []byte
-}
-
-func (t *TailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > t.Max {
-		t.b = append([]byte(nil), t.b[len(t.b)-t.Max:]...)
+// serve is the run's serve phase: MeasureServe on the binary running the
+// run, against a scratch database and an in-process pstest.
+func (b *benchmark) serve(ctx context.Context) error {
+	_, workerDSN, err := b.scratchDB(ctx, "serve")
+	if err != nil {
+		return err
 	}
-	return len(p), nil
+	srv, ps, err := b.topicsOnly(ctx)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	defer ps.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the backbone binary: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	client := pushClient()
+	var seq atomic.Int64
+	b.printf("\nbackbone serve (FUNCTION_TARGET=Merge) as a subprocess: %s\n", exe)
+	res, err := MeasureServe(ctx, ServeOptions{
+		Command: []string{exe, "serve"},
+		// Only what serve needs: the bench's own environment stays out.
+		Env: []string{"BACKBONE_ENV=" + string(b.o.Env), "GCP_PROJECT=" + devstack.Project, "PUBSUB_EMULATOR_HOST=" + srv.Addr,
+			"EVENT_STORE_DSN=" + workerDSN, "FUNCTION_TARGET=" + config.TargetMerge, "PORT=" + strconv.Itoa(port)},
+		Port: port, Starts: b.sizes.serveStarts, Concurrency: b.sizes.serveConc, Duration: b.timing.Window,
+		NewOp: func(w int, base string) Op {
+			return b.pushOp(client, base+"/", fmt.Sprintf("serve-w%d", w), w, &seq)
+		},
+	})
+	b.res.Serve = &res
+	if err != nil {
+		return err
+	}
+	b.printf("  start-up %v ms (median %.1f ms)\n  peak RSS %.1f MiB (idle %.1f MiB) under %d concurrent requests: %d requests, %.0f/s, p99 %.1f ms, serve's CPU %.3f ms/request\n",
+		res.StartupMS, res.StartupMedianMS, res.PeakRSSMiB, res.RSSIdleMiB, res.Concurrency, res.Load.Succeeded, res.Load.EventsPerSec, res.Load.Latency.P99MS,
+		res.Load.CPU.ServerMSPerEvent)
+	if res.Load.Errors > 0 {
+		b.fail("serve: %d errors under load, first: %s", res.Load.Errors, res.Load.FirstError)
+	}
+	return nil
 }
 
-func (t *TailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
+// freePort is a loopback port free at the time of asking.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }

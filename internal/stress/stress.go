@@ -223,7 +223,7 @@ func appendConcurrently(ctx context.Context, s store.Store, runID string, o Opti
 				rid := recordID(runID, i%o.Records)
 				var ev store.Event
 				err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
-					h, err := tx.LockRecord(ctx, RecordType, rid)
+					h, _, err := tx.LockRecord(ctx, RecordType, rid, store.Probe{})
 					if err != nil {
 						return err
 					}

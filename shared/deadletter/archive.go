@@ -46,6 +46,9 @@ const (
 	ReasonUndecodable = "undecodable"
 )
 
+// Stages are the values of dead_letters.stage: the stage that failed.
+var Stages = []string{store.StageMerge, store.StageNetSuite, store.StageSuiteX, StageUnknown}
+
 // Column sizes of dead_letters and event_audit_log (migrations/00001). The
 // archive must never fail on content: a value that does not fit would make
 // the insert fail on every redelivery and the message would never be stored.

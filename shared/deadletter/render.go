@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 	"unicode"
 
 	"github.com/backbone-sync/backbone/shared/event"
@@ -110,6 +111,32 @@ func WriteView(w io.Writer, v View) error {
 		}
 	}
 	return nil
+}
+
+// WriteOutcome prints one line about what a redrive did with a dead letter.
+func WriteOutcome(w io.Writer, o Outcome) error {
+	p := Printable
+	what := fmt.Sprintf("%s (%s %s", p(o.MessageID), p(o.Stage), p(o.Reason))
+	if r := o.Record(); r != "" {
+		what += ", " + p(r)
+	}
+	what += ")"
+	before := "never redriven before"
+	if o.PreviousRedrives > 0 {
+		before = fmt.Sprintf("redriven %d time(s) before, last at %s", o.PreviousRedrives, o.LastRedrivenAt.UTC().Format(time.RFC3339Nano))
+	}
+	var err error
+	switch o.Action {
+	case ActionWouldRedrive:
+		_, err = fmt.Fprintf(w, "would redrive %s to %s, key %q, as redrive %d; %s\n", what, o.Topic, o.OrderingKey, o.Redrive, before)
+	case ActionRedriven:
+		_, err = fmt.Fprintf(w, "redriven %s as message %s on %s (redrive %d)\n", what, o.PublishedID, o.Topic, o.Redrive)
+	case ActionSkipped:
+		_, err = fmt.Fprintf(w, "skipped %s: %s\n", what, p(o.Error))
+	default:
+		_, err = fmt.Fprintf(w, "FAILED %s: %s\n", what, p(o.Error))
+	}
+	return err
 }
 
 // ShortDigest is the first 12 hex digits of a content digest: enough to

@@ -183,6 +183,32 @@ func HTTPReachable(client *http.Client, baseURL string, timeout time.Duration) H
 	}
 }
 
+// HealthChecks probe what each stage's redrive depends on: the target's base
+// URL for a sink (its error names the variable that sets it), the event store
+// for the merge. A stage without a check (unknown) is held back.
+func HealthChecks(suitexURL, netsuiteURL string, s store.Store, timeout time.Duration) map[string]HealthCheck {
+	client := &http.Client{Timeout: timeout}
+	return map[string]HealthCheck{
+		store.StageSuiteX:   named("SUITEX_BASE_URL", HTTPReachable(client, suitexURL, timeout)),
+		store.StageNetSuite: named("NETSUITE_BASE_URL", HTTPReachable(client, netsuiteURL, timeout)),
+		store.StageMerge: func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			return s.Ping(ctx)
+		},
+	}
+}
+
+// named prefixes a check's error with the variable it probes.
+func named(variable string, check HealthCheck) HealthCheck {
+	return func(ctx context.Context) error {
+		if err := check(ctx); err != nil {
+			return fmt.Errorf("%s: %w", variable, err)
+		}
+		return nil
+	}
+}
+
 // Held is a stage whose letters were held back because its health check
 // failed.
 type Held struct {

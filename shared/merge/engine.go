@@ -324,7 +324,13 @@ func (e *Engine) merge(ctx context.Context, m message.Message, raw event.Raw, re
 // it only writes through tx and into d.
 func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw event.Raw, fp string, probeID bool, rebuilt *record.State, d *decision) error {
 	rt, rid := raw.RecordType, raw.RecordID
-	head, err := tx.LockRecord(ctx, rt, rid)
+	// Step 1: duplicates, looked up with the lock in one round trip: by id
+	// (when the id may be stored) and by fingerprint.
+	probe := store.Probe{ID: raw.ID, Fingerprint: fp}
+	if !probeID {
+		probe.ID = "" // a derived id: the fingerprint probe finds every copy
+	}
+	head, found, err := tx.LockRecord(ctx, rt, rid, probe)
 	if err != nil {
 		return err
 	}
@@ -340,17 +346,8 @@ func (e *Engine) decide(ctx context.Context, tx store.Tx, m message.Message, raw
 		return audit(store.OutcomeDuplicate, fmt.Sprintf("%s: event %s, version %d", why, ev.ID, ev.Version()), ev.ID, ev.Version())
 	}
 
-	// Step 1: duplicates. The same id must carry the same change.
-	// One round trip for both probes: by id (when the id may be stored) and
-	// by fingerprint.
-	probe := raw.ID
-	if !probeID {
-		probe = "" // no event has an empty id
-	}
-	byID, byFP, err := tx.Duplicates(ctx, probe, fp)
-	if err != nil {
-		return err
-	}
+	// The same id must carry the same change.
+	byID, byFP := found.ByID, found.ByFingerprint
 	if byID != nil {
 		ev := *byID
 		if byFP != nil && byFP.ID == ev.ID {

@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backbone-sync/backbone/internal/fake/netsuitefake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
-	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/sink/suitex"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
@@ -303,7 +303,7 @@ func TestNetSuiteConcurrencyShareAcrossInstances(t *testing.T) {
 	const share = 3
 	w := newWorld(t, share)
 	var inFlight, peak atomic.Int32
-	w.nsFake.Hook = func(req sinktest.NetSuiteRequest, apply func()) (int, string) {
+	w.nsFake.Hook = func(req netsuitefake.Request, apply func()) (int, string) {
 		n := inFlight.Add(1)
 		for {
 			p := peak.Load()
@@ -371,7 +371,7 @@ func TestNetSuite429WaitsForRetryAfter(t *testing.T) {
 		if calls.Add(1) == 1 {
 			rw.Header().Set("Retry-After", "1")
 			rw.WriteHeader(http.StatusTooManyRequests)
-			_, _ = io.WriteString(rw, sinktest.NetSuiteError(429, "CONCURRENCY_LIMIT_EXCEEDED", "busy"))
+			_, _ = io.WriteString(rw, netsuitefake.Error(429, "CONCURRENCY_LIMIT_EXCEEDED", "busy"))
 			return
 		}
 		rw.WriteHeader(http.StatusNoContent)

@@ -24,7 +24,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/sink"
-	"github.com/backbone-sync/backbone/shared/sink/sinktest"
+	"github.com/backbone-sync/backbone/shared/sink/targettest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
@@ -131,7 +131,7 @@ func msg(t *testing.T, env config.Env, ev event.Merged) message.Message {
 // the record's state and the target's known state from the store.
 func appendEvent(t *testing.T, st store.Store, ev event.Merged) {
 	t.Helper()
-	sinktest.StoreMerged(t, st, ev)
+	targettest.StoreMerged(t, st, ev)
 }
 
 func trail(t *testing.T, st store.Store, rt, rid, stage string) []store.Audit {

@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backbone-sync/backbone/internal/fake/netsuitefake"
+	"github.com/backbone-sync/backbone/internal/fake/suitexfake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
@@ -23,7 +25,6 @@ import (
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
-	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/sink/suitex"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
@@ -71,8 +72,8 @@ type world struct {
 	db     *mysqltest.DB
 	store  store.Store
 	engine *merge.Engine
-	nsFake *sinktest.NetSuite
-	sxFake *sinktest.SuiteX
+	nsFake *netsuitefake.Server
+	sxFake *suitexfake.Server
 	runner map[string]*sink.Runner
 	nsURL  string
 	sxURL  string
@@ -86,16 +87,16 @@ func newWorld(t testing.TB, maxConcurrency int) *world {
 	d := mysqltest.New(t)
 	w := &world{t: t, db: d, store: d.Store, owners: map[string]*sched{}, runner: map[string]*sink.Runner{}}
 	w.engine = merge.New(d.Store, publish.Guard(config.Sandbox, publish.Func(w.publish)), config.Sandbox, config.DefaultSources, nil)
-	w.nsFake = &sinktest.NetSuite{Account: wAccount, ConsumerKey: wConsumerKey, ConsumerSecret: wConsumerSecret,
+	w.nsFake = &netsuitefake.Server{Account: wAccount, ConsumerKey: wConsumerKey, ConsumerSecret: wConsumerSecret,
 		TokenID: wTokenID, TokenSecret: wTokenSecret}
-	w.nsFake.Hook = func(req sinktest.NetSuiteRequest, apply func()) (int, string) {
+	w.nsFake.Hook = func(req netsuitefake.Request, apply func()) (int, string) {
 		v, _ := strconv.ParseUint(req.Header.Get(netsuite.HeaderVersion), 10, 64)
 		var fields map[string]json.RawMessage
 		_ = json.Unmarshal(req.Body, &fields)
 		return w.owner(req.ExternalID).hook(sysNS, req.ExternalID, v, fields, apply)
 	}
-	w.sxFake = &sinktest.SuiteX{Secret: wSuiteXSecret}
-	w.sxFake.Hook = func(req sinktest.SuiteXRequest, apply func()) (int, string) {
+	w.sxFake = &suitexfake.Server{Secret: wSuiteXSecret}
+	w.sxFake.Hook = func(req suitexfake.Request, apply func()) (int, string) {
 		var ev struct {
 			RecordID string                     `json:"record_id"`
 			Version  uint64                     `json:"version"`
@@ -228,7 +229,7 @@ func (s *sched) hook(sys, rid string, version uint64, fields map[string]json.Raw
 		return http.StatusServiceUnavailable, `{"error":"unavailable"}`
 	case planRefuse:
 		if sys == sysNS {
-			return http.StatusBadRequest, sinktest.NetSuiteError(400, "INVALID_FLD_VALUE", "field p refused")
+			return http.StatusBadRequest, netsuitefake.Error(400, "INVALID_FLD_VALUE", "field p refused")
 		}
 		return http.StatusBadRequest, `{"error":"field p refused"}`
 	}

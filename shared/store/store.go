@@ -181,6 +181,20 @@ type Head struct {
 	NewestSnapshotRef *string
 }
 
+// Probe names the duplicates LockRecord looks up with the lock: the event
+// with ID (empty: none is looked up) and the newest accepted event whose raw
+// message had Fingerprint.
+type Probe struct {
+	ID          string
+	Fingerprint string
+}
+
+// Found is what a Probe found; either may be nil.
+type Found struct {
+	ByID          *Event
+	ByFingerprint *Event
+}
+
 // Reader holds the queries available both inside and outside a transaction.
 type Reader interface {
 	// EventByID returns the event with this id or ErrNotFound.
@@ -237,8 +251,9 @@ type Tx interface {
 	Writer
 	// LockRecord locks the record's projection row until the transaction
 	// ends and returns its head. Concurrent mergers of one record queue here;
-	// different records proceed in parallel.
-	LockRecord(ctx context.Context, recordType, recordID string) (Head, error)
+	// different records proceed in parallel. In the same round trip it
+	// looks up what p names (SPEC §5 step 1), as Duplicates would.
+	LockRecord(ctx context.Context, recordType, recordID string, p Probe) (Head, Found, error)
 	// RefreshHead replaces the state of the locked head h (same version and
 	// event): a no-op that refreshed a field's conflict timestamp.
 	RefreshHead(ctx context.Context, recordType, recordID string, h Head, state json.RawMessage) error

@@ -90,6 +90,19 @@ func (cs Changes) Write(w io.Writer) error {
 	return err
 }
 
+// Summary is the report's last line: how many changes Apply made, or in a
+// dry run would make, to want.
+func (cs Changes) Summary(want Topology, dryRun bool) string {
+	n := len(cs) - cs.Count(ActionVerified) - cs.Count(ActionSkipped)
+	switch {
+	case n == 0:
+		return fmt.Sprintf("no changes: the %d topics and %d subscriptions of %s match the spec", len(want.Topics), len(want.Subscriptions), want.Env)
+	case dryRun:
+		return fmt.Sprintf("%d change(s) would be made; nothing was changed (dry run)", n)
+	}
+	return fmt.Sprintf("%d change(s) made", n)
+}
+
 func (c Change) String() string {
 	var s string
 	switch c.Action {

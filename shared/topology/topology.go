@@ -62,6 +62,11 @@ type Options struct {
 	// (service-{N}@gcp-sa-pubsub.iam.gserviceaccount.com). Empty: the
 	// dead-letter IAM grants are not managed (the emulator has no IAM).
 	ProjectNumber string
+	// Emulator is the address of the emulator the topology is for, if
+	// any. It has no IAM: the grants are not managed whatever
+	// ProjectNumber says, and IAMSkipped says what they would be in Google
+	// Cloud.
+	Emulator string
 }
 
 // Topology is the desired state of one environment.
@@ -147,6 +152,9 @@ func Desired(env config.Env, endpoints map[string]string, opts Options) (Topolog
 	if err := checkEndpoints(endpoints, opts.Invoker); err != nil {
 		return Topology{}, err
 	}
+	if opts.Emulator != "" {
+		opts.ProjectNumber = ""
+	}
 	if opts.ProjectNumber != "" && !allDigits(opts.ProjectNumber) {
 		return Topology{}, fmt.Errorf("project number %q is not valid: it is all digits (gcloud projects describe PROJECT --format='value(projectNumber)')", opts.ProjectNumber)
 	}
@@ -173,9 +181,13 @@ func Desired(env config.Env, endpoints map[string]string, opts Options) (Topolog
 		}
 		t.Subscriptions = append(t.Subscriptions, sub)
 	}
-	if opts.ProjectNumber == "" {
+	switch {
+	case opts.Emulator != "":
+		t.IAMSkipped = fmt.Sprintf("PUBSUB_EMULATOR_HOST=%s: the emulator has no IAM. In Google Cloud this step grants the Pub/Sub service agent %s on %s and %s on %s, and checks both",
+			opts.Emulator, RolePublisher, n.DLQTopic, RoleSubscriber, n.RetrySub)
+	case opts.ProjectNumber == "":
 		t.IAMSkipped = "no project number given, so the Pub/Sub service agent is unknown"
-	} else {
+	default:
 		member := "serviceAccount:" + ServiceAgent(opts.ProjectNumber)
 		t.Grants = []Grant{
 			{Kind: OnTopic, Resource: n.DLQTopic, Role: RolePublisher, Member: member},

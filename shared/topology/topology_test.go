@@ -230,3 +230,45 @@ func TestChangesWrite(t *testing.T) {
 		t.Error("Pending: verified and skipped lines are not changes; everything else is")
 	}
 }
+
+// TestDesiredOnTheEmulator: no grants on an emulator, even with a project
+// number, and the skipped step says what it would grant.
+func TestDesiredOnTheEmulator(t *testing.T) {
+	top, err := Desired(config.Sandbox, nil, Options{ProjectNumber: "123", Emulator: "127.0.0.1:8085"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := config.Sandbox.Names()
+	if len(top.Grants) != 0 || !strings.Contains(top.IAMSkipped, "PUBSUB_EMULATOR_HOST=127.0.0.1:8085") ||
+		!strings.Contains(top.IAMSkipped, RolePublisher+" on "+n.DLQTopic) || !strings.Contains(top.IAMSkipped, RoleSubscriber+" on "+n.RetrySub) {
+		t.Errorf("grants %+v, skipped %q", top.Grants, top.IAMSkipped)
+	}
+	if top, err := Desired(config.Sandbox, nil, Options{ProjectNumber: "123"}); err != nil || len(top.Grants) != 2 {
+		t.Errorf("on Google Cloud: grants %+v, %v", top.Grants, err)
+	}
+}
+
+// TestChangesSummary: the last line counts changes, not verifications or
+// skipped steps.
+func TestChangesSummary(t *testing.T) {
+	top, err := Desired(config.Production, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := Changes{{Action: ActionVerified}, {Action: ActionSkipped}}
+	two := append(Changes{{Action: ActionCreate}, {Action: ActionUpdate}}, same...)
+	for _, c := range []struct {
+		cs     Changes
+		dryRun bool
+		want   string
+	}{
+		{same, false, "no changes: the 4 topics and 5 subscriptions of production match the spec"},
+		{same, true, "no changes: the 4 topics and 5 subscriptions of production match the spec"},
+		{two, true, "2 change(s) would be made; nothing was changed (dry run)"},
+		{two, false, "2 change(s) made"},
+	} {
+		if got := c.cs.Summary(top, c.dryRun); got != c.want {
+			t.Errorf("%d changes, dry run %v: %q, want %q", len(c.cs), c.dryRun, got, c.want)
+		}
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -19,14 +18,15 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backbone-sync/backbone/internal/fake/netsuitefake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/logging"
-	"github.com/backbone-sync/backbone/shared/message"
+	"github.com/backbone-sync/backbone/shared/logging/logtest"
 	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
-	"github.com/backbone-sync/backbone/shared/sink/sinktest"
+	"github.com/backbone-sync/backbone/shared/sink/targettest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
@@ -61,8 +61,8 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func tbaFake() *sinktest.NetSuite {
-	return &sinktest.NetSuite{Account: realm, ConsumerKey: consumerKey, ConsumerSecret: consumerSecret,
+func tbaFake() *netsuitefake.Server {
+	return &netsuitefake.Server{Account: realm, ConsumerKey: consumerKey, ConsumerSecret: consumerSecret,
 		TokenID: tokenID, TokenSecret: tokenSecret}
 }
 
@@ -95,16 +95,6 @@ func delivery(ev event.Merged) sink.Delivery {
 	return sink.Delivery{Merged: ev, IdempotencyKey: ev.ID + ":0000000000000000"}
 }
 
-func pushMsg(t *testing.T, ev event.Merged) message.Message {
-	t.Helper()
-	data, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return message.Message{Data: data, ID: uuid.NewString(),
-		Attributes: map[string]string{"env": "sandbox", "source": ev.Source, "record_type": ev.RecordType, "event_id": ev.ID}}
-}
-
 func TestTBASignaturePassesTheFakeNetSuite(t *testing.T) {
 	t.Parallel()
 	d := mysqltest.New(t)
@@ -114,13 +104,13 @@ func TestTBASignaturePassesTheFakeNetSuite(t *testing.T) {
 	ctx := context.Background()
 
 	v1 := mergedEvent("C-1001", "suitex", 1, `{"email":"ada@example.com","phone":"+1 555 0100","company_name":"Acme"}`)
-	sinktest.StoreMerged(t, d.Store, v1)
-	if out, err := r.Deliver(ctx, pushMsg(t, v1)); err != nil || out != store.OutcomeDelivered {
+	targettest.StoreMerged(t, d.Store, v1)
+	if out, err := r.Deliver(ctx, targettest.Message(t, v1)); err != nil || out != store.OutcomeDelivered {
 		t.Fatalf("v1: %q %v (fake refused: %v)", out, err, fake.AuthFailures())
 	}
 	v2 := mergedEvent("C-1001", "suitex", 2, `{"phone":null}`)
-	sinktest.StoreMerged(t, d.Store, v2)
-	if out, err := r.Deliver(ctx, pushMsg(t, v2)); err != nil || out != store.OutcomeDelivered {
+	targettest.StoreMerged(t, d.Store, v2)
+	if out, err := r.Deliver(ctx, targettest.Message(t, v2)); err != nil || out != store.OutcomeDelivered {
 		t.Fatalf("v2: %q %v (fake refused: %v)", out, err, fake.AuthFailures())
 	}
 	rec := fake.Record("customer", "C-1001")
@@ -162,8 +152,8 @@ func TestFakeNetSuiteRejectsAWrongSignature(t *testing.T) {
 	cfg.TokenSecret = "ts-wrong-0000000000000000"
 	r := sink.NewRunner(config.Sandbox, newTarget(t, cfg), d.Store, nil)
 	c2 := mergedEvent("C-2", "suitex", 1, `{"a":1}`)
-	sinktest.StoreMerged(t, d.Store, c2)
-	out, err := r.Deliver(context.Background(), pushMsg(t, c2))
+	targettest.StoreMerged(t, d.Store, c2)
+	out, err := r.Deliver(context.Background(), targettest.Message(t, c2))
 	f, ok := failure.As(err)
 	if !ok || out != store.OutcomeFailed || f.Retryable || f.Reason != "INVALID_LOGIN" {
 		t.Fatalf("wrong secret: %q %v", out, err)
@@ -238,8 +228,8 @@ func TestRecordIDIsOnePercentEncodedSegment(t *testing.T) {
 func TestNetSuiteClassification(t *testing.T) {
 	t.Parallel()
 	d := mysqltest.New(t)
-	var logs bytes.Buffer
-	log := logging.New(&syncWriter{w: &logs}, slog.LevelDebug)
+	var logs logtest.Buffer
+	log := logging.New(&logs, slog.LevelDebug)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	fake := tbaFake()
@@ -251,20 +241,20 @@ func TestNetSuiteClassification(t *testing.T) {
 		case "R-204":
 			return 0, "" // the fake's own upsert: 204
 		case "R-400":
-			return 400, sinktest.NetSuiteError(400, "INVALID_VALUE", "Invalid value for the resource or sub-resource field 'email'.")
+			return 400, netsuitefake.Error(400, "INVALID_VALUE", "Invalid value for the resource or sub-resource field 'email'.")
 		case "R-400-echo":
 			// A target that echoes the request's headers back in its error.
 			return 400, fmt.Sprintf(`{"title":"Bad Request","status":400,"echo":%q}`, r.Header.Get("Authorization")+" "+consumerSecret+" "+tokenSecret)
 		case "R-401":
-			return 401, sinktest.NetSuiteError(401, "INVALID_LOGIN", "Invalid login attempt.")
+			return 401, netsuitefake.Error(401, "INVALID_LOGIN", "Invalid login attempt.")
 		case "R-404":
 			return 404, ""
 		case "R-409":
-			return 409, sinktest.NetSuiteError(409, "CONFLICT", "conflict")
+			return 409, netsuitefake.Error(409, "CONFLICT", "conflict")
 		case "R-429":
-			return 429, sinktest.NetSuiteError(429, "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded. Request blocked.")
+			return 429, netsuitefake.Error(429, "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded. Request blocked.")
 		case "R-400-conc":
-			return 400, sinktest.NetSuiteError(400, "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded.")
+			return 400, netsuitefake.Error(400, "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded.")
 		case "R-500":
 			return 500, strings.Repeat("<html>internal error</html>", 500)
 		case "R-503":
@@ -283,102 +273,25 @@ func TestNetSuiteClassification(t *testing.T) {
 	cfg.Timeout = 400 * time.Millisecond
 	r := sink.NewRunner(config.Sandbox, newTarget(t, cfg), d.Store, log)
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := "http://" + l.Addr().String()
-	_ = l.Close()
-	refused := sink.NewRunner(config.Sandbox, newTarget(t, tbaConfig(closed)), d.Store, log)
+	refused := sink.NewRunner(config.Sandbox, newTarget(t, tbaConfig(targettest.ClosedURL(t))), d.Store, log)
 
-	cases := []struct {
-		rid       string
-		runner    *sink.Runner
-		outcome   string
-		audited   string // the outcome row: delivered, refused (a clear refusal) or failed (in doubt)
-		reason    string
-		retryable bool
-		detail    string
-	}{
-		{"R-200", r, store.OutcomeDelivered, store.OutcomeDelivered, "", false, ""},
-		{"R-204", r, store.OutcomeDelivered, store.OutcomeDelivered, "", false, ""},
-		{"R-400", r, store.OutcomeFailed, store.OutcomeRefused, "INVALID_VALUE", false, "Invalid value for the resource"},
-		{"R-400-echo", r, store.OutcomeFailed, store.OutcomeRefused, "http_400", false, sink.Redacted},
-		{"R-401", r, store.OutcomeFailed, store.OutcomeRefused, "INVALID_LOGIN", false, "HTTP 401"},
-		{"R-404", r, store.OutcomeFailed, store.OutcomeRefused, "http_404", false, "HTTP 404"},
-		{"R-409", r, store.OutcomeFailed, store.OutcomeRefused, "CONFLICT", false, "HTTP 409"},
-		{"R-429", r, store.OutcomeFailed, store.OutcomeRefused, "CONCURRENCY_LIMIT_EXCEEDED", true, "HTTP 429"},
-		{"R-400-conc", r, store.OutcomeFailed, store.OutcomeRefused, "CONCURRENCY_LIMIT_EXCEEDED", true, "HTTP 400"},
-		{"R-500", r, store.OutcomeFailed, store.OutcomeFailed, "http_500", true, "more bytes"},
-		{"R-503", r, store.OutcomeFailed, store.OutcomeFailed, "http_503", true, "Service Unavailable"},
-		{"R-timeout", r, store.OutcomeFailed, store.OutcomeFailed, sink.ReasonTimeout, true, ""},
-		{"R-refused", refused, store.OutcomeFailed, store.OutcomeRefused, sink.ReasonConnectionRefused, true, ""},
-	}
-	var (
-		mu     sync.Mutex
-		report []string
-	)
-	t.Run("cases", func(t *testing.T) {
-		for _, tc := range cases {
-			t.Run(tc.rid, func(t *testing.T) {
-				t.Parallel()
-				ev := mergedEvent(tc.rid, "suitex", 1, `{"email":"ada@example.com"}`)
-				sinktest.StoreMerged(t, d.Store, ev)
-				out, err := tc.runner.Deliver(context.Background(), pushMsg(t, ev))
-				if out != tc.outcome {
-					t.Fatalf("outcome %q, want %q (%v)", out, tc.outcome, err)
-				}
-				all, aerr := d.Store.AuditForEvent(context.Background(), ev.ID)
-				var rows []store.Audit // the delivery's: sending, then the outcome
-				for _, a := range all {
-					if a.Stage == store.StageNetSuite {
-						rows = append(rows, a)
-					}
-				}
-				if aerr != nil || len(rows) != 2 || rows[0].Outcome != store.OutcomeSending || rows[1].Outcome != tc.audited ||
-					rows[1].Fields == nil || rows[1].Fields.Attempt != rows[0].ID {
-					t.Fatalf("audit %+v %v", rows, aerr)
-				}
-				if tc.outcome == store.OutcomeDelivered {
-					if err != nil {
-						t.Fatalf("error %v", err)
-					}
-					return
-				}
-				f, ok := failure.As(err)
-				if !ok || f.Reason != tc.reason || f.Retryable != tc.retryable || f.Stage != store.StageNetSuite || f.EventID != ev.ID {
-					t.Fatalf("failure %+v, want reason %s retryable %v", err, tc.reason, tc.retryable)
-				}
-				if !strings.Contains(f.Detail, tc.detail) || len(f.Detail) > 2100 {
-					t.Fatalf("detail (%d bytes) lacks %q: %s", len(f.Detail), tc.detail, f.Detail)
-				}
-				mu.Lock()
-				report = append(report, f.Detail, rows[1].Detail)
-				mu.Unlock()
-			})
-		}
-	})
-	all := logs.String() + strings.Join(report, "\n")
-	for _, s := range tbaSecrets() {
-		if strings.Contains(all, s) {
-			t.Errorf("secret %q leaked into logs, failures or audit", s[:6])
-		}
-	}
-	if !strings.Contains(logs.String(), "delivery failed") {
-		t.Fatal("no failure was logged: the leak check saw nothing")
-	}
-}
-
-// syncWriter serialises writes from parallel subtests.
-type syncWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
+	targettest.RunClassification(t, targettest.Classification{Store: d.Store, Stage: store.StageNetSuite, Logs: &logs, Secrets: tbaSecrets(),
+		Event: func(rid string) event.Merged { return mergedEvent(rid, "suitex", 1, `{"email":"ada@example.com"}`) },
+		Answers: []targettest.Answer{
+			{RecordID: "R-200", Runner: r, Outcome: store.OutcomeDelivered, Audited: store.OutcomeDelivered},
+			{RecordID: "R-204", Runner: r, Outcome: store.OutcomeDelivered, Audited: store.OutcomeDelivered},
+			{RecordID: "R-400", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: "INVALID_VALUE", Detail: "Invalid value for the resource"},
+			{RecordID: "R-400-echo", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: "http_400", Detail: sink.Redacted},
+			{RecordID: "R-401", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: "INVALID_LOGIN", Detail: "HTTP 401"},
+			{RecordID: "R-404", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: "http_404", Detail: "HTTP 404"},
+			{RecordID: "R-409", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: "CONFLICT", Detail: "HTTP 409"},
+			{RecordID: "R-429", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: "CONCURRENCY_LIMIT_EXCEEDED", Retryable: true, Detail: "HTTP 429"},
+			{RecordID: "R-400-conc", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: "CONCURRENCY_LIMIT_EXCEEDED", Retryable: true, Detail: "HTTP 400"},
+			{RecordID: "R-500", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeFailed, Reason: "http_500", Retryable: true, Detail: "more bytes"},
+			{RecordID: "R-503", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeFailed, Reason: "http_503", Retryable: true, Detail: "Service Unavailable"},
+			{RecordID: "R-timeout", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeFailed, Reason: sink.ReasonTimeout, Retryable: true},
+			{RecordID: "R-refused", Runner: refused, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: sink.ReasonConnectionRefused, Retryable: true},
+		}})
 }
 
 // OAuth 2.0 client credentials.
@@ -407,11 +320,11 @@ func testKey(t *testing.T) (*rsa.PrivateKey, string) {
 	return rsaKey, keyPEM
 }
 
-func oauth2Setup(t *testing.T) (*sinktest.NetSuite, config.NetSuite, *clock) {
+func oauth2Setup(t *testing.T) (*netsuitefake.Server, config.NetSuite, *clock) {
 	t.Helper()
 	k, p := testKey(t)
 	clk := &clock{t: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC)}
-	fake := &sinktest.NetSuite{ClientID: clientID, CertificateID: certificateID, PublicKey: &k.PublicKey, Now: clk.Now}
+	fake := &netsuitefake.Server{ClientID: clientID, CertificateID: certificateID, PublicKey: &k.PublicKey, Now: clk.Now}
 	srv := fake.Start(t)
 	cfg := config.NetSuite{AccountID: account, BaseURL: srv.URL, Auth: "oauth2", ClientID: clientID,
 		CertificateID: certificateID, PrivateKey: p, Timeout: 5 * time.Second}
@@ -499,8 +412,8 @@ func TestOAuth2TokenEndpointRefusalIsPermanent(t *testing.T) {
 	tgt := newTarget(t, cfg, netsuite.WithClock(clk.Now))
 	r := sink.NewRunner(config.Sandbox, tgt, d.Store, logging.New(&logs, slog.LevelDebug))
 	c1 := mergedEvent("C-1", "suitex", 1, `{"a":1}`)
-	sinktest.StoreMerged(t, d.Store, c1)
-	out, err := r.Deliver(context.Background(), pushMsg(t, c1))
+	targettest.StoreMerged(t, d.Store, c1)
+	out, err := r.Deliver(context.Background(), targettest.Message(t, c1))
 	f, ok := failure.As(err)
 	if !ok || out != store.OutcomeFailed || f.Retryable || f.Reason != "oauth2_invalid_grant" || !strings.Contains(f.Detail, "kid") {
 		t.Fatalf("%q %v", out, err)
@@ -526,8 +439,8 @@ func TestOAuth2AccessTokenNeverLeaks(t *testing.T) {
 	var logs bytes.Buffer
 	r := sink.NewRunner(config.Sandbox, newTarget(t, cfg, netsuite.WithClock(clk.Now)), d.Store, logging.New(&logs, slog.LevelDebug))
 	ev := mergedEvent("C-leak", "suitex", 1, `{"a":1}`)
-	sinktest.StoreMerged(t, d.Store, ev)
-	_, err := r.Deliver(context.Background(), pushMsg(t, ev))
+	targettest.StoreMerged(t, d.Store, ev)
+	_, err := r.Deliver(context.Background(), targettest.Message(t, ev))
 	f, ok := failure.As(err)
 	if !ok {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,15 +16,15 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backbone-sync/backbone/internal/fake/suitexfake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/logging"
 	"github.com/backbone-sync/backbone/shared/logging/logtest"
-	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/sink"
-	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 	"github.com/backbone-sync/backbone/shared/sink/suitex"
+	"github.com/backbone-sync/backbone/shared/sink/targettest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
@@ -61,16 +60,6 @@ func delivery(t *testing.T, ev event.Merged, since uint64) sink.Delivery {
 	return sink.Delivery{Merged: ev, SinceVersion: since, IdempotencyKey: ev.ID + ":" + hex.EncodeToString(sum[:8])}
 }
 
-func pushMsg(t *testing.T, ev event.Merged) message.Message {
-	t.Helper()
-	data, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return message.Message{Data: data, ID: uuid.NewString(),
-		Attributes: map[string]string{"env": "sandbox", "source": ev.Source, "record_type": ev.RecordType, "event_id": ev.ID}}
-}
-
 func newTarget(t *testing.T, base string, timeout time.Duration, opts ...suitex.Option) *suitex.Target {
 	t.Helper()
 	tgt, err := suitex.New(config.SuiteX{BaseURL: base, SigningSecret: secret, Timeout: timeout}, opts...)
@@ -82,7 +71,7 @@ func newTarget(t *testing.T, base string, timeout time.Duration, opts ...suitex.
 
 func TestSignatureAndIdempotencyKeyAreExact(t *testing.T) {
 	t.Parallel()
-	fake := &sinktest.SuiteX{Secret: secret, Now: func() time.Time { return fixed.Add(3 * time.Second) }}
+	fake := &suitexfake.Server{Secret: secret, Now: func() time.Time { return fixed.Add(3 * time.Second) }}
 	srv := fake.Start(t)
 	tgt := newTarget(t, srv.URL+"/", time.Second, suitex.WithClock(func() time.Time { return fixed }))
 	ev := mergedEvent("C-1001", "netsuite", 4)
@@ -135,7 +124,7 @@ func TestSignatureAndIdempotencyKeyAreExact(t *testing.T) {
 
 func TestFakeSuiteXRefusesBadSignaturesAndKeys(t *testing.T) {
 	t.Parallel()
-	fake := &sinktest.SuiteX{Secret: secret}
+	fake := &suitexfake.Server{Secret: secret}
 	srv := fake.Start(t)
 
 	wrong, err := suitex.New(config.SuiteX{BaseURL: srv.URL, SigningSecret: "not-the-secret"})
@@ -184,7 +173,7 @@ func TestConflictIsSuccess(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	applied := 0 // the fake runs Hook only for a key it has not seen
-	fake := &sinktest.SuiteX{Secret: secret, Hook: func(_ sinktest.SuiteXRequest, _ func()) (int, string) {
+	fake := &suitexfake.Server{Secret: secret, Hook: func(_ suitexfake.Request, _ func()) (int, string) {
 		mu.Lock()
 		applied++
 		mu.Unlock()
@@ -227,7 +216,7 @@ func TestSuiteXClassification(t *testing.T) {
 	log := logging.New(&logs, slog.LevelDebug)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	fake := &sinktest.SuiteX{Secret: secret}
+	fake := &suitexfake.Server{Secret: secret}
 	fake.Respond = func(r *http.Request, body []byte) (int, string) {
 		var ev event.Merged
 		_ = json.Unmarshal(body, &ev)
@@ -263,87 +252,24 @@ func TestSuiteXClassification(t *testing.T) {
 	}
 	srv := fake.Start(t)
 	r := sink.NewRunner(config.Sandbox, newTarget(t, srv.URL, 400*time.Millisecond), d.Store, log)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := "http://" + l.Addr().String()
-	_ = l.Close()
-	refused := sink.NewRunner(config.Sandbox, newTarget(t, closed, time.Second), d.Store, log)
+	refused := sink.NewRunner(config.Sandbox, newTarget(t, targettest.ClosedURL(t), time.Second), d.Store, log)
 
-	cases := []struct {
-		rid       string
-		runner    *sink.Runner
-		outcome   string
-		audited   string // the outcome row: delivered, refused (a clear refusal) or failed (in doubt)
-		reason    string
-		retryable bool
-		detail    string
-	}{
-		{"R-200", r, store.OutcomeDelivered, store.OutcomeDelivered, "", false, ""},
-		{"R-204", r, store.OutcomeDelivered, store.OutcomeDelivered, "", false, ""},
-		{"R-409", r, store.OutcomeDelivered, store.OutcomeDelivered, "", false, ""},
-		{"R-400", r, store.OutcomeFailed, store.OutcomeRefused, "http_400", false, "unknown field phone"},
-		{"R-400-echo", r, store.OutcomeFailed, store.OutcomeRefused, "http_400", false, sink.Redacted},
-		{"R-401", r, store.OutcomeFailed, store.OutcomeRefused, "http_401", false, "bad signature"},
-		{"R-404", r, store.OutcomeFailed, store.OutcomeRefused, "http_404", false, "HTTP 404"},
-		{"R-429", r, store.OutcomeFailed, store.OutcomeRefused, "http_429", true, "slow down"},
-		{"R-500", r, store.OutcomeFailed, store.OutcomeFailed, "http_500", true, "more bytes"},
-		{"R-503", r, store.OutcomeFailed, store.OutcomeFailed, "http_503", true, "unavailable"},
-		{"R-timeout", r, store.OutcomeFailed, store.OutcomeFailed, sink.ReasonTimeout, true, ""},
-		{"R-refused", refused, store.OutcomeFailed, store.OutcomeRefused, sink.ReasonConnectionRefused, true, ""},
-	}
-	var (
-		mu     sync.Mutex
-		report []string
-	)
-	t.Run("cases", func(t *testing.T) {
-		for _, tc := range cases {
-			t.Run(tc.rid, func(t *testing.T) {
-				t.Parallel()
-				ev := mergedEvent(tc.rid, "netsuite", 1)
-				sinktest.StoreMerged(t, d.Store, ev)
-				out, err := tc.runner.Deliver(context.Background(), pushMsg(t, ev))
-				if out != tc.outcome {
-					t.Fatalf("outcome %q, want %q (%v)", out, tc.outcome, err)
-				}
-				all, aerr := d.Store.AuditForEvent(context.Background(), ev.ID)
-				var rows []store.Audit // the delivery's: sending, then the outcome
-				for _, a := range all {
-					if a.Stage == store.StageSuiteX {
-						rows = append(rows, a)
-					}
-				}
-				if aerr != nil || len(rows) != 2 || rows[0].Outcome != store.OutcomeSending || rows[1].Outcome != tc.audited ||
-					rows[1].Fields == nil || rows[1].Fields.Attempt != rows[0].ID {
-					t.Fatalf("audit %+v %v", rows, aerr)
-				}
-				if tc.outcome == store.OutcomeDelivered {
-					if err != nil {
-						t.Fatal(err)
-					}
-					return
-				}
-				f, ok := failure.As(err)
-				if !ok || f.Reason != tc.reason || f.Retryable != tc.retryable || f.Stage != store.StageSuiteX || f.EventID != ev.ID {
-					t.Fatalf("failure %+v, want %s retryable %v", err, tc.reason, tc.retryable)
-				}
-				if !strings.Contains(f.Detail, tc.detail) || len(f.Detail) > 2100 {
-					t.Fatalf("detail (%d bytes) lacks %q: %s", len(f.Detail), tc.detail, f.Detail)
-				}
-				mu.Lock()
-				report = append(report, f.Detail, rows[1].Detail)
-				mu.Unlock()
-			})
-		}
-	})
-	all := logs.String() + strings.Join(report, "\n")
-	if strings.Contains(all, secret) {
-		t.Error("signing secret leaked into logs, failures or audit")
-	}
-	if !strings.Contains(logs.String(), "delivery failed") {
-		t.Fatal("no failure was logged: the leak check saw nothing")
-	}
+	targettest.RunClassification(t, targettest.Classification{Store: d.Store, Stage: store.StageSuiteX, Logs: &logs, Secrets: []string{secret},
+		Event: func(rid string) event.Merged { return mergedEvent(rid, "netsuite", 1) },
+		Answers: []targettest.Answer{
+			{RecordID: "R-200", Runner: r, Outcome: store.OutcomeDelivered, Audited: store.OutcomeDelivered},
+			{RecordID: "R-204", Runner: r, Outcome: store.OutcomeDelivered, Audited: store.OutcomeDelivered},
+			{RecordID: "R-409", Runner: r, Outcome: store.OutcomeDelivered, Audited: store.OutcomeDelivered},
+			{RecordID: "R-400", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: "http_400", Detail: "unknown field phone"},
+			{RecordID: "R-400-echo", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: "http_400", Detail: sink.Redacted},
+			{RecordID: "R-401", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: "http_401", Detail: "bad signature"},
+			{RecordID: "R-404", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: "http_404", Detail: "HTTP 404"},
+			{RecordID: "R-429", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: "http_429", Retryable: true, Detail: "slow down"},
+			{RecordID: "R-500", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeFailed, Reason: "http_500", Retryable: true, Detail: "more bytes"},
+			{RecordID: "R-503", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeFailed, Reason: "http_503", Retryable: true, Detail: "unavailable"},
+			{RecordID: "R-timeout", Runner: r, Outcome: store.OutcomeFailed, Audited: store.OutcomeFailed, Reason: sink.ReasonTimeout, Retryable: true},
+			{RecordID: "R-refused", Runner: refused, Outcome: store.OutcomeFailed, Audited: store.OutcomeRefused, Reason: sink.ReasonConnectionRefused, Retryable: true},
+		}})
 }
 
 // TestEchoFromSuiteXIsNotSentToSuiteX: SuiteX's own change, which SuiteX
@@ -351,12 +277,12 @@ func TestSuiteXClassification(t *testing.T) {
 func TestEchoFromSuiteXIsNotSentToSuiteX(t *testing.T) {
 	t.Parallel()
 	d := mysqltest.New(t)
-	fake := &sinktest.SuiteX{Secret: secret}
+	fake := &suitexfake.Server{Secret: secret}
 	srv := fake.Start(t)
 	r := sink.NewRunner(config.Sandbox, newTarget(t, srv.URL, time.Second), d.Store, nil)
 	v1 := mergedEvent("C-1", "suitex", 1)
-	sinktest.StoreMerged(t, d.Store, v1)
-	out, err := r.Deliver(context.Background(), pushMsg(t, v1))
+	targettest.StoreMerged(t, d.Store, v1)
+	out, err := r.Deliver(context.Background(), targettest.Message(t, v1))
 	if err != nil || out != store.OutcomeSkippedEcho || len(fake.Requests()) != 0 {
 		t.Fatalf("%q %v, %d requests", out, err, len(fake.Requests()))
 	}

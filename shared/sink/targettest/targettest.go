@@ -3,7 +3,8 @@
 // its system's answers into the failures the sink machinery relies on
 // (SPEC §7) — 2xx delivered; 429, 5xx and timeouts retryable; other 4xx
 // permanent; and whether the system may have applied the request, which
-// decides whether the fields it carried become unknown.
+// decides whether the fields it carried become unknown. StoreMerged stores
+// the events a delivery test's messages name, as the merge does.
 package targettest
 
 import (
@@ -99,13 +100,7 @@ func Run(t *testing.T, newTarget New) {
 	}
 	t.Run("a connection never made was not applied", func(t *testing.T) {
 		t.Parallel()
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		url := "http://" + ln.Addr().String()
-		_ = ln.Close() // nothing listens there now
-		f, ok := failure.As(newTarget(t, url).Deliver(context.Background(), delivery()))
+		f, ok := failure.As(newTarget(t, ClosedURL(t)).Deliver(context.Background(), delivery()))
 		if !ok || !f.Retryable || !f.NotApplied {
 			t.Fatalf("refused connection: %+v, want retryable and not applied", f)
 		}
@@ -128,4 +123,17 @@ func delivery() sink.Delivery {
 		SinceVersion:   1,
 		IdempotencyKey: "0b6f3c1e-8d1f-4a57-9a43-2f0d7d6b1c55:0123456789abcdef",
 	}
+}
+
+// ClosedURL is the base URL of a local port nothing listens on: a
+// connection to it is refused, so the request was never applied.
+func ClosedURL(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	_ = ln.Close() // nothing listens there now
+	return url
 }

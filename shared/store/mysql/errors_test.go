@@ -207,7 +207,7 @@ func TestErrorClassesFromTheServer(t *testing.T) {
 			t.Fatalf("through the proxy: %v", err)
 		}
 		err = s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
-			if _, err := tx.LockRecord(ctx, "customer", "C-1"); err != nil {
+			if _, _, err := tx.LockRecord(ctx, "customer", "C-1", store.Probe{}); err != nil {
 				return err
 			}
 			p.cut()

@@ -111,12 +111,21 @@ func cloudSQLConfig(c config.DB, dial func(context.Context) (net.Conn, error)) *
 
 // readCommitted sets READ COMMITTED once per connection, when it is opened,
 // so that single statements outside the store's transactions (the outbox
-// flag, tools) avoid REPEATABLE READ's gap locks too (SPEC §5). The store's
-// transactions still ask for it explicitly, as a pool may come from
-// elsewhere. The statement is standard SQL on MySQL 8 and MariaDB; the
+// flag, tools) avoid REPEATABLE READ's gap locks too (SPEC §5), and so that
+// the store's transactions need not ask for it each time. A pool opened
+// another way is not marked (sessionRC) and its transactions ask
+// explicitly. The statement is standard SQL on MySQL 8 and MariaDB; the
 // variable's name differs between them (transaction_isolation,
 // tx_isolation), so it cannot go in the DSN.
 type readCommitted struct{ driver.Connector }
+
+// Driver marks the pool as one whose every session is READ COMMITTED, so
+// the store (New) can begin transactions at the session's level and save
+// the SET TRANSACTION statement the driver sends before each one otherwise.
+func (c readCommitted) Driver() driver.Driver { return sessionRC{c.Connector.Driver()} }
+
+// sessionRC is the driver of a pool opened by Open (readCommitted).
+type sessionRC struct{ driver.Driver }
 
 func (c readCommitted) Connect(ctx context.Context) (driver.Conn, error) {
 	conn, err := c.Connector.Connect(ctx)

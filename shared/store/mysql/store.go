@@ -30,6 +30,9 @@ type Store struct {
 	flags   flagBatcher
 	nsOnce  sync.Mutex
 	ns      string // database name, the lock namespace
+	// sessionRC: the pool's sessions are READ COMMITTED (Open), so a
+	// transaction need not set its level.
+	sessionRC bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -40,7 +43,8 @@ func New(db *sql.DB, closeFn func() error) *Store {
 	if closeFn == nil {
 		closeFn = db.Close
 	}
-	return &Store{db: db, closeFn: closeFn}
+	_, rc := db.Driver().(sessionRC)
+	return &Store{db: db, closeFn: closeFn, sessionRC: rc}
 }
 
 // DB exposes the pool for tools (stress, bench) that measure raw SQL.
@@ -93,18 +97,28 @@ func scanEvent(r scanner) (store.Event, error) {
 }
 
 func (o ops) queryEvents(ctx context.Context, what, q string, args ...any) ([]store.Event, error) {
-	rows, err := o.q.QueryContext(ctx, q, args...)
+	return queryAll(ctx, o.q, what, q, scanEvent, args...)
+}
+
+// queryAll runs query and scans every row with scan; errors name what was
+// read.
+func queryAll[T any](ctx context.Context, q querier, what, query string, scan func(scanner) (T, error), args ...any) ([]T, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, wrap(err, what)
 	}
 	defer rows.Close()
-	var out []store.Event
+	var out []T
 	for rows.Next() {
-		e, err := scanEvent(rows)
+		v, err := scan(rows)
+		var bad badRow
+		if errors.As(err, &bad) {
+			return nil, fmt.Errorf("%s: %w", what, bad.err) // the data, not the connection
+		}
 		if err != nil {
 			return nil, wrap(err, what)
 		}
-		out = append(out, e)
+		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, wrap(err, what)
@@ -176,10 +190,25 @@ func (p prefixed) Scan(dest ...any) error {
 }
 
 // headQuery reads a record's projection row (record_heads, one primary-key
-// probe whatever the history length) and the outbox flag of its newest
-// event. With " FOR UPDATE" it is the merge's record lock.
+// probe whatever the history length) and the newest event's outbox flag,
+// source, timestamp and snapshot reference: what a delivery needs.
 const headQuery = "SELECT h.version, h.state, h.event_id, e.processed, e.source, e.`timestamp`, e.full_snapshot_ref FROM record_heads h" +
 	" JOIN events e ON e.id = h.event_id WHERE h.record_type = ? AND h.record_id = ?"
+
+// lockQuery is the merge's record lock: FOR UPDATE on the projection row
+// alone, with the newest event's flag and the duplicate probes (by id, by
+// fingerprint) as scalar subqueries, one round trip for SPEC §5 step 1 and
+// the outbox gate. A locking read does not lock the rows its subqueries read
+// (MySQL 8 documents it; MariaDB 10.11 behaves the same, see
+// TestLockRecordLocksOnlyTheHead), so the outbox flag of the newest event
+// can be set by another transaction while a merge holds the record: the
+// flag rides on other merges' commits (flagBatcher) without lock cycles.
+const lockQuery = "SELECT h.version, h.state, h.event_id," +
+	" (SELECT e.processed FROM events e WHERE e.id = h.event_id)," +
+	" (SELECT i.id FROM events i WHERE i.id = ?)," +
+	" (SELECT a.event_id FROM event_audit_log a JOIN events f ON f.id = a.event_id" +
+	" WHERE a.fingerprint = ? AND a.processing_outcome IN " + acceptedOutcomes + " ORDER BY f.base_version DESC LIMIT 1)" +
+	" FROM record_heads h WHERE h.record_type = ? AND h.record_id = ? FOR UPDATE"
 
 // eventsHeadQuery finds the newest event of a record without the
 // projection: for a record whose events were appended by something that
@@ -200,12 +229,7 @@ func (o ops) head(ctx context.Context, rt, rid, suffix string) (store.Head, erro
 	)
 	err := o.q.QueryRowContext(ctx, headQuery+suffix, rt, rid).Scan(&version, &state, &id, &processed, &source, &ts, &ref)
 	if errors.Is(err, sql.ErrNoRows) {
-		var base uint64
-		err = o.q.QueryRowContext(ctx, eventsHeadQuery+suffix, rt, rid).Scan(&base, &id, &processed, &source, &ts, &ref)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.Head{}, nil // a new record
-		}
-		version, state = base+1, nil
+		return o.eventsHead(ctx, rt, rid, suffix)
 	}
 	if err != nil {
 		return store.Head{}, wrap(err, "head of "+rt+":"+rid)
@@ -220,16 +244,79 @@ func (o ops) head(ctx context.Context, rt, rid, suffix string) (store.Head, erro
 	return h, nil
 }
 
+// eventsHead is the head of a record without a projection row (no state),
+// or the zero Head for a new record.
+func (o ops) eventsHead(ctx context.Context, rt, rid, suffix string) (store.Head, error) {
+	var (
+		base uint64
+		h    store.Head
+		ts   time.Time
+		ref  sql.NullString
+	)
+	err := o.q.QueryRowContext(ctx, eventsHeadQuery+suffix, rt, rid).Scan(&base, &h.NewestID, &h.NewestProcessed, &h.NewestSource, &ts, &ref)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Head{}, nil // a new record
+	}
+	if err != nil {
+		return store.Head{}, wrap(err, "head of "+rt+":"+rid)
+	}
+	h.Version, h.NewestTimestamp = base+1, ts.UTC()
+	if ref.Valid {
+		h.NewestSnapshotRef = &ref.String
+	}
+	return h, nil
+}
+
+// lock runs lockQuery; projected is false when the record has no
+// projection row (a new record, or one appended without it), in which case
+// the head comes from the events and the probes run on their own.
+func (o ops) lock(ctx context.Context, rt, rid string, p store.Probe) (h store.Head, f store.Found, projected bool, err error) {
+	var (
+		state        []byte
+		processed    sql.NullBool
+		byID, byFPID sql.NullString
+	)
+	err = o.q.QueryRowContext(ctx, lockQuery, p.ID, p.Fingerprint, rt, rid).Scan(&h.Version, &state, &h.NewestID, &processed, &byID, &byFPID)
+	if errors.Is(err, sql.ErrNoRows) {
+		if h, err = o.eventsHead(ctx, rt, rid, " FOR UPDATE"); err != nil {
+			return store.Head{}, store.Found{}, false, err
+		}
+		f.ByID, f.ByFingerprint, err = o.Duplicates(ctx, p.ID, p.Fingerprint)
+		return h, f, false, err
+	}
+	if err != nil {
+		return store.Head{}, store.Found{}, false, wrap(err, "lock "+rt+":"+rid)
+	}
+	h.NewestProcessed = processed.Bool
+	if len(state) > 0 {
+		h.State = json.RawMessage(state)
+	}
+	// Found ids are read whole only then: a duplicate is the rare case.
+	if byID.Valid || byFPID.Valid {
+		f.ByID, f.ByFingerprint, err = o.Duplicates(ctx, p.ID, p.Fingerprint)
+	}
+	return h, f, true, err
+}
+
 // putHead writes a record's projection row: the head after an append, or
-// the same head with a refreshed state.
-func (o ops) putHead(ctx context.Context, rt, rid string, version uint64, eventID string, state []byte) error {
+// the same head with a refreshed state. exists says the row is there (the
+// lock read it), so a plain UPDATE by primary key does, without the insert
+// attempt of INSERT … ON DUPLICATE KEY UPDATE.
+func (o ops) putHead(ctx context.Context, rt, rid string, version uint64, eventID string, state []byte, exists bool) error {
 	if state == nil {
 		state = []byte{}
 	}
-	_, err := o.q.ExecContext(ctx,
-		"INSERT INTO record_heads (record_type, record_id, version, event_id, state) VALUES (?, ?, ?, ?, ?)"+
-			" ON DUPLICATE KEY UPDATE version = ?, event_id = ?, state = ?",
-		rt, rid, version, eventID, state, version, eventID, state)
+	var err error
+	if exists {
+		_, err = o.q.ExecContext(ctx,
+			"UPDATE record_heads SET version = ?, event_id = ?, state = ? WHERE record_type = ? AND record_id = ?",
+			version, eventID, state, rt, rid)
+	} else {
+		_, err = o.q.ExecContext(ctx,
+			"INSERT INTO record_heads (record_type, record_id, version, event_id, state) VALUES (?, ?, ?, ?, ?)"+
+				" ON DUPLICATE KEY UPDATE version = ?, event_id = ?, state = ?",
+			rt, rid, version, eventID, state, version, eventID, state)
+	}
 	if err != nil {
 		return wrap(err, "head of "+rt+":"+rid)
 	}
@@ -341,7 +428,7 @@ func (o ops) AppendAudit(ctx context.Context, a store.Audit) error {
 	return nil
 }
 
-func (o ops) insertEvent(ctx context.Context, e store.Event, a store.Audit) error {
+func (o ops) insertEvent(ctx context.Context, e store.Event, a store.Audit, headExists bool) error {
 	var ref any
 	if e.FullSnapshotRef != nil {
 		ref = *e.FullSnapshotRef
@@ -372,7 +459,7 @@ func (o ops) insertEvent(ctx context.Context, e store.Event, a store.Audit) erro
 	if err := o.AppendAudit(ctx, a); err != nil {
 		return err
 	}
-	return o.putHead(ctx, e.RecordType, e.RecordID, e.Version(), e.ID, state)
+	return o.putHead(ctx, e.RecordType, e.RecordID, e.Version(), e.ID, state, headExists)
 }
 
 // AppendEvent inserts the event and its audit row in one transaction.
@@ -382,7 +469,7 @@ func (s *Store) AppendEvent(ctx context.Context, e store.Event, a store.Audit) e
 
 // PutHead writes a record's projection row (backbone rebuild).
 func (s *Store) PutHead(ctx context.Context, rt, rid string, version uint64, eventID string, state json.RawMessage) error {
-	return s.o().putHead(ctx, rt, rid, version, eventID, state)
+	return s.o().putHead(ctx, rt, rid, version, eventID, state, false)
 }
 
 // Records lists the records that have events, in key order after the
@@ -439,26 +526,37 @@ func (s *Store) AppendAudit(ctx context.Context, a store.Audit) error {
 	return s.o().AppendAudit(ctx, a)
 }
 
-// tx is one merge transaction.
-type tx struct{ ops }
+// tx is one merge transaction. projected remembers which records' lock
+// found a projection row, so the append updates it in place.
+type tx struct {
+	ops
+	projected map[[2]string]bool
+}
 
-func (t tx) AppendEvent(ctx context.Context, e store.Event, a store.Audit) error {
-	return t.insertEvent(ctx, e, a)
+func (t *tx) AppendEvent(ctx context.Context, e store.Event, a store.Audit) error {
+	return t.insertEvent(ctx, e, a, t.projected[[2]string{e.RecordType, e.RecordID}])
 }
 
 // RefreshHead replaces the state of the record's head (the same version and
 // event): a no-op that refreshed a field's conflict timestamp.
-func (t tx) RefreshHead(ctx context.Context, rt, rid string, h store.Head, state json.RawMessage) error {
-	return t.putHead(ctx, rt, rid, h.Version, h.NewestID, state)
+func (t *tx) RefreshHead(ctx context.Context, rt, rid string, h store.Head, state json.RawMessage) error {
+	return t.putHead(ctx, rt, rid, h.Version, h.NewestID, state, t.projected[[2]string{rt, rid}])
 }
 
-// LockRecord takes the row lock of the record's projection row and of its
-// newest event (FOR UPDATE).
+// LockRecord takes the row lock of the record's projection row (FOR
+// UPDATE) and runs the duplicate probes in the same statement.
 // A writer that queued behind another reads, once granted, the row it
 // waited for; if that is no longer the head its insert hits the unique index
 // and InTx runs the merge again.
-func (t tx) LockRecord(ctx context.Context, rt, rid string) (store.Head, error) {
-	return t.head(ctx, rt, rid, " FOR UPDATE")
+func (t *tx) LockRecord(ctx context.Context, rt, rid string, p store.Probe) (store.Head, store.Found, error) {
+	h, f, projected, err := t.lock(ctx, rt, rid, p)
+	if err == nil && projected {
+		if t.projected == nil {
+			t.projected = map[[2]string]bool{}
+		}
+		t.projected[[2]string{rt, rid}] = true
+	}
+	return h, f, err
 }
 
 // InTx runs fn in a READ COMMITTED transaction, retrying deadlocks (1213),
@@ -484,10 +582,33 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx store.
 }
 
 func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) (err error) {
-	// Explicit, although Open also sets it per session: a pool opened
-	// another way (a wrapping or counting connector) must not fall back to
+	// A pool from Open is READ COMMITTED per session; any other pool (a
+	// wrapping or counting connector) must ask, or it falls back to
 	// REPEATABLE READ, whose gap locks deadlock concurrent appends.
-	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	var opts *sql.TxOptions
+	if !s.sessionRC {
+		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+	}
+	s.flags.carrierOpened()
+	counted := true
+	closeCarrier := func(take bool) []*flagRequest {
+		counted = false
+		taken, kick := s.flags.carrierClosed(take)
+		if kick {
+			s.kickFlags()
+		}
+		return taken
+	}
+	var carried []*flagRequest
+	defer func() {
+		if counted {
+			closeCarrier(false)
+		}
+		if err != nil && len(carried) > 0 {
+			s.requeue(carried)
+		}
+	}()
+	sqlTx, err := s.db.BeginTx(ctx, opts)
 	if err != nil {
 		return wrap(err, "begin")
 	}
@@ -496,11 +617,20 @@ func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx store
 			_ = sqlTx.Rollback()
 		}
 	}()
-	if err = fn(ctx, tx{ops{q: sqlTx}}); err != nil {
+	if err = fn(ctx, &tx{ops: ops{q: sqlTx}}); err != nil {
 		return err
+	}
+	// The outbox flags queued meanwhile ride on this commit (flagBatcher).
+	if carried = closeCarrier(true); len(carried) > 0 {
+		if _, err = sqlTx.ExecContext(ctx, flagUpdate(len(carried)), flagArgs(carried)...); err != nil {
+			return wrap(err, fmt.Sprintf("mark %d event(s) processed", len(carried)))
+		}
 	}
 	if err = sqlTx.Commit(); err != nil {
 		return wrap(err, "commit")
+	}
+	for _, r := range carried {
+		r.done <- nil
 	}
 	return nil
 }
@@ -619,19 +749,6 @@ func (l locked) AcquireSlot(ctx context.Context, pool string, n int, wait time.D
 	}
 }
 
-// execRC runs one statement in its own READ COMMITTED transaction.
-func (s *Store) execRC(ctx context.Context, q string, args ...any) error {
-	t, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-	if err != nil {
-		return err
-	}
-	if _, err := t.ExecContext(ctx, q, args...); err != nil {
-		_ = t.Rollback()
-		return err
-	}
-	return t.Commit()
-}
-
 func (s *Store) History(ctx context.Context, rt, rid string) ([]store.Event, error) {
 	return s.o().History(ctx, rt, rid)
 }
@@ -643,42 +760,40 @@ func (s *Store) audits(ctx context.Context, what, q string, args ...any) ([]stor
 }
 
 func auditRows(ctx context.Context, q querier, what, query string, args ...any) ([]store.Audit, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, wrap(err, what)
+	return queryAll(ctx, q, what, query, scanAudit, args...)
+}
+
+// badRow is a row the server returned whole that does not decode: a fault
+// of the stored data, not of the connection (never ErrUnavailable).
+type badRow struct{ err error }
+
+func (b badRow) Error() string { return b.err.Error() }
+
+func scanAudit(r scanner) (store.Audit, error) {
+	var (
+		a                                            store.Audit
+		eventID, outcome, stage, msg, detail, source sql.NullString
+		version                                      sql.NullInt64
+		state, fields                                []byte
+	)
+	if err := r.Scan(&a.ID, &eventID, &a.Fingerprint, &a.RecordType, &a.RecordID, &outcome, &stage, &msg, &version, &detail, &state, &source, &fields, &a.CreatedAt); err != nil {
+		return a, err
 	}
-	defer rows.Close()
-	var out []store.Audit
-	for rows.Next() {
-		var (
-			a                                            store.Audit
-			eventID, outcome, stage, msg, detail, source sql.NullString
-			version                                      sql.NullInt64
-			state, fields                                []byte
-		)
-		if err := rows.Scan(&a.ID, &eventID, &a.Fingerprint, &a.RecordType, &a.RecordID, &outcome, &stage, &msg, &version, &detail, &state, &source, &fields, &a.CreatedAt); err != nil {
-			return nil, wrap(err, what)
-		}
-		a.EventID, a.Outcome, a.Stage, a.MessageID, a.Detail = eventID.String, outcome.String, stage.String, msg.String, detail.String
-		a.Source = source.String
-		a.Version = uint64(version.Int64)
-		if state != nil {
-			a.State = json.RawMessage(state)
-		}
-		if fields != nil {
-			fs := &store.FieldSet{}
-			if err := json.Unmarshal(fields, fs); err != nil {
-				return nil, fmt.Errorf("%s: fields of audit row %s: %w", what, a.ID, err)
-			}
-			a.Fields = fs
-		}
-		a.CreatedAt = a.CreatedAt.UTC()
-		out = append(out, a)
+	a.EventID, a.Outcome, a.Stage, a.MessageID, a.Detail = eventID.String, outcome.String, stage.String, msg.String, detail.String
+	a.Source = source.String
+	a.Version = uint64(version.Int64)
+	if state != nil {
+		a.State = json.RawMessage(state)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, wrap(err, what)
+	if fields != nil {
+		fs := &store.FieldSet{}
+		if err := json.Unmarshal(fields, fs); err != nil {
+			return a, badRow{fmt.Errorf("fields of audit row %s: %w", a.ID, err)}
+		}
+		a.Fields = fs
 	}
-	return out, nil
+	a.CreatedAt = a.CreatedAt.UTC()
+	return a, nil
 }
 
 func (s *Store) AuditTrail(ctx context.Context, rt, rid string) ([]store.Audit, error) {
@@ -689,93 +804,6 @@ func (s *Store) AuditTrail(ctx context.Context, rt, rid string) ([]store.Audit, 
 func (s *Store) AuditForEvent(ctx context.Context, eventID string) ([]store.Audit, error) {
 	return s.audits(ctx, "audit of event "+eventID,
 		"SELECT "+auditCols+" FROM event_audit_log WHERE event_id = ? ORDER BY created_at, id", eventID)
-}
-
-// MarkProcessed sets the outbox flag. Concurrent calls are group-committed:
-// while one batch is being written, later calls queue, and the next batch
-// flags all of them in one UPDATE and one commit. Under load that turns the
-// merge path's second durable commit per event into a fraction of one (the
-// commit, not the statement, is what costs: a redo-log flush). A caller
-// returns once its own id is committed, so "ack only after processed = 1"
-// holds.
-func (s *Store) MarkProcessed(ctx context.Context, id string) error {
-	req := &flagRequest{id: id, done: make(chan error, 1)}
-	s.flags.mu.Lock()
-	s.flags.pending = append(s.flags.pending, req)
-	start := !s.flags.running
-	s.flags.running = true
-	s.flags.mu.Unlock()
-	if start {
-		go s.flagBatches()
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		// The batch may still commit the flag; either way the caller nacks
-		// and a redelivery republishes at worst (the sinks dedup by id).
-		return fmt.Errorf("mark event %s processed: %w: %w", id, store.ErrUnavailable, ctx.Err())
-	}
-}
-
-// flagBatcher queues MarkProcessed calls.
-type flagBatcher struct {
-	mu      sync.Mutex
-	pending []*flagRequest
-	running bool
-}
-
-type flagRequest struct {
-	id   string
-	done chan error
-}
-
-// maxFlagBatch bounds one UPDATE's IN list.
-const maxFlagBatch = 256
-
-// flagBatches writes queued flags until the queue is empty.
-func (s *Store) flagBatches() {
-	for {
-		s.flags.mu.Lock()
-		n := min(len(s.flags.pending), maxFlagBatch)
-		if n == 0 {
-			s.flags.running = false
-			s.flags.mu.Unlock()
-			return
-		}
-		batch := s.flags.pending[:n:n]
-		s.flags.pending = s.flags.pending[n:]
-		s.flags.mu.Unlock()
-		err := s.writeFlags(batch)
-		for _, r := range batch {
-			r.done <- err
-		}
-	}
-}
-
-// writeFlags sets processed = 1 on the batch in one READ COMMITTED
-// transaction (no gap locks against concurrent merges), retrying deadlocks.
-// WHERE processed = 0: the trigger refuses 1 -> 1 as any other update, and a
-// second call for an id is a harmless no-op.
-func (s *Store) writeFlags(batch []*flagRequest) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	args := make([]any, len(batch))
-	for i, r := range batch {
-		args[i] = r.id
-	}
-	q := "UPDATE events SET processed = 1 WHERE processed = 0 AND id IN (?" + strings.Repeat(", ?", len(batch)-1) + ")"
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		err = s.execRC(ctx, q, args...)
-		if err == nil || !retryable(err) {
-			break
-		}
-	}
-	if err != nil {
-		return wrap(err, fmt.Sprintf("mark %d event(s) processed", len(batch)))
-	}
-	return nil
 }
 
 func (s *Store) Unprocessed(ctx context.Context, before time.Time, limit int) ([]store.Event, error) {
@@ -906,21 +934,5 @@ func (s *Store) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]st
 }
 
 func (s *Store) deadLetters(ctx context.Context, what, q string, args ...any) ([]store.DeadLetter, error) {
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, wrap(err, what)
-	}
-	defer rows.Close()
-	var out []store.DeadLetter
-	for rows.Next() {
-		d, err := scanDeadLetter(rows)
-		if err != nil {
-			return nil, wrap(err, what)
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, wrap(err, what)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, what, q, scanDeadLetter, args...)
 }

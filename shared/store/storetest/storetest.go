@@ -41,6 +41,8 @@ func Run(t *testing.T, newStore Factory) {
 		"TxRollsBackOnError":       testTxRollback,
 		"ExclusiveSerialises":      testExclusive,
 		"ConcurrentMarkProcessed":  testConcurrentMark,
+		"LockRecordProbes":         testLockProbes,
+		"MarkProcessedAcrossTx":    testMarkAcrossTx,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -313,7 +315,7 @@ func testHeadAndHistory(t *testing.T, s store.Store) {
 		e := NewEvent("customer", "H-1", v, fmt.Sprintf(`{"n":%d}`, v))
 		ids = append(ids, e.ID)
 		err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
-			h, err := tx.LockRecord(ctx, "customer", "H-1")
+			h, _, err := tx.LockRecord(ctx, "customer", "H-1", store.Probe{})
 			if err != nil {
 				return err
 			}
@@ -517,7 +519,7 @@ func testConcurrentAppends(t *testing.T, s store.Store) {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
 				err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
-					h, err := tx.LockRecord(ctx, "customer", "CC-1")
+					h, _, err := tx.LockRecord(ctx, "customer", "CC-1", store.Probe{})
 					if err != nil {
 						return err
 					}
@@ -661,5 +663,78 @@ func testConcurrentMark(t *testing.T, s store.Store) {
 	wg.Wait()
 	if un, _ := s.Unprocessed(ctx, time.Now().Add(time.Hour), 100); len(un) != 0 {
 		t.Errorf("%d events still unprocessed", len(un))
+	}
+}
+
+// testLockProbes: LockRecord's probes find what Duplicates finds, for a
+// record with a head and for a new record (no row to lock).
+func testLockProbes(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	e := NewEvent("customer", "LP-1", 0, `{"a":1}`)
+	if err := s.AppendEvent(ctx, e, accepted(e, fp("lp-raw-1"))); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, record string
+		probe        store.Probe
+		wantID, want bool
+		wantVersion  uint64
+	}{
+		{"id and fingerprint", "LP-1", store.Probe{ID: e.ID, Fingerprint: fp("lp-raw-1")}, true, true, 1},
+		{"id only", "LP-1", store.Probe{ID: e.ID, Fingerprint: fp("lp-other")}, true, false, 1},
+		{"fingerprint only", "LP-1", store.Probe{Fingerprint: fp("lp-raw-1")}, false, true, 1},
+		{"nothing", "LP-1", store.Probe{ID: uuid.NewString(), Fingerprint: fp("lp-nope")}, false, false, 1},
+		{"new record, copy of another's id", "LP-2", store.Probe{ID: e.ID, Fingerprint: fp("lp-raw-1")}, true, true, 0},
+		{"new record, nothing", "LP-2", store.Probe{ID: uuid.NewString(), Fingerprint: fp("lp-nope")}, false, false, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+				h, f, err := tx.LockRecord(ctx, "customer", c.record, c.probe)
+				if err != nil {
+					return err
+				}
+				if h.Version != c.wantVersion || (f.ByID != nil) != c.wantID || (f.ByFingerprint != nil) != c.want ||
+					(f.ByID != nil && f.ByID.ID != e.ID) || (f.ByFingerprint != nil && f.ByFingerprint.ID != e.ID) {
+					t.Errorf("LockRecord(%s, %+v) = head %+v, found %+v", c.record, c.probe, h, f)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// testMarkAcrossTx: a flag requested while transactions are open is set
+// whether the next transaction commits or rolls back.
+func testMarkAcrossTx(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for _, commit := range []bool{true, false} {
+		t.Run(fmt.Sprintf("commit=%v", commit), func(t *testing.T) {
+			e := NewEvent("customer", fmt.Sprintf("MX-%v", commit), 0, `{"a":1}`)
+			if err := s.AppendEvent(ctx, e, accepted(e, fp(e.ID))); err != nil {
+				t.Fatal(err)
+			}
+			marked := make(chan error, 1)
+			errRollback := errors.New("roll back")
+			err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+				go func() { marked <- s.MarkProcessed(ctx, e.ID) }()
+				time.Sleep(time.Millisecond) // usually queued by now
+				if !commit {
+					return errRollback
+				}
+				return nil
+			})
+			if commit != (err == nil) {
+				t.Fatalf("InTx: %v", err)
+			}
+			if err := <-marked; err != nil {
+				t.Fatalf("MarkProcessed: %v", err)
+			}
+			if got, err := s.EventByID(ctx, e.ID); err != nil || !got.Processed {
+				t.Errorf("processed = %v (%v) after MarkProcessed returned", got.Processed, err)
+			}
+		})
 	}
 }

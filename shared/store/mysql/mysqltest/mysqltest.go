@@ -100,7 +100,7 @@ func Empty(t testing.TB) *DB {
 		if err == nil {
 			_, _ = drop.Exec("DROP DATABASE IF EXISTS `" + name + "`")
 			// The worker user `backbone dev` creates for a database
-			// (cmd/backbone devWorkerName: {database}_worker).
+			// (devstack.WorkerName: {database}_worker).
 			_, _ = drop.Exec("DROP USER IF EXISTS '" + name + "_worker'@'%'")
 			_ = drop.Close()
 		}
