@@ -4,7 +4,9 @@
 // on the original raw message, or the delivery to the named target (with its
 // regression guard) — and acks on success. While the stage still fails the
 // handler nacks, so that Pub/Sub backs off (10 s to 600 s) and, after 5
-// attempts, dead-letters the message to events.dlq.{env} itself.
+// attempts, dead-letters the message to events.dlq.{env} itself. An
+// unreachable store is never the message's fault: on the last attempt a
+// re-run that failed only because of it is parked again instead (outage.go).
 package retryfunc
 
 import (
@@ -16,6 +18,7 @@ import (
 	"log/slog"
 	"maps"
 	"strconv"
+	"time"
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/deadletter"
@@ -26,6 +29,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/store"
+	"github.com/backbone-sync/backbone/shared/topology"
 )
 
 // Name is the function target.
@@ -70,6 +74,10 @@ type Deps struct {
 	Publisher publish.Publisher
 	Store     store.Store  // Retry's own audit rows
 	Log       *slog.Logger // nil discards
+	// OutageHold is how long a message whose re-run found the store
+	// unreachable on its last attempt waits before it is parked again
+	// (default topology.MinBackoff, the subscription's own first backoff).
+	OutageHold time.Duration
 }
 
 // New builds the Retry handler, under Recover (shared/failure): a panic is
@@ -82,6 +90,9 @@ func New(d Deps) (message.Handler, error) {
 	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
+	}
+	if d.OutageHold <= 0 {
+		d.OutageHold = topology.MinBackoff
 	}
 	reruns := map[string]Stage{}
 	if d.Engine != nil {
@@ -140,6 +151,9 @@ func (r *retry) handle(ctx context.Context, m message.Message) error {
 		log.WarnContext(ctx, "retry failed permanently", "new_reason", f.Reason, "detail", f.Detail)
 		e.Retryable, e.Reason, e.Detail = false, f.Reason, f.Detail
 		return r.deadLetter(ctx, log, m, ReasonFailedPermanently, &e)
+	}
+	if f, ok := failure.As(err); ok && f.Reason == failure.ReasonStoreUnavailable && lastAttempt(m) {
+		return r.repark(ctx, log, m, err)
 	}
 	log.WarnContext(ctx, "retry failed: nack, Pub/Sub backs off and dead-letters after the last attempt", "error", err.Error())
 	return fmt.Errorf("retry %s of message %s (attempt %d): %w", e.Stage, m.ID, m.DeliveryAttempt, err)

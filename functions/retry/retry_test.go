@@ -40,7 +40,7 @@ func setup(t *testing.T) *fixture {
 		}
 	}
 	h, err := retryfunc.New(retryfunc.Deps{Env: config.Sandbox, Stages: map[string]retryfunc.Stage{"merge": stage("merge"), "suitex": stage("suitex")},
-		Publisher: f.ps.Publisher(t), Store: f.db.Store, Log: logging.New(&bytes.Buffer{}, nil)})
+		Publisher: f.ps.Publisher(t), Store: f.db.Store, Log: logging.New(&bytes.Buffer{}, nil), OutageHold: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +101,49 @@ func TestRetryableFailureNacks(t *testing.T) {
 	}
 	if dl := f.ps.Drain(t, f.ps.Names.DLQSub); len(dl) != 0 {
 		t.Errorf("retryable failure dead-lettered by Retry: %d", len(dl))
+	}
+}
+
+// An unreachable store is never the message's fault: on the attempt that
+// Pub/Sub would dead-letter after a nack, a re-run that failed only because
+// of the store parks the message again, with fresh attempts, and acks;
+// before that it nacks like any failure; another failure on the last attempt
+// still nacks (and is dead-lettered by Pub/Sub).
+func TestStoreOutageOnTheLastAttemptParksAgain(t *testing.T) {
+	t.Parallel()
+	unavailable := failure.Retryable("merge", failure.ReasonStoreUnavailable, "dial tcp: connection refused")
+	for _, c := range []struct {
+		name     string
+		err      error
+		attempt  int
+		acked    bool
+		reparked int
+	}{
+		{"store down, attempt 4 of 5", unavailable, 4, false, 0},
+		{"store down, last attempt", unavailable, 5, true, 1},
+		{"store down, past the last attempt", unavailable, 6, true, 1},
+		{"another failure, last attempt", failure.Retryable("merge", "version_gap", "v3 not there yet"), 5, false, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f := setup(t)
+			f.next["merge"] = c.err
+			data := errorMessage("merge", true)
+			if code := f.push(t, data, c.attempt); message.Acked(code) != c.acked {
+				t.Fatalf("status %d, want acked %v", code, c.acked)
+			}
+			again := f.ps.Drain(t, f.ps.Names.RetrySub)
+			if len(again) != c.reparked {
+				t.Fatalf("%d messages parked again, want %d", len(again), c.reparked)
+			}
+			if c.reparked > 0 && (!bytes.Equal(again[0].Data, data) || again[0].Attributes[retryfunc.AttrOutageReparks] != "1" ||
+				again[0].Attributes["env"] != "sandbox" || again[0].OrderingKey != "customer:C-1") {
+				t.Errorf("parked again as %+v", again[0])
+			}
+			if dl := f.ps.Drain(t, f.ps.Names.DLQSub); len(dl) != 0 {
+				t.Errorf("dead-lettered by Retry: %d", len(dl))
+			}
+		})
 	}
 }
 
