@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	"github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
 
 	"github.com/backbone-sync/backbone/internal/devstack"
@@ -32,6 +31,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/publish/pubsub"
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
+	"github.com/backbone-sync/backbone/shared/store/mysql"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 

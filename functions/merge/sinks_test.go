@@ -12,11 +12,12 @@ import (
 
 	"github.com/backbone-sync/backbone/functions/netsuite"
 	"github.com/backbone-sync/backbone/functions/suitex"
+	"github.com/backbone-sync/backbone/internal/fake/netsuitefake"
+	"github.com/backbone-sync/backbone/internal/fake/suitexfake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
-	"github.com/backbone-sync/backbone/shared/sink/sinktest"
 )
 
 // TestAcceptedEdgesReachBothSinks: the accepted edge cases go the whole way,
@@ -31,8 +32,8 @@ func TestAcceptedEdgesReachBothSinks(t *testing.T) {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 
 	const secret = "sx-secret-for-the-edge-test"
-	sx := &sinktest.SuiteX{Secret: secret}
-	ns := &sinktest.NetSuite{Account: "1234567", ConsumerKey: "ck", ConsumerSecret: "cs", TokenID: "tk", TokenSecret: "ts"}
+	sx := &suitexfake.Server{Secret: secret}
+	ns := &netsuitefake.Server{Account: "1234567", ConsumerKey: "ck", ConsumerSecret: "cs", TokenID: "tk", TokenSecret: "ts"}
 	sxSrv, nsSrv := sx.Start(t), ns.Start(t)
 	cfg := config.Config{Env: env,
 		SuiteX: config.SuiteX{BaseURL: sxSrv.URL, SigningSecret: secret, Timeout: 10 * time.Second},

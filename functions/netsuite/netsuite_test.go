@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/backbone-sync/backbone/functions/netsuite"
+	"github.com/backbone-sync/backbone/internal/fake/netsuitefake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
@@ -27,7 +28,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
 	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/sink/netsuite"
-	"github.com/backbone-sync/backbone/shared/sink/sinktest"
+	"github.com/backbone-sync/backbone/shared/sink/targettest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
@@ -45,7 +46,7 @@ var secrets = []string{consumerKey, consumerSecret, tokenID, tokenSecret}
 type harness struct {
 	ps   *pubsubtest.Server
 	db   *mysqltest.DB
-	fake *sinktest.NetSuite
+	fake *netsuitefake.Server
 	fn   *httptest.Server
 	logs *logtest.Buffer
 }
@@ -53,7 +54,7 @@ type harness struct {
 func setup(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{ps: pubsubtest.New(t, config.Sandbox, true), db: mysqltest.New(t), logs: &logtest.Buffer{}}
-	h.fake = &sinktest.NetSuite{Account: account, ConsumerKey: consumerKey, ConsumerSecret: consumerSecret,
+	h.fake = &netsuitefake.Server{Account: account, ConsumerKey: consumerKey, ConsumerSecret: consumerSecret,
 		TokenID: tokenID, TokenSecret: tokenSecret}
 	h.fake.Respond = func(r *http.Request, _ []byte) (int, string) {
 		switch {
@@ -61,7 +62,7 @@ func setup(t *testing.T) *harness {
 			return 503, "Service Unavailable"
 		case strings.HasSuffix(r.URL.Path, "eid:C-echo-auth"):
 			// A misbehaving target quoting the request's credentials back.
-			return 400, sinktest.NetSuiteError(400, "USER_ERROR", "bad request with "+r.Header.Get("Authorization"))
+			return 400, netsuitefake.Error(400, "USER_ERROR", "bad request with "+r.Header.Get("Authorization"))
 		}
 		return 0, ""
 	}
@@ -156,7 +157,7 @@ func TestNetSuiteSinkEndToEnd(t *testing.T) {
 	// Delivered: the fake verified the TBA signature and holds the record.
 	// The sink reads the record from the store: the merge stored it first.
 	m, ev := mergedMsg(t, "sandbox", "C-1001", "suitex", 1)
-	sinktest.StoreMerged(t, h.db.Store, ev)
+	targettest.StoreMerged(t, h.db.Store, ev)
 	if code := push(t, h.fn.URL, m); code != http.StatusNoContent {
 		t.Fatalf("delivery answered %d", code)
 	}
@@ -173,7 +174,7 @@ func TestNetSuiteSinkEndToEnd(t *testing.T) {
 
 	// Echo: NetSuite's own change, which NetSuite reported, is not sent back.
 	echo, echoEv := mergedMsg(t, "sandbox", "C-echo", "netsuite", 1)
-	sinktest.StoreMerged(t, h.db.Store, echoEv)
+	targettest.StoreMerged(t, h.db.Store, echoEv)
 	if code := push(t, h.fn.URL, echo); code != http.StatusNoContent {
 		t.Fatalf("echo answered %d", code)
 	}
@@ -192,7 +193,7 @@ func TestNetSuiteSinkEndToEnd(t *testing.T) {
 	var regMsgs []message.Message
 	for v := uint64(1); v <= 5; v++ {
 		m, ev := mergedMsgWith(t, "sandbox", "C-reg", "suitex", v, fmt.Sprintf(`{"email":"v%d@x"}`, v))
-		sinktest.StoreMerged(t, h.db.Store, ev)
+		targettest.StoreMerged(t, h.db.Store, ev)
 		reg, regMsgs = append(reg, ev), append(regMsgs, m)
 	}
 	if push(t, h.fn.URL, regMsgs[4]) != 204 || push(t, h.fn.URL, regMsgs[2]) != 204 {
@@ -216,7 +217,7 @@ func TestNetSuiteSinkEndToEnd(t *testing.T) {
 
 	// A retryable failure is parked on the error topic and acked.
 	fail, failEv := mergedMsg(t, "sandbox", "C-503", "suitex", 1)
-	sinktest.StoreMerged(t, h.db.Store, failEv)
+	targettest.StoreMerged(t, h.db.Store, failEv)
 	if code := push(t, h.fn.URL, fail); code != http.StatusNoContent {
 		t.Fatalf("reported failure answered %d", code)
 	}
@@ -227,7 +228,7 @@ func TestNetSuiteSinkEndToEnd(t *testing.T) {
 	}
 	// A target quoting credentials back: permanent, reason from its body.
 	leaky, leakyEv := mergedMsg(t, "sandbox", "C-echo-auth", "suitex", 1)
-	sinktest.StoreMerged(t, h.db.Store, leakyEv)
+	targettest.StoreMerged(t, h.db.Store, leakyEv)
 	if code := push(t, h.fn.URL, leaky); code != http.StatusNoContent {
 		t.Fatalf("leaky failure answered %d", code)
 	}
@@ -292,7 +293,7 @@ func TestNackWhenTheErrorTopicIsUnreachable(t *testing.T) {
 	t.Parallel()
 	d := mysqltest.New(t)
 	var healthy atomic.Bool
-	fake := &sinktest.NetSuite{Account: account, ConsumerKey: consumerKey, ConsumerSecret: consumerSecret,
+	fake := &netsuitefake.Server{Account: account, ConsumerKey: consumerKey, ConsumerSecret: consumerSecret,
 		TokenID: tokenID, TokenSecret: tokenSecret,
 		Respond: func(*http.Request, []byte) (int, string) {
 			if healthy.Load() {
@@ -317,14 +318,14 @@ func TestNackWhenTheErrorTopicIsUnreachable(t *testing.T) {
 	fn := httptest.NewServer(message.HTTP(slog.New(slog.DiscardHandler), pubsubtest.Project, handler))
 	t.Cleanup(fn.Close)
 	m, ev := mergedMsg(t, "sandbox", "C-1", "suitex", 1)
-	sinktest.StoreMerged(t, d.Store, ev)
+	targettest.StoreMerged(t, d.Store, ev)
 	if code := push(t, fn.URL, m); code != http.StatusInternalServerError {
 		t.Fatalf("unreported failure answered %d, want a nack", code)
 	}
 	// A success needs no report: acked even with the error topic down.
 	healthy.Store(true)
 	m2, ev2 := mergedMsg(t, "sandbox", "C-2", "suitex", 1)
-	sinktest.StoreMerged(t, d.Store, ev2)
+	targettest.StoreMerged(t, d.Store, ev2)
 	if code := push(t, fn.URL, m2); code != http.StatusNoContent {
 		t.Fatalf("delivery answered %d", code)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/backbone-sync/backbone/functions/suitex"
+	"github.com/backbone-sync/backbone/internal/fake/suitexfake"
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
@@ -21,7 +22,7 @@ import (
 	"github.com/backbone-sync/backbone/shared/logging/logtest"
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish/pubsubtest"
-	"github.com/backbone-sync/backbone/shared/sink/sinktest"
+	"github.com/backbone-sync/backbone/shared/sink/targettest"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
@@ -58,7 +59,7 @@ func TestSuiteXSinkEndToEnd(t *testing.T) {
 	d := mysqltest.New(t)
 	logs := &logtest.Buffer{}
 	log := logging.New(logs, slog.LevelDebug)
-	fake := &sinktest.SuiteX{Secret: secret, Respond: func(r *http.Request, body []byte) (int, string) {
+	fake := &suitexfake.Server{Secret: secret, Respond: func(r *http.Request, body []byte) (int, string) {
 		if strings.Contains(string(body), `"record_id":"C-422"`) {
 			return 422, `{"error":"rejected","signature":"` + r.Header.Get("X-Backbone-Signature") + `","secret":"` + secret + `"}`
 		}
@@ -81,7 +82,7 @@ func TestSuiteXSinkEndToEnd(t *testing.T) {
 
 	// The sink reads the record from the store: the merge stored it first.
 	m, ev := mergedMsg(t, "C-1", "netsuite", 1)
-	sinktest.StoreMerged(t, d.Store, ev)
+	targettest.StoreMerged(t, d.Store, ev)
 	if code := push(t, fn.URL, m); code != http.StatusNoContent {
 		t.Fatalf("delivery answered %d", code)
 	}
@@ -108,14 +109,14 @@ func TestSuiteXSinkEndToEnd(t *testing.T) {
 
 	// Echo: SuiteX's own change, which it reported, is not sent back.
 	echo, echoEv := mergedMsg(t, "C-2", "suitex", 1)
-	sinktest.StoreMerged(t, d.Store, echoEv)
+	targettest.StoreMerged(t, d.Store, echoEv)
 	if code := push(t, fn.URL, echo); code != http.StatusNoContent || len(fake.Requests()) != 1 {
 		t.Fatalf("echo answered %d, %d requests", code, len(fake.Requests()))
 	}
 
 	// Permanent failure: reported and acked, secrets redacted.
 	bad, badEv := mergedMsg(t, "C-422", "netsuite", 1)
-	sinktest.StoreMerged(t, d.Store, badEv)
+	targettest.StoreMerged(t, d.Store, badEv)
 	if code := push(t, fn.URL, bad); code != http.StatusNoContent {
 		t.Fatalf("failure answered %d", code)
 	}

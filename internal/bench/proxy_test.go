@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"testing"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
@@ -17,7 +15,7 @@ import (
 func TestProxyCountsWhatTheDriverSends(t *testing.T) {
 	t.Parallel()
 	d := mysqltest.New(t)
-	mc, err := gomysql.ParseDSN(d.DSN)
+	mc, err := mysql.ParseDSN(d.DSN)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,6 @@ import (
 	"strings"
 	"sync"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
@@ -24,7 +22,7 @@ import (
 // with the grants given on them.
 type Scratch struct {
 	RunID  string
-	server *gomysql.Config
+	server *mysql.Config
 	db     *sql.DB
 	close  func() error
 
@@ -38,7 +36,7 @@ var identRE = regexp.MustCompile(`^[a-z0-9_]+$`)
 // NewScratch connects to the server of serverDSN (its database part, if
 // any, is ignored).
 func NewScratch(ctx context.Context, serverDSN string) (*Scratch, error) {
-	mc, err := gomysql.ParseDSN(serverDSN)
+	mc, err := mysql.ParseDSN(serverDSN)
 	if err != nil {
 		return nil, fmt.Errorf("EVENT_STORE_DSN is not a valid DSN: %w", err)
 	}
@@ -168,7 +166,7 @@ func (s *Scratch) ServerThreads(ctx context.Context) func() map[int64]int {
 
 // WithAddr returns dsn pointed at another host:port (the counting proxy).
 func WithAddr(dsn, addr string) (string, error) {
-	mc, err := gomysql.ParseDSN(dsn)
+	mc, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return "", err
 	}

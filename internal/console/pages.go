@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -118,9 +117,11 @@ func (c *Console) recordsPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "records", rt+":"+rid, d)
 }
 
-// filterForm is the dead-letter filter as the form holds it.
+// filterForm is the dead-letter filter as the form holds it: the fields
+// deadletter parses, and the limit, which the console caps.
 type filterForm struct {
-	Stage, Reason, Record, Since, Until, Limit string
+	deadletter.FilterText
+	Limit string
 }
 
 // Values encodes the filter for links.
@@ -134,55 +135,29 @@ func (f filterForm) Values() url.Values {
 	return v
 }
 
-// Set says whether any selecting field is given (limit alone selects all).
-func (f filterForm) Set() bool {
-	return f.Stage != "" || f.Reason != "" || f.Record != "" || f.Since != "" || f.Until != ""
-}
-
-// stages are the dead letters' stages.
-var stages = []string{store.StageMerge, store.StageNetSuite, store.StageSuiteX, deadletter.StageUnknown}
-
 var reasonPattern = regexp.MustCompile(`^[a-z0-9_.:-]{1,128}$`)
 
 const maxLimit = 1000
 
 func readFilter(q url.Values, now time.Time) (filterForm, store.DeadLetterFilter, error) {
-	ff := filterForm{Stage: q.Get("stage"), Reason: strings.TrimSpace(q.Get("reason")), Record: strings.TrimSpace(q.Get("record")),
-		Since: strings.TrimSpace(q.Get("since")), Until: strings.TrimSpace(q.Get("until")), Limit: strings.TrimSpace(q.Get("limit"))}
-	f := store.DeadLetterFilter{Stage: ff.Stage, Reason: ff.Reason, Limit: 100}
-	if ff.Stage != "" && !slices.Contains(stages, ff.Stage) {
-		return ff, f, fmt.Errorf("stage %q: want one of %s", ff.Stage, strings.Join(stages, ", "))
+	ff := filterForm{FilterText: deadletter.FilterText{Stage: q.Get("stage"), Reason: strings.TrimSpace(q.Get("reason")), Record: strings.TrimSpace(q.Get("record")),
+		Since: strings.TrimSpace(q.Get("since")), Until: strings.TrimSpace(q.Get("until"))}, Limit: strings.TrimSpace(q.Get("limit"))}
+	f, err := ff.Parse(now, "")
+	if err != nil {
+		return ff, f, err
 	}
+	// The form refuses what is not a reason code's shape; the command line
+	// lets any reason through.
 	if ff.Reason != "" && !reasonPattern.MatchString(ff.Reason) {
 		return ff, f, fmt.Errorf("reason %q is not a reason code (snake_case, e.g. http_503)", ff.Reason)
 	}
+	f.Limit = 100
 	if ff.Limit != "" {
 		n, err := strconv.Atoi(ff.Limit)
 		if err != nil || n < 1 || n > maxLimit {
 			return ff, f, fmt.Errorf("limit %q: want a number from 1 to %d", ff.Limit, maxLimit)
 		}
 		f.Limit = n
-	}
-	if ff.Record != "" {
-		rt, rid, err := deadletter.ParseRecord(ff.Record)
-		if err != nil {
-			return ff, f, err
-		}
-		f.RecordType, f.RecordID = rt, rid
-	}
-	var err error
-	if ff.Since != "" {
-		if f.Since, err = deadletter.ParseWhen(ff.Since, now); err != nil {
-			return ff, f, fmt.Errorf("since: %w", err)
-		}
-	}
-	if ff.Until != "" {
-		if f.Until, err = deadletter.ParseWhen(ff.Until, now); err != nil {
-			return ff, f, fmt.Errorf("until: %w", err)
-		}
-	}
-	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
-		return ff, f, fmt.Errorf("since %s is not before until %s", ff.Since, ff.Until)
 	}
 	return ff, f, nil
 }
@@ -205,7 +180,7 @@ func (c *Console) deadLettersPage(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusServiceUnavailable, "Dead letters unavailable", err.Error())
 		return
 	}
-	c.render(w, r, http.StatusOK, "dead-letters", "Dead letters", deadLettersData{Filter: ff, Stages: stages, Letters: rows, More: len(rows) == f.Limit})
+	c.render(w, r, http.StatusOK, "dead-letters", "Dead letters", deadLettersData{Filter: ff, Stages: deadletter.Stages, Letters: rows, More: len(rows) == f.Limit})
 }
 
 type deadLetterData struct {

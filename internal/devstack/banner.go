@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"io"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/backbone-sync/backbone/internal/console"
+	"github.com/backbone-sync/backbone/shared/store/mysql"
 	"github.com/backbone-sync/backbone/shared/topology"
 )
 
@@ -24,7 +23,7 @@ func (s *Stack) PrintBanner(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  Pub/Sub emulator   %s  (%s; project %s; topology provisioned: %d topics/subscriptions created or repaired)\n", s.Emulator, kind, s.Project, made)
 	worker := "the worker user"
-	if mc, err := gomysql.ParseDSN(s.WorkerDSN); err == nil {
+	if mc, err := mysql.ParseDSN(s.WorkerDSN); err == nil {
 		worker = mc.User
 	}
 	fmt.Fprintf(w, "  event store        %s  (functions connect as %s, with the sync_worker grants)\n", s.DSN, worker)

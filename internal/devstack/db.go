@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
@@ -19,7 +17,7 @@ const workerPassword = "backbone-dev-only"
 // PrepareDB creates and migrates the database of dsn and returns the DSN
 // of a least-privilege user on it (the production grant set).
 func PrepareDB(ctx context.Context, dsn string) (string, error) {
-	mc, err := gomysql.ParseDSN(dsn)
+	mc, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return "", fmt.Errorf("EVENT_STORE_DSN is not a valid DSN: %w", err)
 	}

@@ -5,42 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/backbone-sync/backbone/shared/event"
 	"github.com/backbone-sync/backbone/shared/failure"
 	"github.com/backbone-sync/backbone/shared/store"
 )
-
-// ParseRecord splits TYPE:ID at the first colon (record types cannot hold
-// one; record ids can).
-func ParseRecord(s string) (recordType, recordID string, err error) {
-	rt, rid, ok := strings.Cut(s, ":")
-	if !ok || rt == "" || rid == "" {
-		return "", "", fmt.Errorf("record %q is not TYPE:ID (for example customer:C-1001)", s)
-	}
-	return rt, rid, nil
-}
-
-// ParseWhen reads a point in time: RFC 3339 (2026-03-13T20:00:00Z), or a
-// duration meaning "that long before now" (90m, 24h, or 7d for days).
-func ParseWhen(s string, now time.Time) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t.UTC(), nil
-	}
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		if n, err := strconv.Atoi(days); err == nil && n >= 0 {
-			return now.Add(-time.Duration(n) * 24 * time.Hour).UTC(), nil
-		}
-	}
-	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
-		return now.Add(-d).UTC(), nil
-	}
-	return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2026-03-13T20:00:00Z) nor a duration ago (24h, 7d)", s)
-}
 
 // Summary is one dead letter as `dlq list` shows it.
 type Summary struct {
