@@ -317,10 +317,11 @@ func testResult() *Result {
 	pt := func(c int, eps float64) Point {
 		return Point{Concurrency: c, EventsPerSec: eps, Events: int(eps), Latency: Latency{Count: int(eps), P50MS: 1, P99MS: 2, MaxMS: 3}}
 	}
+	withDB := func(p Point, ms float64) Point { p.CPU.OwnServerMSPerEvent = ms; return p }
 	r := &Result{Started: time.Date(2026, 3, 13, 20, 0, 0, 0, time.UTC), Machine: Machine{NProc: 2, CPUModel: "Test CPU", Server: "10.11-MariaDB"},
 		Modes: []Mode{
-			{Key: ModeRaw, Name: "raw limit", Points: []Point{pt(1, 500), pt(16, 1000)}, Statements: &Statements{PerEvent: 7, CommitsPerEvent: 1, ByKind: map[string]float64{"SELECT": 2}}},
-			{Key: ModeMerge, Name: "merge path", Points: []Point{pt(1, 200), pt(16, 750)}},
+			{Key: ModeRaw, Name: "raw limit", Points: []Point{pt(1, 500), withDB(pt(16, 1000), 0.4)}, Statements: &Statements{PerEvent: 7, CommitsPerEvent: 1, ByKind: map[string]float64{"SELECT": 2}}},
+			{Key: ModeMerge, Name: "merge path", Points: []Point{pt(1, 200), withDB(pt(16, 750), 0.5)}, Statements: &Statements{PerEvent: 7.5, CommitsPerEvent: 1.2}},
 			{Key: ModeFull, Name: "full path", Points: []Point{pt(1, 50), pt(16, 400)}},
 		},
 		Scale: &Scale{Points: []ScalePoint{{PriorEvents: 10, Latency: Latency{MeanMS: 2, P50MS: 2}}, {PriorEvents: 10000, Latency: Latency{MeanMS: 2.6, P50MS: 2}}},
@@ -345,7 +346,10 @@ func TestRatiosAndTargets(t *testing.T) {
 	}
 	want := map[string]bool{
 		"b/a at concurrency 16":                                       true,  // 0.75 >= 0.70
-		"c/a at concurrency 16":                                       false, // 0.40 < 0.50
+		"c/b at concurrency 16":                                       false, // 400/750 = 0.53 < 0.60
+		"database CPU per merged event, b/a at concurrency 16":        true,  // 0.5/0.4 = 1.25 <= 1.3
+		"SQL statements per merged event (b)":                         true,  // 7.5 <= 7.5
+		"durable commits per merged event (b)":                        false, // 1.2 > 1.10
 		"merge cost at 10000 prior events / at 10":                    false, // 1.3 > 1.2
 		"p99 raw to merged at half of peak throughput":                true,  // 20 < 50
 		"peak RSS of serve (Merge) under 100 concurrent requests":     false, // 70 >= 64

@@ -179,7 +179,10 @@ const RefConcurrency = 16
 // Target thresholds of the issue.
 const (
 	TargetBOverA       = 0.70
-	TargetCOverA       = 0.50
+	TargetCOverB       = 0.60
+	TargetDBCPUOverA   = 1.3 // the database CPU per merged event, b over a
+	TargetStatements   = 7.5 // per merged event (b)
+	TargetCommits      = 1.10
 	TargetScaleRatio   = 1.2
 	TargetOpenLoopP99  = 50.0 // ms
 	TargetRSSMiB       = 64.0
@@ -203,18 +206,27 @@ func (r *Result) EvaluateTargets() {
 			r.Targets = append(r.Targets, Target{Name: fmt.Sprintf("b/a at concurrency %d", RefConcurrency), Want: fmt.Sprintf(">= %.2f", TargetBOverA),
 				Got: x.BOverA, OK: x.BOverA >= TargetBOverA})
 		}
-		if x.COverA > 0 {
-			t := Target{Name: fmt.Sprintf("c/a at concurrency %d", RefConcurrency), Want: fmt.Sprintf(">= %.2f", TargetCOverA),
-				Got: x.COverA, OK: x.COverA >= TargetCOverA}
-			a, _ := r.Mode(ModeRaw)
-			c, _ := r.Mode(ModeFull)
-			if pa, ok := a.Peak(); ok {
-				if pc, ok := c.Peak(); ok && pa.EventsPerSec > 0 {
-					t.Detail = fmt.Sprintf("peak c / peak a = %.0f/%.0f = %.3f", pc.EventsPerSec, pa.EventsPerSec, pc.EventsPerSec/pa.EventsPerSec)
-				}
-			}
-			r.Targets = append(r.Targets, t)
-		}
+	}
+	a, _ := r.Mode(ModeRaw)
+	b, _ := r.Mode(ModeMerge)
+	c, _ := r.Mode(ModeFull)
+	pa, okA := a.Point(RefConcurrency)
+	pb, okB := b.Point(RefConcurrency)
+	if pc, ok := c.Point(RefConcurrency); ok && okB && pb.EventsPerSec > 0 {
+		x := round3(pc.EventsPerSec / pb.EventsPerSec)
+		r.Targets = append(r.Targets, Target{Name: fmt.Sprintf("c/b at concurrency %d", RefConcurrency), Want: fmt.Sprintf(">= %.2f", TargetCOverB),
+			Got: x, OK: x >= TargetCOverB, Detail: fmt.Sprintf("%.0f/%.0f events/s", pc.EventsPerSec, pb.EventsPerSec)})
+	}
+	if okA && okB && pa.CPU.OwnServerMSPerEvent > 0 && pb.CPU.OwnServerMSPerEvent > 0 {
+		x := round3(pb.CPU.OwnServerMSPerEvent / pa.CPU.OwnServerMSPerEvent)
+		r.Targets = append(r.Targets, Target{Name: fmt.Sprintf("database CPU per merged event, b/a at concurrency %d", RefConcurrency),
+			Want: fmt.Sprintf("<= %.1f", TargetDBCPUOverA), Got: x, OK: x <= TargetDBCPUOverA,
+			Detail: fmt.Sprintf("%.3f / %.3f ms", pb.CPU.OwnServerMSPerEvent, pa.CPU.OwnServerMSPerEvent)})
+	}
+	if st := b.Statements; st != nil && st.PerEvent > 0 {
+		r.Targets = append(r.Targets,
+			Target{Name: "SQL statements per merged event (b)", Want: fmt.Sprintf("<= %.1f", TargetStatements), Got: st.PerEvent, OK: st.PerEvent <= TargetStatements},
+			Target{Name: "durable commits per merged event (b)", Want: fmt.Sprintf("<= %.2f", TargetCommits), Got: st.CommitsPerEvent, OK: st.CommitsPerEvent <= TargetCommits})
 	}
 	if s := r.Scale; s != nil && len(s.Points) >= 2 {
 		first, last := s.Points[0], s.Points[len(s.Points)-1]
