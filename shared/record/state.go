@@ -22,7 +22,7 @@ import (
 const stateFormat = 1
 
 // State is the folded state of a record after one accepted event. It is
-// stored in that event's audit row (event_audit_log.state) and read back
+// stored in the record's projection row (record_heads.state) and read back
 // with the record lock (store.Head), so a merge costs the same whatever the
 // record's history.
 //
