@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $# -eq 3 ]] || usage_error "usage: $0 sandbox|production PROJECT_ID IMAGE_TAG"
 load "$1" "$2"
-[[ "$3" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || usage_error "image tag '$3' is not valid"
+check_tag "$3"
 image="$(image_ref "$3")"
 
 docker build --tag "$image" --label "backbone.env=$ENV_NAME" "$DEPLOY_DIR/.."

@@ -16,13 +16,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $# -eq 4 ]] || usage_error "usage: $0 sandbox|production PROJECT_ID IMAGE_TAG ENDPOINTS_FILE"
 load "$1" "$2"
-[[ "$3" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || usage_error "image tag '$3' is not valid"
+check_tag "$3"
 image="$(image_ref "$3")"
 endpoints_file="$4"
 
 check_netsuite_capacity
-
-g() { gcloud "$@" --project="$PROJECT" --quiet; }
 
 # A secret without an enabled version makes the revision fail to start, and
 # would do so after the services before it were already replaced: check them

@@ -21,13 +21,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ $# -eq 3 ]] || usage_error "usage: $0 sandbox|production PROJECT_ID IMAGE_TAG"
 load "$1" "$2"
 tag="$3"
-[[ "$tag" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || usage_error "image tag '$tag' is not a valid tag"
+check_tag "$tag"
 operators="${CONSOLE_OPERATORS:-}"
 invokers="${CONSOLE_INVOKERS:-}"
 [[ "$operators" =~ ^[A-Za-z0-9@._+,-]*$ ]] || usage_error "CONSOLE_OPERATORS '$operators' is not a comma-separated list of e-mails"
 [[ "$invokers" =~ ^[A-Za-z0-9@._+:,-]*$ ]] || usage_error "CONSOLE_INVOKERS '$invokers' is not a comma-separated list of IAM members"
-
-g() { gcloud "$@" --project="$PROJECT" --quiet; }
 
 svc="backbone-console-$ENV_NAME"
 mapfile -t env_vars < <(store_env Retry)

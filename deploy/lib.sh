@@ -195,6 +195,14 @@ check_netsuite_capacity() {
   echo "NetSuite capacity for $ENV_NAME: sink $sink + retry $((retry)) = $((sink + retry)) <= $budget (account limit $NETSUITE_ACCOUNT_CONCURRENCY_LIMIT, reserve $NETSUITE_CONCURRENCY_RESERVE)"
 }
 
+# g runs gcloud on the loaded project, never prompting.
+g() { gcloud "$@" --project="$PROJECT" --quiet; }
+
+# check_tag TAG refuses anything but a valid container image tag.
+check_tag() {
+  [[ "$1" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || usage_error "image tag '$1' is not a valid tag"
+}
+
 # --- names, all derived from ENV_NAME ---------------------------------------
 
 # topic KIND: events.{kind}.{env}

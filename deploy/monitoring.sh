@@ -21,8 +21,6 @@ outbox_max="${OUTBOX_MAX:-0}"
 channels="${ALERT_CHANNELS:-}"
 [[ "$channels" =~ ^[A-Za-z0-9/_,-]*$ ]] || usage_error "ALERT_CHANNELS '$channels' is not a list of channel ids"
 
-g() { gcloud "$@" --project="$PROJECT" --quiet; }
-
 src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/monitoring"
 out="$(mktemp -d "${TMPDIR:-/tmp}/backbone-monitoring-$ENV_NAME.XXXXXX")"
 metric="backbone_outbox_unprocessed_$ENV_NAME"

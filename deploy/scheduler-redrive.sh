@@ -24,14 +24,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ $# -eq 3 ]] || usage_error "usage: $0 sandbox|production PROJECT_ID IMAGE_TAG"
 load "$1" "$2"
 tag="$3"
-[[ "$tag" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || usage_error "image tag '$tag' is not a valid tag"
+check_tag "$tag"
 schedule="${REDRIVE_SCHEDULE:-*/15 * * * *}"
 rate="${REDRIVE_RATE:-5}"
 limit="${REDRIVE_LIMIT:-500}"
 [[ "$rate" =~ ^[0-9]+([.][0-9]+)?$ ]] || usage_error "REDRIVE_RATE '$rate' is not a number"
 [[ "$limit" =~ ^[1-9][0-9]*$ ]] || usage_error "REDRIVE_LIMIT '$limit' is not a positive integer"
-
-g() { gcloud "$@" --project="$PROJECT" --quiet; }
 
 job="backbone-redrive-$ENV_NAME"
 mapfile -t env_vars < <(store_env Retry)

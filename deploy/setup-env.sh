@@ -23,7 +23,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ $# -eq 2 ]] || usage_error "usage: $0 sandbox|production PROJECT_ID"
 load "$1" "$2"
 
-g() { gcloud "$@" --project="$PROJECT" --quiet; }
 # exists ARGS...: the describe command succeeds.
 exists() { gcloud "$@" --project="$PROJECT" >/dev/null 2>&1; }
 step() { printf '\n== %s\n' "$*"; }
