@@ -164,7 +164,7 @@ func TestNetSuiteSinkEndToEnd(t *testing.T) {
 	if rec := h.fake.Record("customer", "C-1001"); string(rec["email"]) != `"ada@example.com"` {
 		t.Fatalf("record %v (fake refused %v)", rec, h.fake.AuthFailures())
 	}
-	if last, _ := h.db.Store.LastDelivered(ctx, "customer", "C-1001", store.StageNetSuite); last != 1 {
+	if _, last := targettest.Delivered(t, h.db.Store, "customer", "C-1001", store.StageNetSuite); last != 1 {
 		t.Fatalf("LastDelivered %d", last)
 	}
 	if rows := stageRows(t, h, ev.ID, store.StageNetSuite); len(rows) != 2 || rows[0].Outcome != store.OutcomeSending ||

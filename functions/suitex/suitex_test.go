@@ -103,7 +103,7 @@ func TestSuiteXSinkEndToEnd(t *testing.T) {
 	if rec := fake.Record("customer", "C-1"); string(rec["email"]) != `"ada@example.com"` {
 		t.Fatalf("SuiteX's record %v", rec)
 	}
-	if last, _ := d.Store.LastDelivered(ctx, "customer", "C-1", store.StageSuiteX); last != 1 {
+	if _, last := targettest.Delivered(t, d.Store, "customer", "C-1", store.StageSuiteX); last != 1 {
 		t.Fatalf("LastDelivered %d", last)
 	}
 

@@ -203,15 +203,14 @@ func TestDeliveredAuditRowsAreWhatMergeAndKnownStateRead(t *testing.T) {
 		hist[0].Stage != store.StageMerge || hist[0].Source != "suitex" {
 		t.Fatalf("SuiteX's history (its own report) %+v", hist)
 	}
-	last, err := st.LastDelivered(ctx, "customer", "C-1001", store.StageNetSuite)
-	if err != nil || last != 1 {
-		t.Fatalf("LastDelivered = %d, %v", last, err)
+	dl, last := targettest.Delivered(t, st, "customer", "C-1001", store.StageNetSuite)
+	if last != 1 {
+		t.Fatalf("last delivered = %d", last)
 	}
-	dl, err := st.DeliveredTo(ctx, "customer", "C-1001", store.StageNetSuite, 5, 10)
-	if err != nil || len(dl) != 1 || dl[0].ID != ev.ID {
-		t.Fatalf("DeliveredTo = %+v, %v", dl, err)
+	if len(dl) != 1 || dl[0] != ev.ID {
+		t.Fatalf("delivered = %+v", dl)
 	}
-	if other, _ := st.LastDelivered(ctx, "customer", "C-1001", store.StageSuiteX); other != 0 {
+	if _, other := targettest.Delivered(t, st, "customer", "C-1001", store.StageSuiteX); other != 0 {
 		t.Fatalf("delivery to netsuite counted for suitex: %d", other)
 	}
 
@@ -253,7 +252,7 @@ func TestOwnEventSendsOnlyWhatTheTargetLacks(t *testing.T) {
 		t.Fatalf("audit %+v", rows)
 	}
 	// An echo skip is not a delivery.
-	if last, _ := d.Store.LastDelivered(ctx, "customer", rid, store.StageNetSuite); last != 0 {
+	if _, last := targettest.Delivered(t, d.Store, "customer", rid, store.StageNetSuite); last != 0 {
 		t.Fatalf("skipped echo counted as delivered: %d", last)
 	}
 
@@ -460,7 +459,7 @@ func TestFailedDeliveryIsAuditedAndRedacted(t *testing.T) {
 		t.Fatalf("failure not logged: %s", logs.String())
 	}
 	// A failure is not a delivery.
-	if last, _ := d.Store.LastDelivered(context.Background(), "customer", "C-fail", store.StageNetSuite); last != 0 {
+	if _, last := targettest.Delivered(t, d.Store, "customer", "C-fail", store.StageNetSuite); last != 0 {
 		t.Fatalf("failed delivery counted: %d", last)
 	}
 	// A 503 may come after the target applied the change: what it carried is

@@ -199,21 +199,12 @@ type Found struct {
 type Reader interface {
 	// EventByID returns the event with this id or ErrNotFound.
 	EventByID(ctx context.Context, id string) (Event, error)
-	// EventByFingerprint returns the accepted event whose raw message had this
-	// fingerprint, or ErrNotFound.
-	EventByFingerprint(ctx context.Context, fingerprint string) (Event, error)
 	// Duplicates looks an event up by id and, in the same round trip, the
 	// accepted event whose raw message had fingerprint: either may be nil.
 	Duplicates(ctx context.Context, id, fingerprint string) (byID, byFingerprint *Event, err error)
 	// Head returns the record's version and folded state (Version 0 for a
 	// new record).
 	Head(ctx context.Context, recordType, recordID string) (Head, error)
-	// DeliveredTo returns the events of a record audited `delivered` at stage
-	// target whose version is ≤ maxVersion, newest first, at most limit.
-	DeliveredTo(ctx context.Context, recordType, recordID, target string, maxVersion uint64, limit int) ([]Event, error)
-	// LastDelivered returns the highest version of the record delivered at
-	// stage target (0 when none).
-	LastDelivered(ctx context.Context, recordType, recordID, target string) (uint64, error)
 	// SystemHistory returns, in the order written, the audit rows that make
 	// up what system knows of the record: the merge rows of its own reports
 	// (source = system) and the delivery rows of stage system, each with

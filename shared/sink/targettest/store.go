@@ -37,3 +37,23 @@ func StoreMerged(t testing.TB, st store.Writer, ev event.Merged) {
 		t.Fatal(err)
 	}
 }
+
+// Delivered returns the events of a record audited `delivered` at stage
+// target, in the order written, and the highest version among them (0 when
+// none): what a test checks a delivery left in the store.
+func Delivered(t testing.TB, st interface {
+	AuditTrail(ctx context.Context, recordType, recordID string) ([]store.Audit, error)
+}, recordType, recordID, target string) (eventIDs []string, last uint64) {
+	t.Helper()
+	trail, err := st.AuditTrail(context.Background(), recordType, recordID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range trail {
+		if a.Stage == target && a.Outcome == store.OutcomeDelivered {
+			eventIDs = append(eventIDs, a.EventID)
+			last = max(last, a.Version)
+		}
+	}
+	return eventIDs, last
+}

@@ -144,12 +144,6 @@ func (o ops) EventByID(ctx context.Context, id string) (store.Event, error) {
 // acceptedOutcomes is the SQL list of outcomes that mean "stored".
 const acceptedOutcomes = "('" + store.OutcomeAccepted + "','" + store.OutcomeMerged + "')"
 
-func (o ops) EventByFingerprint(ctx context.Context, fp string) (store.Event, error) {
-	return o.oneEvent(ctx, "event with fingerprint "+fp,
-		"SELECT "+eventColsE+" FROM event_audit_log a JOIN events e ON e.id = a.event_id"+
-			" WHERE a.fingerprint = ? AND a.processing_outcome IN "+acceptedOutcomes+" LIMIT 1", fp)
-}
-
 // Duplicates runs the id probe and the fingerprint probe as one statement.
 func (o ops) Duplicates(ctx context.Context, id, fp string) (byID, byFP *store.Event, err error) {
 	rows, err := o.q.QueryContext(ctx,
@@ -327,30 +321,6 @@ func (o ops) Head(ctx context.Context, rt, rid string) (store.Head, error) {
 	return o.head(ctx, rt, rid, "")
 }
 
-func (o ops) DeliveredTo(ctx context.Context, rt, rid, target string, maxVersion uint64, limit int) ([]store.Event, error) {
-	if limit <= 0 {
-		limit = 50
-	}
-	return o.queryEvents(ctx, "deliveries of "+rt+":"+rid+" to "+target,
-		"SELECT "+eventColsE+" FROM event_audit_log a JOIN events e ON e.id = a.event_id"+
-			" WHERE a.record_type = ? AND a.record_id = ? AND a.version <= ? AND a.stage = ? AND a.processing_outcome = '"+store.OutcomeDelivered+"'"+
-			" ORDER BY a.version DESC LIMIT ?", rt, rid, maxVersion, target, limit)
-}
-
-func (o ops) LastDelivered(ctx context.Context, rt, rid, target string) (uint64, error) {
-	var v sql.NullInt64
-	err := o.q.QueryRowContext(ctx,
-		"SELECT version FROM event_audit_log WHERE record_type = ? AND record_id = ? AND stage = ? AND processing_outcome = '"+store.OutcomeDelivered+"'"+
-			" ORDER BY version DESC LIMIT 1", rt, rid, target).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, wrap(err, "last delivery of "+rt+":"+rid+" to "+target)
-	}
-	return uint64(v.Int64), nil
-}
-
 // reportOutcomes are the merge outcomes whose raw event counts as the
 // source's report of its fields (SPEC §7): accepted or dropped, never
 // rejected, deferred or a duplicate.
@@ -504,20 +474,11 @@ func (s *Store) o() ops { return ops{q: s.db} }
 func (s *Store) EventByID(ctx context.Context, id string) (store.Event, error) {
 	return s.o().EventByID(ctx, id)
 }
-func (s *Store) EventByFingerprint(ctx context.Context, fp string) (store.Event, error) {
-	return s.o().EventByFingerprint(ctx, fp)
-}
 func (s *Store) Head(ctx context.Context, rt, rid string) (store.Head, error) {
 	return s.o().Head(ctx, rt, rid)
 }
 func (s *Store) Duplicates(ctx context.Context, id, fp string) (*store.Event, *store.Event, error) {
 	return s.o().Duplicates(ctx, id, fp)
-}
-func (s *Store) DeliveredTo(ctx context.Context, rt, rid, target string, maxVersion uint64, limit int) ([]store.Event, error) {
-	return s.o().DeliveredTo(ctx, rt, rid, target, maxVersion, limit)
-}
-func (s *Store) LastDelivered(ctx context.Context, rt, rid, target string) (uint64, error) {
-	return s.o().LastDelivered(ctx, rt, rid, target)
 }
 func (s *Store) SystemHistory(ctx context.Context, rt, rid, system string, fromVersion uint64) ([]store.Audit, error) {
 	return s.o().SystemHistory(ctx, rt, rid, system, fromVersion)

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func Run(t *testing.T, newStore Factory) {
 		"FingerprintLookup":        testFingerprint,
 		"HeadAndHistory":           testHeadAndHistory,
 		"MarkProcessedAndOutbox":   testMarkProcessed,
-		"DeliveriesAndRegression":  testDeliveries,
+		"SystemHistory":            testSystemHistory,
 		"DeadLettersIdempotent":    testDeadLetters,
 		"DeadLetterIDReused":       testDeadLetterIDReused,
 		"ConcurrentAppendsGapFree": testConcurrentAppends,
@@ -279,10 +280,6 @@ func testFingerprint(t *testing.T, s store.Store) {
 	if err := s.AppendAudit(ctx, store.Audit{Fingerprint: fp("raw-2"), RecordType: "customer", RecordID: "F-1", Outcome: store.OutcomeRejected}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.EventByFingerprint(ctx, fp("raw-1"))
-	if err != nil || got.ID != e.ID {
-		t.Errorf("by fingerprint: %+v, %v", got, err)
-	}
 	// Both probes in one round trip.
 	for _, c := range []struct {
 		id, fp       string
@@ -298,9 +295,6 @@ func testFingerprint(t *testing.T, s store.Store) {
 			(byID != nil && byID.ID != e.ID) || (byFP != nil && byFP.ID != e.ID) {
 			t.Errorf("Duplicates(%q, %q) = %v, %v, %v", c.id, c.fp, byID, byFP, err)
 		}
-	}
-	if _, err := s.EventByFingerprint(ctx, fp("raw-2")); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("rejected fingerprint found: %v", err)
 	}
 }
 
@@ -377,40 +371,59 @@ func testMarkProcessed(t *testing.T, s store.Store) {
 	}
 }
 
-func testDeliveries(t *testing.T, s store.Store) {
+// testSystemHistory: what a system knows of a record is its own reports
+// (merge rows with source = system and an accepted or dropped outcome) and
+// the rows of its own stage, each with a field set, in the order written;
+// fromVersion keeps the newer versions only.
+func testSystemHistory(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	var evs []store.Event
-	for v := uint64(0); v < 4; v++ {
-		e := NewEvent("customer", "R-1", v, fmt.Sprintf(`{"n":%d}`, v))
-		if err := s.AppendEvent(ctx, e, accepted(e, fp(e.ID))); err != nil {
+	fields := &store.FieldSet{Fields: map[string]string{"email": "d1"}}
+	rows := []struct {
+		id, stage, outcome, source string
+		version                    uint64
+		fields                     *store.FieldSet
+		want                       bool
+	}{
+		{"report-accepted", store.StageMerge, store.OutcomeAccepted, "suitex", 1, fields, true},
+		{"report-other-source", store.StageMerge, store.OutcomeAccepted, "netsuite", 2, fields, false},
+		{"report-noop", store.StageMerge, store.OutcomeNoop, "suitex", 2, fields, true},
+		{"deferred", store.StageMerge, store.OutcomeDeferred, "suitex", 2, fields, false},
+		{"rejected", store.StageMerge, store.OutcomeRejected, "suitex", 2, fields, false},
+		{"sending", store.StageSuiteX, store.OutcomeSending, "", 2, fields, true},
+		{"delivered", store.StageSuiteX, store.OutcomeDelivered, "", 2, &store.FieldSet{Attempt: "sending", Fields: fields.Fields}, true},
+		{"no-field-set", store.StageSuiteX, store.OutcomeStale, "", 3, nil, false},
+		{"other-target", store.StageNetSuite, store.OutcomeDelivered, "", 3, fields, false},
+		{"report-echo", store.StageMerge, store.OutcomeEcho, "suitex", 3, fields, true},
+	}
+	var want, newer []string
+	for _, r := range rows {
+		a := store.Audit{Fingerprint: fp(r.id), RecordType: "customer", RecordID: "SH-1",
+			Outcome: r.outcome, Stage: r.stage, Version: r.version, Source: r.source, Fields: r.fields, Detail: r.id}
+		if err := s.AppendAudit(ctx, a); err != nil {
 			t.Fatal(err)
 		}
-		evs = append(evs, e)
-	}
-	deliver := func(e store.Event, target, outcome string) {
-		t.Helper()
-		if err := s.AppendAudit(ctx, store.Audit{EventID: e.ID, Fingerprint: fp(e.ID), RecordType: e.RecordType, RecordID: e.RecordID,
-			Outcome: outcome, Stage: target, Version: e.Version()}); err != nil {
-			t.Fatal(err)
+		if r.want {
+			want = append(want, r.id)
+			if r.version >= 2 {
+				newer = append(newer, r.id)
+			}
 		}
 	}
-	if v, err := s.LastDelivered(ctx, "customer", "R-1", store.StageSuiteX); err != nil || v != 0 {
-		t.Errorf("nothing delivered: %d, %v", v, err)
-	}
-	deliver(evs[0], store.StageSuiteX, store.OutcomeDelivered)
-	deliver(evs[2], store.StageSuiteX, store.OutcomeDelivered)
-	deliver(evs[3], store.StageSuiteX, store.OutcomeFailed)
-	deliver(evs[3], store.StageNetSuite, store.OutcomeDelivered)
-	if v, err := s.LastDelivered(ctx, "customer", "R-1", store.StageSuiteX); err != nil || v != 3 {
-		t.Errorf("last delivered to suitex = %d, %v; want 3", v, err)
-	}
-	got, err := s.DeliveredTo(ctx, "customer", "R-1", store.StageSuiteX, 2, 10)
-	if err != nil || len(got) != 1 || got[0].ID != evs[0].ID {
-		t.Errorf("delivered to suitex up to v2 = %+v, %v", got, err)
-	}
-	got, err = s.DeliveredTo(ctx, "customer", "R-1", store.StageSuiteX, 10, 10)
-	if err != nil || len(got) != 2 || got[0].ID != evs[2].ID || got[1].ID != evs[0].ID {
-		t.Errorf("delivered to suitex, newest first = %+v, %v", got, err)
+	for _, c := range []struct {
+		from uint64
+		want []string
+	}{{0, want}, {2, newer}} {
+		h, err := s.SystemHistory(ctx, "customer", "SH-1", store.StageSuiteX, c.from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, a := range h {
+			got = append(got, a.Detail)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("SystemHistory(from %d) = %v, want %v", c.from, got, c.want)
+		}
 	}
 }
 
@@ -583,7 +596,7 @@ func testExclusive(t *testing.T, s store.Store) {
 		go func() {
 			defer wg.Done()
 			err := s.Exclusive(ctx, "deliver:suitex:customer:C-1", 10*time.Second, func(ctx context.Context, l store.Locked) error {
-				if _, err := l.LastDelivered(ctx, "customer", "C-1", store.StageSuiteX); err != nil {
+				if _, err := l.SystemHistory(ctx, "customer", "C-1", store.StageSuiteX, 0); err != nil {
 					return err
 				}
 				mu.Lock()
