@@ -4,9 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"testing"
-
-	"github.com/backbone-sync/backbone/shared/store/mysql"
-	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // TestProxyCountsWhatTheDriverSends checks the instrument against the real
@@ -14,24 +11,7 @@ import (
 // transaction and an autocommit write, counted statement by statement.
 func TestProxyCountsWhatTheDriverSends(t *testing.T) {
 	t.Parallel()
-	d := mysqltest.New(t)
-	mc, err := mysql.ParseDSN(d.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := StartProxy(mc.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	dsn, err := WithAddr(d.DSN, p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := mysql.DSN(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, n, p := proxied(t)
 	db, err := sql.Open("mysql", n)
 	if err != nil {
 		t.Fatal(err)

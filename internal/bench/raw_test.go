@@ -7,7 +7,6 @@ import (
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
-	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
 
 // TestRawLimitVariants runs every variant of the raw limit on the real
@@ -15,24 +14,7 @@ import (
 // records, so 4 events start a record and 12 extend one.
 func TestRawLimitVariants(t *testing.T) {
 	t.Parallel()
-	d := mysqltest.New(t)
-	mc, err := mysql.ParseDSN(d.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := StartProxy(mc.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	dsn, err := WithAddr(d.DSN, p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := mysql.DSN(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, n, p := proxied(t)
 	ctx := context.Background()
 	// The store's own pool settings: READ COMMITTED set once per session.
 	db, closeDB, err := mysql.Open(ctx, config.DB{DSN: n, MaxOpenConns: 1})
