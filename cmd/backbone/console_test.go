@@ -119,7 +119,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	d, err := startDev(context.Background(), devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0",
 		NetSuiteURL: ft.nsURL, SuiteXURL: ft.sxURL, Getenv: func(k string) string { return ft.env()[k] },
-		MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Serve: serveMux, Log: slog.New(slog.DiscardHandler)})
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Serve: devstack.ServeInProcess, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

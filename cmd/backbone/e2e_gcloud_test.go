@@ -28,7 +28,7 @@ func startGcloudDev(t *testing.T, db *mysqltest.DB) *devstack.Stack {
 		t.Skip("the " + gcloudemu.Package + " package is not installed on this machine")
 	}
 	d, err := startDev(context.Background(), devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0", Emulator: devstack.EmulatorGcloud,
-		MinBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second, Serve: serveMux, Log: slog.New(slog.DiscardHandler)})
+		MinBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second, Serve: devstack.ServeInProcess, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("the %s package is installed but dev --emulator gcloud does not start: %v", gcloudemu.Package, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -26,18 +25,6 @@ import (
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
-
-// serveMux serves the functions at /{Name} in-process (the Functions
-// Framework's registry is process-global, so tests cannot start it twice).
-func serveMux(handlers map[string]http.Handler, ln net.Listener) (func(), error) {
-	mux := http.NewServeMux()
-	for name, h := range handlers {
-		mux.Handle("/"+name, h)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return func() { _ = srv.Close() }, nil
-}
 
 // e2e drives a dev stack from a test.
 type e2e struct {
@@ -197,7 +184,7 @@ func TestEndToEnd(t *testing.T) {
 	db := mysqltest.Empty(t)
 	ctx := context.Background()
 	d, err := startDev(ctx, devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0",
-		MinBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second, Serve: serveMux, Log: slog.New(slog.DiscardHandler)})
+		MinBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second, Serve: devstack.ServeInProcess, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

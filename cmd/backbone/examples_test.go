@@ -18,7 +18,7 @@ func TestExamplesDeterministic(t *testing.T) {
 	t.Parallel()
 	db := devDB(t)
 	d, err := startDev(context.Background(), devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0",
-		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Serve: serveMux, Log: slog.New(slog.DiscardHandler)})
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Serve: devstack.ServeInProcess, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -233,7 +233,7 @@ func startDevWith(t *testing.T, dsn string, ft *faultTargets, minBackoff, maxBac
 	t.Helper()
 	d, err := startDev(context.Background(), devstack.Options{Env: config.Sandbox, DSN: dsn, FuncAddr: "127.0.0.1:0",
 		NetSuiteURL: ft.nsURL, SuiteXURL: ft.sxURL, Getenv: func(k string) string { return ft.env()[k] },
-		MinBackoff: minBackoff, MaxBackoff: maxBackoff, Serve: serveMux, Log: slog.New(slog.DiscardHandler)})
+		MinBackoff: minBackoff, MaxBackoff: maxBackoff, Serve: devstack.ServeInProcess, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func startPipeline(t *testing.T) *e2e {
 	t.Helper()
 	db := mysqltest.Empty(t) // startDev creates the schema, as `backbone dev` does
 	d, err := startDev(context.Background(), devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0",
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Serve: serveMux})
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Serve: devstack.ServeInProcess})
 	if err != nil {
 		t.Fatal(err)
 	}

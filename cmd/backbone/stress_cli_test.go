@@ -180,7 +180,7 @@ func TestStressCLIWithPubSub(t *testing.T) {
 	t.Parallel()
 	db := mysqltest.Empty(t)
 	d, err := startDev(context.Background(), devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0",
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Serve: serveMux})
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Serve: devstack.ServeInProcess})
 	if err != nil {
 		t.Fatal(err)
 	}

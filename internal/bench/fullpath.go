@@ -89,7 +89,7 @@ func (r *statusRecorder) WriteHeader(s int) {
 // Functions Framework's registry is process-global and this run starts
 // several stacks), with the Merge handler observed.
 func (o *observer) serve(handlers map[string]http.Handler, ln net.Listener) (func(), error) {
-	mux := http.NewServeMux()
+	wrapped := make(map[string]http.Handler, len(handlers))
 	for name, h := range handlers {
 		if name == config.TargetMerge {
 			inner := h
@@ -109,15 +109,9 @@ func (o *observer) serve(handlers map[string]http.Handler, ln net.Listener) (fun
 				}
 			})
 		}
-		mux.Handle("/"+name, h)
+		wrapped[name] = h
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}, nil
+	return devstack.ServeInProcess(wrapped, ln)
 }
 
 // rawEventID reads the raw event's id out of a push request body.

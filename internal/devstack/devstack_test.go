@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
-	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,18 +20,6 @@ import (
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 	"github.com/backbone-sync/backbone/shared/store/mysql/mysqltest"
 )
-
-// serveMux serves the handlers in-process (the Functions Framework's
-// registry is process-global).
-func serveMux(handlers map[string]http.Handler, ln net.Listener) (func(), error) {
-	mux := http.NewServeMux()
-	for name, h := range handlers {
-		mux.Handle("/"+name, h)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return func() { _ = srv.Close() }, nil
-}
 
 // TestStackWiresFakesPubSubAndFunctions: the configuration the wiring gets
 // reaches the store as the least-privilege user and the local fakes with
@@ -58,7 +44,7 @@ func TestStackWiresFakesPubSubAndFunctions(t *testing.T) {
 		return devstack.Functions{Handlers: handlers, Store: mysql.New(sqlDB, closeDB)}, nil
 	}
 	s, err := devstack.Start(ctx, devstack.Options{Env: config.Sandbox, DSN: db.DSN, FuncAddr: "127.0.0.1:0",
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Serve: serveMux}, wire)
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Serve: devstack.ServeInProcess}, wire)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package devstack
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -72,4 +73,22 @@ func serveFramework(handlers map[string]http.Handler, ln net.Listener) (func(), 
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil, errors.New("functions framework did not start listening")
+}
+
+// ServeInProcess serves the handlers at /{Name} on ln with a plain HTTP
+// server: for tests and the bench, which start several stacks in one
+// process while the Functions Framework's registry is process-global. stop
+// shuts it down, letting requests in flight finish.
+func ServeInProcess(handlers map[string]http.Handler, ln net.Listener) (stop func(), err error) {
+	mux := http.NewServeMux()
+	for name, h := range handlers {
+		mux.Handle("/"+name, h)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
 }
