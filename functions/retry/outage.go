@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"strconv"
 	"time"
 
 	"github.com/backbone-sync/backbone/shared/message"
-	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/topology"
 )
 
@@ -36,14 +34,11 @@ func (r *retry) repark(ctx context.Context, log *slog.Logger, m message.Message,
 		return fmt.Errorf("park message %s again after a store outage: %w", m.ID, ctx.Err())
 	case <-time.After(r.OutageHold):
 	}
-	attrs := maps.Clone(m.Attributes)
-	if attrs == nil {
-		attrs = map[string]string{}
-	}
-	n, _ := strconv.Atoi(attrs[AttrOutageReparks])
-	attrs[AttrOutageReparks] = strconv.Itoa(n + 1)
-	delete(attrs, publish.AttrEnv) // the guard stamps this environment's
-	id, err := r.Publisher.Publish(ctx, r.Env.Names().ErrorTopic, publish.Message{Data: m.Data, Attributes: attrs, OrderingKey: m.OrderingKey})
+	var n int
+	id, err := r.forward(ctx, r.Env.Names().ErrorTopic, m, m.Data, func(attrs map[string]string) {
+		n, _ = strconv.Atoi(attrs[AttrOutageReparks])
+		attrs[AttrOutageReparks] = strconv.Itoa(n + 1)
+	})
 	if err != nil {
 		log.ErrorContext(ctx, "store unreachable on the last attempt and parking again failed: nack", "error", err.Error(), "cause", cause.Error())
 		return fmt.Errorf("park message %s again after a store outage: %w", m.ID, err)

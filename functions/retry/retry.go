@@ -170,28 +170,37 @@ func (r *retry) deadLetter(ctx context.Context, log *slog.Logger, m message.Mess
 			return err
 		}
 	}
-	attrs := maps.Clone(m.Attributes)
-	if attrs == nil {
-		attrs = map[string]string{}
-	}
-	attempts := max(m.DeliveryAttempt, 1)
-	attrs[AttrDeadLetterDeliveryCount] = strconv.Itoa(attempts)
-	attrs[AttrDeadLetterSubscription] = m.SubscriptionName()
-	attrs[AttrDeadLetterReason] = why
-	if e != nil {
-		attrs[failure.AttrReason] = e.Reason
-		attrs[failure.AttrRetryable] = strconv.FormatBool(e.Retryable)
-	}
-	if got := attrs[publish.AttrEnv]; got != "" && got != string(r.Env) {
-		attrs[AttrOriginalEnv] = got
-	}
-	delete(attrs, publish.AttrEnv) // the guard stamps this environment's
-	if _, err := r.Publisher.Publish(ctx, r.Env.Names().DLQTopic, publish.Message{Data: data, Attributes: attrs, OrderingKey: m.OrderingKey}); err != nil {
+	_, err := r.forward(ctx, r.Env.Names().DLQTopic, m, data, func(attrs map[string]string) {
+		attrs[AttrDeadLetterDeliveryCount] = strconv.Itoa(max(m.DeliveryAttempt, 1))
+		attrs[AttrDeadLetterSubscription] = m.SubscriptionName()
+		attrs[AttrDeadLetterReason] = why
+		if e != nil {
+			attrs[failure.AttrReason] = e.Reason
+			attrs[failure.AttrRetryable] = strconv.FormatBool(e.Retryable)
+		}
+		if got := attrs[publish.AttrEnv]; got != "" && got != string(r.Env) {
+			attrs[AttrOriginalEnv] = got
+		}
+	})
+	if err != nil {
 		log.ErrorContext(ctx, "dead-letter publish failed: nack", "error", err.Error())
 		return fmt.Errorf("dead-letter message %s: %w", m.ID, err)
 	}
 	log.WarnContext(ctx, "dead-lettered without retry", "why", why)
 	return nil
+}
+
+// forward publishes data to topic as a new message with m's attributes,
+// as set changes them, and its ordering key. The env attribute is left to
+// the guard, which stamps this environment's.
+func (r *retry) forward(ctx context.Context, topic string, m message.Message, data []byte, set func(attrs map[string]string)) (string, error) {
+	attrs := maps.Clone(m.Attributes)
+	if attrs == nil {
+		attrs = map[string]string{}
+	}
+	set(attrs)
+	delete(attrs, publish.AttrEnv)
+	return r.Publisher.Publish(ctx, topic, publish.Message{Data: data, Attributes: attrs, OrderingKey: m.OrderingKey})
 }
 
 func (r *retry) audit(ctx context.Context, log *slog.Logger, m message.Message, e *event.Error, outcome, detail string) {
