@@ -136,3 +136,38 @@ func TestImportsPointDown(t *testing.T) {
 		}
 	}
 }
+
+// TestNoImportAlias: package names do not clash, so no import needs an
+// alias (a blank import for side effects would be the one exception).
+func TestNoImportAlias(t *testing.T) {
+	t.Parallel()
+	files := 0
+	err := filepath.WalkDir(repoRoot, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") && path != repoRoot || d.Name() == "node_modules" || d.Name() == "bin") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, imp := range f.Imports {
+			if imp.Name != nil && imp.Name.Name != "_" {
+				t.Errorf("%s imports %s as %s", path, imp.Path.Value, imp.Name.Name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 100 {
+		t.Fatalf("read %d Go files; the walk missed the tree", files)
+	}
+}
