@@ -58,6 +58,13 @@ func TestConvergence(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// The schedules must have crossed known-state checkpoints, or the test
+	// did not cover deliveries that read through one.
+	if n := w.checkpoints(t); *worldCheckpointEvery > 0 && *convergeSeeds >= 20 && n == 0 {
+		t.Errorf("no delivery wrote a known-state checkpoint (world.checkpoint=%d)", *worldCheckpointEvery)
+	} else {
+		t.Logf("%d known-state checkpoints written", n)
+	}
 	if len(bad) > 0 {
 		t.Errorf("%d of %d schedules did not converge; first seeds: %v (rerun one with -run 'TestConvergence/seed=N$' -v)",
 			len(bad), *convergeSeeds, bad[:min(len(bad), 10)])

@@ -1,6 +1,9 @@
 package sink
 
 import (
+	"encoding/json"
+	"fmt"
+
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/store"
 )
@@ -29,6 +32,15 @@ import (
 // Unknown differs from every value, so the field is sent again: sending the
 // store's value again is always safe; trusting a guess is not. A field the
 // target has neither reported nor been sent is missing too.
+//
+// So per field only two rows of the whole history matter: the latest
+// report and the last attempt that may have applied (with whether it was
+// the first such attempt at its version). That summary of a set of rows
+// combines with the summary of any other set, as long as an attempt's
+// sending and outcome rows and all attempts at one version fall in the same
+// set; splitting a history by version does that. A checkpoint (checkpoint.go)
+// is the summary of the rows below a version, so a delivery reads the rows
+// since the newest checkpoint, not the record's whole history.
 
 // knownValue is T's known value of one field.
 type knownValue struct {
@@ -36,86 +48,146 @@ type knownValue struct {
 	unknown bool
 }
 
-// report is one of T's reports of a field.
+// rowKey orders rows as the history does: processing order, created_at
+// then id (both as the database compares them).
+type rowKey struct {
+	At int64  `json:"t"` // created_at, microseconds since the epoch
+	ID string `json:"i"`
+}
+
+func keyOf(a store.Audit) rowKey { return rowKey{At: a.CreatedAt.UnixMicro(), ID: a.ID} }
+
+func (k rowKey) after(o rowKey) bool { return k.At > o.At || (k.At == o.At && k.ID > o.ID) }
+
+// report is T's latest report of a field.
 type report struct {
-	base   uint64
-	pos    int // position in the history: processing order
-	digest string
+	Base   uint64 `json:"b"`
+	Key    rowKey `json:"k"`
+	Digest string `json:"d"`
+}
+
+// sent is the last attempt that carried a field and may have applied.
+type sent struct {
+	Version   uint64 `json:"v"`
+	Key       rowKey `json:"k"` // of its sending row: the order sent
+	Digest    string `json:"d"`
+	Delivered bool   `json:"ok,omitempty"`
+	// First: no earlier attempt at Version may have applied.
+	First bool `json:"first,omitempty"`
+}
+
+// fieldKnowledge is what decides T's known value of one field.
+type fieldKnowledge struct {
+	Report *report `json:"r,omitempty"`
+	Sent   *sent   `json:"s,omitempty"`
 }
 
 // knowledge is what the backbone knows of one target's copy of a record.
 type knowledge struct {
-	reports  map[string]report // latest report per field
-	attempts []*record.Attempt // in the order sent
+	fields map[string]*fieldKnowledge
 	// lastDelivered is the newest version of a successful attempt (the
 	// since_version of the next SuiteX delivery).
 	lastDelivered uint64
 }
 
-// learn reads one target's history (store.Reader.SystemHistory, in the
-// order written).
+// learn reads rows of one target's history (store.Reader.SystemHistory, in
+// the order written).
 func learn(h []store.Audit) *knowledge {
-	k := &knowledge{reports: map[string]report{}, attempts: record.Attempts(h)}
-	for i, a := range h {
+	k := &knowledge{fields: map[string]*fieldKnowledge{}}
+	for _, a := range h {
 		if a.Fields == nil || a.Stage != store.StageMerge {
 			continue
 		}
 		for f, d := range a.Fields.Fields {
-			r, ok := k.reports[f]
-			if !ok || a.Fields.Base > r.base || (a.Fields.Base == r.base && i > r.pos) {
-				k.reports[f] = report{base: a.Fields.Base, pos: i, digest: d}
-			}
+			k.addReport(f, report{Base: a.Fields.Base, Key: keyOf(a), Digest: d})
 		}
 	}
-	for _, at := range k.attempts {
+	first := map[uint64]*record.Attempt{}
+	for _, at := range record.Attempts(h) {
 		if at.Outcome == store.OutcomeDelivered {
 			k.lastDelivered = max(k.lastDelivered, at.Version)
+		}
+		if !at.MayHaveApplied() {
+			continue
+		}
+		if first[at.Version] == nil {
+			first[at.Version] = at
+		}
+		key := keyOf(h[at.Pos])
+		for f, d := range at.Fields {
+			k.addSent(f, sent{Version: at.Version, Key: key, Digest: d,
+				Delivered: at.Outcome == store.OutcomeDelivered, First: first[at.Version] == at})
 		}
 	}
 	return k
 }
 
+func (k *knowledge) field(f string) *fieldKnowledge {
+	fk := k.fields[f]
+	if fk == nil {
+		fk = &fieldKnowledge{}
+		k.fields[f] = fk
+	}
+	return fk
+}
+
+// addReport keeps the latest report: highest base, then processing order.
+func (k *knowledge) addReport(f string, r report) {
+	fk := k.field(f)
+	if cur := fk.Report; cur == nil || r.Base > cur.Base || (r.Base == cur.Base && r.Key.after(cur.Key)) {
+		fk.Report = &r
+	}
+}
+
+// addSent keeps the attempt sent last.
+func (k *knowledge) addSent(f string, s sent) {
+	fk := k.field(f)
+	if cur := fk.Sent; cur == nil || s.Key.after(cur.Key) {
+		fk.Sent = &s
+	}
+}
+
+// merge adds what o knows (the summary of other rows) to k.
+func (k *knowledge) merge(o *knowledge) {
+	for f, fk := range o.fields {
+		if fk.Report != nil {
+			k.addReport(f, *fk.Report)
+		}
+		if fk.Sent != nil {
+			k.addSent(f, *fk.Sent)
+		}
+	}
+	k.lastDelivered = max(k.lastDelivered, o.lastDelivered)
+}
+
 // value is T's known value of f; ok is false when T has no value of f the
 // backbone knows of.
 func (k *knowledge) value(f string) (knownValue, bool) {
-	var last *record.Attempt
-	for i := len(k.attempts) - 1; i >= 0; i-- {
-		a := k.attempts[i]
-		if _, carried := a.Fields[f]; carried && a.MayHaveApplied() {
-			last = a
-			break
-		}
+	fk := k.fields[f]
+	if fk == nil || (fk.Report == nil && fk.Sent == nil) {
+		return knownValue{}, false
 	}
-	r, reported := k.reports[f]
+	last, r := fk.Sent, fk.Report
 	if last == nil {
-		if !reported {
-			return knownValue{}, false
-		}
-		return knownValue{digest: r.digest}, true
+		return knownValue{digest: r.Digest}, true
 	}
-	fromAttempt := knownValue{digest: last.Fields[f], unknown: last.Outcome != store.OutcomeDelivered}
-	if !reported {
+	fromAttempt := knownValue{digest: last.Digest, unknown: !last.Delivered}
+	if r == nil {
 		return fromAttempt, true
 	}
 	switch {
-	case last.Version > r.base:
+	case last.Version > r.Base:
 		return fromAttempt, true
-	case last.Version < r.base:
-		return knownValue{digest: r.digest}, true
-	case last.Pos > r.pos:
+	case last.Version < r.Base:
+		return knownValue{digest: r.Digest}, true
+	case last.Key.after(r.Key):
 		// Sent after T's report was processed: T made the report before.
 		return fromAttempt, true
-	}
-	// Sent before the report was processed, at the report's base: earlier
-	// only if it is the first attempt at that version that may have
-	// reached T.
-	for _, a := range k.attempts {
-		if a.Version == r.base && a.MayHaveApplied() {
-			if a == last {
-				return knownValue{digest: r.digest}, true
-			}
-			break
-		}
+	case last.First:
+		// Sent before the report was processed, at the report's base, and
+		// the first attempt at that version that may have reached T: the
+		// report came after it.
+		return knownValue{digest: r.Digest}, true
 	}
 	return knownValue{unknown: true}, true
 }
@@ -131,4 +203,43 @@ func (k *knowledge) missing(st *record.State) []string {
 		}
 	}
 	return out
+}
+
+// checkpointFormat versions the JSON of a checkpoint; a checkpoint in
+// another format is not trusted and the whole history is read instead.
+const checkpointFormat = 1
+
+// checkpointJSON is a checkpoint as stored in an audit row's state.
+type checkpointJSON struct {
+	Format    int                        `json:"format"`
+	Delivered uint64                     `json:"delivered,omitempty"`
+	Fields    map[string]*fieldKnowledge `json:"fields"`
+}
+
+func (k *knowledge) encode() (json.RawMessage, error) {
+	b, err := json.Marshal(checkpointJSON{Format: checkpointFormat, Delivered: k.lastDelivered, Fields: k.fields})
+	if err != nil {
+		return nil, fmt.Errorf("encode known-state checkpoint: %w", err)
+	}
+	return b, nil
+}
+
+func decodeKnowledge(b []byte) (*knowledge, error) {
+	var c checkpointJSON
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("known-state checkpoint: %w", err)
+	}
+	if c.Format != checkpointFormat {
+		return nil, fmt.Errorf("known-state checkpoint in format %d, this reads %d", c.Format, checkpointFormat)
+	}
+	k := &knowledge{fields: c.Fields, lastDelivered: c.Delivered}
+	if k.fields == nil {
+		k.fields = map[string]*fieldKnowledge{}
+	}
+	for f, fk := range k.fields {
+		if fk == nil || (fk.Report == nil && fk.Sent == nil) {
+			delete(k.fields, f)
+		}
+	}
+	return k, nil
 }

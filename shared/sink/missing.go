@@ -17,6 +17,7 @@ type StateReader interface {
 	Head(ctx context.Context, recordType, recordID string) (store.Head, error)
 	History(ctx context.Context, recordType, recordID string) ([]store.Event, error)
 	SystemHistory(ctx context.Context, recordType, recordID, system string, fromVersion uint64) ([]store.Audit, error)
+	KnownHistory(ctx context.Context, recordType, recordID, system string) ([]store.Audit, error)
 }
 
 // Missing returns, sorted, the fields of the record's newest stored version
@@ -39,11 +40,11 @@ func Missing(ctx context.Context, r StateReader, recordType, recordID, target st
 			return nil, fmt.Errorf("fold %s:%s: %w", recordType, recordID, err)
 		}
 	}
-	hist, err := r.SystemHistory(ctx, recordType, recordID, target, 0)
+	hist, err := readHistory(ctx, r, recordType, recordID, target)
 	if err != nil {
 		return nil, fmt.Errorf("what %s knows of %s:%s: %w", target, recordType, recordID, err)
 	}
-	fields := learn(hist).missing(st)
+	fields := hist.knowledge().missing(st)
 	sort.Strings(fields)
 	return fields, nil
 }

@@ -88,6 +88,9 @@ type Runner struct {
 	target Target
 	store  store.Store
 	log    *slog.Logger
+	// checkpointEvery: rows since the last known-state checkpoint that
+	// make a delivery write one (checkpoint.go); 0 never does.
+	checkpointEvery int
 }
 
 // NewRunner builds the Runner of target in env. log may be nil (discard).
@@ -95,7 +98,15 @@ func NewRunner(env config.Env, target Target, st store.Store, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{env: env, target: target, store: st, log: log.With("target", target.Name())}
+	return &Runner{env: env, target: target, store: st, log: log.With("target", target.Name()), checkpointEvery: defaultCheckpointEvery}
+}
+
+// CheckpointEvery sets how many rows since the last known-state checkpoint
+// make a delivery write one (0: never); tests use small numbers so that
+// every schedule crosses checkpoints.
+func (r *Runner) CheckpointEvery(n int) *Runner {
+	r.checkpointEvery = max(0, n)
+	return r
 }
 
 // Target returns the runner's target name (its stage).
@@ -258,11 +269,11 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 	if err != nil {
 		return unavailable("read record state", err)
 	}
-	hist, err := l.SystemHistory(ctx, trig.RecordType, trig.RecordID, stage, 0)
+	hist, err := readHistory(ctx, l, trig.RecordType, trig.RecordID, stage)
 	if err != nil {
 		return unavailable("read what the target knows", err)
 	}
-	k := learn(hist)
+	k := hist.knowledge()
 	fields := k.missing(st)
 	if len(fields) == 0 {
 		audit.Outcome = store.OutcomeStale
@@ -271,6 +282,8 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 			audit.Outcome = store.OutcomeSkippedEcho
 			audit.Detail = "source is the target itself and " + audit.Detail
 		}
+		// trig.Version ≤ head.Version, read under the lock (r.state).
+		audit.State = hist.checkpoint(audit.Version, r.checkpointEvery)
 		return r.skip(ctx, l, log, audit, trig)
 	}
 	d, err := r.delivery(ctx, l, trig, st, head, fields, k.lastDelivered)
@@ -310,6 +323,9 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 		release()
 		done := base
 		done.Fields = &store.FieldSet{Attempt: sending.ID, Fields: sent.Fields}
+		if d.Version <= head.Version {
+			done.State = hist.checkpoint(d.Version, r.checkpointEvery)
+		}
 		if derr == nil {
 			done.Outcome = store.OutcomeDelivered
 			done.Detail = fmt.Sprintf("delivered version %d: %s", d.Version, names)
@@ -355,17 +371,22 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 
 // nothingMissing says, without the delivery lock, whether the target
 // already holds the store's value of every field of trig's record; any
-// doubt (an error included) is false, and the locked path decides.
+// doubt (an error included) is false, and the locked path decides. So is a
+// history long enough for a checkpoint, which only the locked path may
+// write.
 func (r *Runner) nothingMissing(ctx context.Context, trig event.Merged) bool {
 	st, _, err := r.state(ctx, r.store, trig)
 	if err != nil {
 		return false
 	}
-	hist, err := r.store.SystemHistory(ctx, trig.RecordType, trig.RecordID, r.target.Name(), 0)
+	hist, err := readHistory(ctx, r.store, trig.RecordType, trig.RecordID, r.target.Name())
 	if err != nil {
 		return false
 	}
-	return len(learn(hist).missing(st)) == 0
+	if r.checkpointEvery > 0 && trig.Version > hist.since && hist.below(trig.Version) >= r.checkpointEvery {
+		return false
+	}
+	return len(hist.knowledge().missing(st)) == 0
 }
 
 // recordReader is what reading a record's state needs: the store, or a

@@ -709,3 +709,85 @@ func TestDeliveriesDoNotExhaustTheirPool(t *testing.T) {
 		t.Errorf("%d deliveries reached the target, want 12", rec.called())
 	}
 }
+
+// TestLongHistoryReadsSinceTheCheckpoint: on a record with a long history
+// (one source's changes delivered to the other, the other's own changes
+// skipped as echoes), deliveries write known-state checkpoints, read only
+// the rows since the newest one, and still send exactly what the target
+// lacks; a checkpoint the sink cannot read makes it read the whole history
+// once, not send a wrong delta.
+func TestLongHistoryReadsSinceTheCheckpoint(t *testing.T) {
+	t.Parallel()
+	d := mysqltest.New(t)
+	ctx := context.Background()
+	const (
+		rid   = "C-long"
+		every = 8
+	)
+	tgt := &recorder{name: store.StageNetSuite}
+	r := sink.NewRunner(config.Sandbox, tgt, d.Store, nil).CheckpointEvery(every)
+	deliver := func(v uint64, source, wantOutcome string) {
+		t.Helper()
+		changes := fmt.Sprintf(`{"email":"v%d@x"}`, v)
+		if v == 1 {
+			changes = `{"email":"v1@x","phone":"1"}`
+		}
+		ev := mergedWith("customer", rid, source, v, changes)
+		appendEvent(t, d.Store, ev)
+		calls := tgt.called()
+		outcome, err := r.Deliver(ctx, msg(t, config.Sandbox, ev))
+		if err != nil || outcome != wantOutcome {
+			t.Fatalf("version %d from %s: %q %v, want %s", v, source, outcome, err, wantOutcome)
+		}
+		if wantOutcome != store.OutcomeDelivered {
+			return
+		}
+		// Only the new value: phone went with version 1, and the target's
+		// own emails are not sent back.
+		if tgt.called() != calls+1 || sentJSON(t, tgt.last()) != changes {
+			t.Fatalf("version %d: sent %s in %d requests, want %s in one", v, sentJSON(t, tgt.last()), tgt.called()-calls, changes)
+		}
+	}
+	const n = 120
+	for v := uint64(1); v <= n; v++ {
+		if v%2 == 1 {
+			deliver(v, store.StageSuiteX, store.OutcomeDelivered)
+		} else {
+			deliver(v, store.StageNetSuite, store.OutcomeSkippedEcho)
+		}
+	}
+	rows, err := d.Store.KnownHistory(ctx, "customer", rid, store.StageNetSuite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := d.Store.SystemHistory(ctx, "customer", rid, store.StageNetSuite, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkpoints := 0
+	for _, a := range all {
+		if a.State != nil {
+			checkpoints++
+		}
+	}
+	// 60 own reports and 60 attempts of two rows: 180 rows in all.
+	if len(all) < 180 || checkpoints < len(all)/(3*every) || len(rows) > 3*every {
+		t.Fatalf("history of %d rows with %d checkpoints; a delivery reads %d rows (want at most %d)", len(all), checkpoints, len(rows), 3*every)
+	}
+	if missing, err := sink.Missing(ctx, d.Store, "customer", rid, store.StageNetSuite); err != nil || len(missing) != 0 {
+		t.Fatalf("Missing = %v, %v", missing, err)
+	}
+
+	// A checkpoint in a format this sink does not read, newest of all.
+	head, err := d.Store.Head(ctx, "customer", rid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Store.AppendAudit(ctx, store.Audit{Fingerprint: strings.Repeat("0", 64), RecordType: "customer", RecordID: rid,
+		Outcome: store.OutcomeStale, Stage: store.StageNetSuite, Version: head.Version, State: json.RawMessage(`{"format":99}`)}); err != nil {
+		t.Fatal(err)
+	}
+	deliver(n+1, store.StageSuiteX, store.OutcomeDelivered)
+	deliver(n+2, store.StageNetSuite, store.OutcomeSkippedEcho)
+	deliver(n+3, store.StageSuiteX, store.OutcomeDelivered)
+}

@@ -3,6 +3,7 @@ package sink_test
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"slices"
@@ -127,8 +128,13 @@ func (w *world) newRunner(target, nsURL, sxURL string, maxConcurrency int) *sink
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	return sink.NewRunner(config.Sandbox, tgt, w.store, nil)
+	return sink.NewRunner(config.Sandbox, tgt, w.store, nil).CheckpointEvery(*worldCheckpointEvery)
 }
+
+// worldCheckpointEvery is small, unlike production's, so that the
+// schedules' short histories cross known-state checkpoints often: the
+// convergence test then covers deliveries that read through one.
+var worldCheckpointEvery = flag.Int("world.checkpoint", 3, "rows since a known-state checkpoint that make a world delivery write one (0: never)")
 
 func (w *world) owner(rid string) *sched {
 	w.mu.Lock()
@@ -544,4 +550,15 @@ func vals(kv ...any) map[string]json.RawMessage {
 		out[kv[i].(string)] = b
 	}
 	return out
+}
+
+// checkpoints counts the known-state checkpoints the world's deliveries
+// wrote.
+func (w *world) checkpoints(t testing.TB) int {
+	t.Helper()
+	var n int
+	if err := w.db.Root.QueryRow("SELECT COUNT(*) FROM event_audit_log WHERE stage IN (?, ?) AND state IS NOT NULL", sysNS, sysSX).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

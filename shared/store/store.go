@@ -99,7 +99,9 @@ type Audit struct {
 	Detail      string
 	// State, on the audit of an appended event, is the folded record state
 	// after it, owned by the merge engine: the store keeps it in the
-	// record's projection row (record_heads), not in the audit row.
+	// record's projection row (record_heads), not in the audit row. On a
+	// delivery row (stage netsuite or suitex) it is a known-state
+	// checkpoint, owned by the sinks (Reader.KnownHistory), stored as is.
 	State json.RawMessage
 	// Source is the raw event's source on a merge row (whose report it is).
 	Source string
@@ -212,6 +214,14 @@ type Reader interface {
 	// keeps only the rows written at record versions ≥ fromVersion, so the
 	// cost does not grow with the history; 0 returns them all.
 	SystemHistory(ctx context.Context, recordType, recordID, system string, fromVersion uint64) ([]Audit, error)
+	// KnownHistory is SystemHistory from system's newest checkpoint on. A
+	// checkpoint is a row of stage system with State set: what the rows of
+	// the record's versions below its own add up to (the sinks write and
+	// read it, the store does not look inside). It returns the rows at the
+	// checkpoint's version and above, the checkpoint included, and the rows
+	// without a version; every row when there is none. The cost follows the
+	// rows since the checkpoint, not the record's history.
+	KnownHistory(ctx context.Context, recordType, recordID, system string) ([]Audit, error)
 }
 
 // Writer holds the appends available both inside and outside a transaction.

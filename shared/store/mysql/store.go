@@ -327,8 +327,31 @@ func (o ops) Head(ctx context.Context, rt, rid string) (store.Head, error) {
 const reportOutcomes = "('" + store.OutcomeAccepted + "','" + store.OutcomeMerged + "','" + store.OutcomeEcho + "','" +
 	store.OutcomeNoop + "','" + store.OutcomeSuperseded + "')"
 
-const systemRows = "SELECT " + auditCols + " FROM event_audit_log WHERE record_type = ? AND record_id = ? AND fields IS NOT NULL" +
-	" AND ((stage = '" + store.StageMerge + "' AND source = ? AND processing_outcome IN " + reportOutcomes + ") OR stage = ?)"
+// systemFilter selects, among a record's rows, what a system knows: its
+// reports and its own stage's rows with a field set or a checkpoint.
+const systemFilter = "((stage = '" + store.StageMerge + "' AND source = ? AND processing_outcome IN " + reportOutcomes + " AND fields IS NOT NULL)" +
+	" OR (stage = ? AND (fields IS NOT NULL OR state IS NOT NULL)))"
+
+const systemRows = "SELECT " + auditCols + " FROM event_audit_log WHERE record_type = ? AND record_id = ? AND " + systemFilter
+
+// knownRows is SystemHistory from the system's newest checkpoint on: the
+// checkpoint's version comes from a one-row derived table (the LIMIT keeps
+// it from being merged into the outer query), a constant by the time the
+// outer query is planned, so the rows read are a range of idx_audit_record
+// (rows without a version, which no checkpoint covers, are a second range)
+// and the cost follows the rows since the checkpoint, not the history. The
+// checkpoint probe walks the same index backwards from the newest version.
+// docs/mariadb.md has the plans.
+const knownRows = "SELECT " + auditCols + " FROM (SELECT COALESCE((SELECT c.version FROM event_audit_log c" +
+	" WHERE c.record_type = ? AND c.record_id = ? AND c.stage = ? AND c.state IS NOT NULL ORDER BY c.version DESC LIMIT 1), 0) AS since LIMIT 1) w" +
+	" JOIN event_audit_log ON record_type = ? AND record_id = ? AND (version >= w.since OR version IS NULL)" +
+	" WHERE " + systemFilter + " ORDER BY created_at, id"
+
+// KnownHistory is SystemHistory from system's newest checkpoint on (see
+// store.Reader).
+func (o ops) KnownHistory(ctx context.Context, rt, rid, system string) ([]store.Audit, error) {
+	return auditRows(ctx, o.q, "known history of "+rt+":"+rid+" at "+system, knownRows, rt, rid, system, rt, rid, system, system)
+}
 
 func (o ops) SystemHistory(ctx context.Context, rt, rid, system string, fromVersion uint64) ([]store.Audit, error) {
 	what := "history of " + rt + ":" + rid + " at " + system
@@ -482,6 +505,9 @@ func (s *Store) Duplicates(ctx context.Context, id, fp string) (*store.Event, *s
 }
 func (s *Store) SystemHistory(ctx context.Context, rt, rid, system string, fromVersion uint64) ([]store.Audit, error) {
 	return s.o().SystemHistory(ctx, rt, rid, system, fromVersion)
+}
+func (s *Store) KnownHistory(ctx context.Context, rt, rid, system string) ([]store.Audit, error) {
+	return s.o().KnownHistory(ctx, rt, rid, system)
 }
 func (s *Store) AppendAudit(ctx context.Context, a store.Audit) error {
 	return s.o().AppendAudit(ctx, a)

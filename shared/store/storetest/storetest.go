@@ -36,6 +36,7 @@ func Run(t *testing.T, newStore Factory) {
 		"HeadAndHistory":           testHeadAndHistory,
 		"MarkProcessedAndOutbox":   testMarkProcessed,
 		"SystemHistory":            testSystemHistory,
+		"KnownHistory":             testKnownHistory,
 		"DeadLettersIdempotent":    testDeadLetters,
 		"DeadLetterIDReused":       testDeadLetterIDReused,
 		"ConcurrentAppendsGapFree": testConcurrentAppends,
@@ -424,6 +425,66 @@ func testSystemHistory(t *testing.T, s store.Store) {
 		if !slices.Equal(got, c.want) {
 			t.Errorf("SystemHistory(from %d) = %v, want %v", c.from, got, c.want)
 		}
+	}
+}
+
+// testKnownHistory: KnownHistory is SystemHistory from the system's newest
+// checkpoint (a row of its stage with a state) on: the rows at its version
+// and above, the checkpoint itself, and the rows without a version. Another
+// system's checkpoint and a merge row's state are not checkpoints; a
+// checkpoint row without a field set still counts.
+func testKnownHistory(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	fields := &store.FieldSet{Fields: map[string]string{"email": "d1"}}
+	ck := json.RawMessage(`{"opaque":1}`)
+	rows := []struct {
+		id, stage, outcome, source string
+		version                    uint64
+		fields                     *store.FieldSet
+		state                      json.RawMessage
+	}{
+		{"report-1", store.StageMerge, store.OutcomeAccepted, "suitex", 1, fields, nil},
+		{"sending-2", store.StageSuiteX, store.OutcomeSending, "", 2, fields, nil},
+		{"checkpoint-3", store.StageSuiteX, store.OutcomeStale, "", 3, nil, ck},
+		{"report-no-version", store.StageMerge, store.OutcomeNoop, "suitex", 0, fields, nil},
+		{"sending-3", store.StageSuiteX, store.OutcomeSending, "", 3, fields, nil},
+		{"other-checkpoint-4", store.StageNetSuite, store.OutcomeStale, "", 4, nil, ck},
+		{"merge-state-4", store.StageMerge, store.OutcomeAccepted, "suitex", 4, fields, ck},
+		{"report-5", store.StageMerge, store.OutcomeEcho, "suitex", 5, fields, nil},
+	}
+	add := func(i int) {
+		r := rows[i]
+		a := store.Audit{Fingerprint: fp(r.id), RecordType: "customer", RecordID: "KH-1",
+			Outcome: r.outcome, Stage: r.stage, Version: r.version, Source: r.source, Fields: r.fields, State: r.state, Detail: r.id}
+		if err := s.AppendAudit(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() []string {
+		t.Helper()
+		h, err := s.KnownHistory(ctx, "customer", "KH-1", store.StageSuiteX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, a := range h {
+			got = append(got, a.Detail)
+			if a.Detail == "checkpoint-3" && string(a.State) != string(ck) {
+				t.Errorf("checkpoint state %s, want %s", a.State, ck)
+			}
+		}
+		return got
+	}
+	add(0)
+	add(1)
+	if got, want := read(), []string{"report-1", "sending-2"}; !slices.Equal(got, want) {
+		t.Errorf("without a checkpoint KnownHistory = %v, want %v", got, want)
+	}
+	for i := 2; i < len(rows); i++ {
+		add(i)
+	}
+	if got, want := read(), []string{"checkpoint-3", "report-no-version", "sending-3", "merge-state-4", "report-5"}; !slices.Equal(got, want) {
+		t.Errorf("KnownHistory = %v, want %v", got, want)
 	}
 }
 

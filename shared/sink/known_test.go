@@ -1,0 +1,177 @@
+package sink
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/backbone-sync/backbone/shared/store"
+)
+
+var knownSeeds = flag.Int("known.seeds", 2000, "random histories the checkpoint equivalence test runs")
+
+// randomHistory is one target's history of a record in the order written:
+// reports (merge rows, some without a version) and attempts (a sending row
+// and maybe an outcome row, at one version), with created_at ties, ids out
+// of time order and versions out of row order, as concurrent writers make
+// them.
+func randomHistory(rng *rand.Rand, target string) []store.Audit {
+	fields := []string{"a", "b", "c"}
+	digests := []string{"d1", "d2", "d3"}
+	pick := func() map[string]string {
+		out := map[string]string{}
+		for _, f := range fields {
+			if rng.IntN(2) == 0 {
+				out[f] = digests[rng.IntN(len(digests))]
+			}
+		}
+		if len(out) == 0 {
+			out[fields[rng.IntN(len(fields))]] = digests[0]
+		}
+		return out
+	}
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	var h []store.Audit
+	at := 0
+	row := func(a store.Audit) store.Audit {
+		at += rng.IntN(2) // ties on created_at are common
+		a.CreatedAt = t0.Add(time.Duration(at) * time.Microsecond)
+		a.ID = fmt.Sprintf("%08x", rng.Uint32())
+		a.Stage = cmpOr(a.Stage, target)
+		return a
+	}
+	n := 2 + rng.IntN(30)
+	for range n {
+		v := uint64(rng.IntN(12))
+		switch rng.IntN(3) {
+		case 0:
+			h = append(h, row(store.Audit{Stage: store.StageMerge, Outcome: store.OutcomeAccepted, Source: target, Version: v,
+				Fields: &store.FieldSet{Base: uint64(rng.IntN(int(v) + 1)), Fields: pick()}}))
+		default:
+			if v == 0 {
+				v = 1
+			}
+			fs := pick()
+			s := row(store.Audit{Outcome: store.OutcomeSending, Version: v, Fields: &store.FieldSet{Fields: fs}})
+			h = append(h, s)
+			outcomes := []string{store.OutcomeDelivered, store.OutcomeFailed, store.OutcomeRefused, ""}
+			if o := outcomes[rng.IntN(len(outcomes))]; o != "" {
+				h = append(h, row(store.Audit{Outcome: o, Version: v, Fields: &store.FieldSet{Attempt: s.ID, Fields: fs}}))
+			}
+		}
+	}
+	slices.SortStableFunc(h, func(x, y store.Audit) int {
+		if keyOf(x).after(keyOf(y)) {
+			return 1
+		}
+		if keyOf(y).after(keyOf(x)) {
+			return -1
+		}
+		return 0
+	})
+	return h
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// sameKnowledge fails unless a and b give every field the same known
+// value and agree on the last delivered version.
+func sameKnowledge(t *testing.T, what string, a, b *knowledge) {
+	t.Helper()
+	for _, f := range []string{"a", "b", "c", "absent"} {
+		va, oka := a.value(f)
+		vb, okb := b.value(f)
+		if va != vb || oka != okb {
+			t.Errorf("%s: field %s known as %+v/%v, want %+v/%v", what, f, vb, okb, va, oka)
+		}
+	}
+	if a.lastDelivered != b.lastDelivered {
+		t.Errorf("%s: last delivered %d, want %d", what, b.lastDelivered, a.lastDelivered)
+	}
+}
+
+// TestCheckpointsSummariseExactly: the known state read through
+// checkpoints (each the summary of the rows below a version, encoded and
+// decoded as stored) is the known state of the whole history, for random
+// histories and every chain of checkpoint versions, which is what lets a
+// delivery read only the rows since the newest checkpoint.
+func TestCheckpointsSummariseExactly(t *testing.T) {
+	for seed := 1; seed <= *knownSeeds; seed++ {
+		rng := rand.New(rand.NewPCG(uint64(seed), 7))
+		h := randomHistory(rng, store.StageSuiteX)
+		whole := learn(h)
+		// Checkpoints at rising versions, each built as a delivery builds
+		// it: the previous checkpoint and the rows read since.
+		hist := &history{rows: h}
+		for b := uint64(1); b <= 12; b += uint64(1 + rng.IntN(4)) {
+			raw := hist.checkpoint(b, 1)
+			if raw == nil {
+				continue
+			}
+			base, err := decodeKnowledge(raw)
+			if err != nil {
+				t.Fatalf("seed %d: %v", seed, err)
+			}
+			var since []store.Audit
+			for _, a := range h {
+				if a.Version == 0 || a.Version >= b {
+					since = append(since, a)
+				}
+			}
+			hist = &history{since: b, base: base, rows: since}
+			sameKnowledge(t, fmt.Sprintf("seed %d, checkpoint at %d", seed, b), whole, hist.knowledge())
+			if t.Failed() {
+				t.Fatalf("seed %d: history %+v", seed, h)
+			}
+		}
+	}
+}
+
+// TestCheckpointOnlyWhenItSavesRows: a checkpoint is written once enough
+// rows would be summarised beyond the current one, and never at or below
+// the current checkpoint's version.
+func TestCheckpointOnlyWhenItSavesRows(t *testing.T) {
+	row := func(v uint64) store.Audit {
+		return store.Audit{Stage: store.StageMerge, Source: store.StageNetSuite, Outcome: store.OutcomeAccepted, Version: v,
+			ID: fmt.Sprint(v), Fields: &store.FieldSet{Base: v - 1, Fields: map[string]string{"a": "d"}}}
+	}
+	h := &history{rows: []store.Audit{row(1), row(2), row(3), {Version: 0, Stage: store.StageMerge}}}
+	for _, c := range []struct {
+		name  string
+		b     uint64
+		every int
+		want  bool
+	}{
+		{"enough rows below", 4, 3, true},
+		{"too few rows below", 3, 3, false},
+		{"never", 4, 0, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := h.checkpoint(c.b, c.every) != nil; got != c.want {
+				t.Errorf("checkpoint(%d, %d) written = %v, want %v", c.b, c.every, got, c.want)
+			}
+		})
+	}
+	t.Run("at the current checkpoint", func(t *testing.T) {
+		at := &history{since: 4, base: learn(nil), rows: h.rows}
+		if at.checkpoint(4, 1) != nil {
+			t.Error("a checkpoint at the current one's version")
+		}
+	})
+}
+
+func TestCheckpointOfAnotherFormatIsNotTrusted(t *testing.T) {
+	for _, raw := range []string{`{"format":2,"fields":{}}`, `{"format":1,"fields":`, `[]`} {
+		if _, err := decodeKnowledge([]byte(raw)); err == nil {
+			t.Errorf("decodeKnowledge(%s) accepted", raw)
+		}
+	}
+}
