@@ -324,8 +324,10 @@ func testResult() *Result {
 			{Key: ModeMerge, Name: "merge path", Points: []Point{pt(1, 200), withDB(pt(16, 750), 0.5)}, Statements: &Statements{PerEvent: 7.5, CommitsPerEvent: 1.2}},
 			{Key: ModeFull, Name: "full path", Points: []Point{pt(1, 50), pt(16, 400)}},
 		},
-		Scale: &Scale{Points: []ScalePoint{{PriorEvents: 10, Latency: Latency{MeanMS: 2, P50MS: 2}}, {PriorEvents: 10000, Latency: Latency{MeanMS: 2.6, P50MS: 2}}},
-			Ratio: 1.3, RatioP50: 1},
+		Scale: &Scale{Points: []ScalePoint{
+			{PriorEvents: 10, Latency: Latency{MeanMS: 2, P50MS: 2}, DeliveryLatency: Latency{Count: 5, MeanMS: 3, P50MS: 3}},
+			{PriorEvents: 10000, Latency: Latency{MeanMS: 2.6, P50MS: 2}, DeliveryLatency: Latency{Count: 5, MeanMS: 3.3, P50MS: 3}}},
+			Ratio: 1.3, RatioP50: 1, DeliveryRatio: 1.1, DeliveryRatioP50: 1},
 		OpenLoop: &OpenResult{TargetRate: 200, Sent: 10, Completed: 10, Stages: map[string]Latency{"raw_to_merged": {Count: 10, P99MS: 20}, "raw_to_delivered": {Count: 10, P99MS: 30}}},
 		Serve:    &ServeResult{StartupMS: []float64{20, 30}, StartupMedianMS: 20, StartupMaxMS: 30, PeakRSSMiB: 70, Concurrency: 100},
 	}
@@ -351,6 +353,7 @@ func TestRatiosAndTargets(t *testing.T) {
 		"SQL statements per merged event (b)":                         true,  // 7.5 <= 7.5
 		"durable commits per merged event (b)":                        false, // 1.2 > 1.10
 		"merge cost at 10000 prior events / at 10":                    false, // 1.3 > 1.2
+		"delivery cost at 10000 prior events / at 10":                 true,  // 1.1 <= 1.2
 		"p99 raw to merged at half of peak throughput":                true,  // 20 < 50
 		"peak RSS of serve (Merge) under 100 concurrent requests":     false, // 70 >= 64
 		"start-up of serve (process start to listening port), median": true,

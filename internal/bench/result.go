@@ -233,6 +233,11 @@ func (r *Result) EvaluateTargets() {
 		r.Targets = append(r.Targets, Target{Name: fmt.Sprintf("merge cost at %d prior events / at %d", last.PriorEvents, first.PriorEvents),
 			Want: fmt.Sprintf("<= %.1f", TargetScaleRatio), Got: s.Ratio, OK: s.Ratio > 0 && s.Ratio <= TargetScaleRatio,
 			Detail: fmt.Sprintf("means %.3f / %.3f ms; medians ratio %.3f", last.Latency.MeanMS, first.Latency.MeanMS, s.RatioP50)})
+		if first.DeliveryLatency.Count > 0 {
+			r.Targets = append(r.Targets, Target{Name: fmt.Sprintf("delivery cost at %d prior events / at %d", last.PriorEvents, first.PriorEvents),
+				Want: fmt.Sprintf("<= %.1f", TargetScaleRatio), Got: s.DeliveryRatio, OK: s.DeliveryRatio > 0 && s.DeliveryRatio <= TargetScaleRatio,
+				Detail: fmt.Sprintf("means %.3f / %.3f ms; medians ratio %.3f", last.DeliveryLatency.MeanMS, first.DeliveryLatency.MeanMS, s.DeliveryRatioP50)})
+		}
 	}
 	if s := r.Storage; s != nil && s.Events > 0 {
 		want := StorageTarget(s.MeanChangesBytes)
@@ -356,10 +361,11 @@ func (r *Result) Markdown(w io.Writer) {
 	}
 	if s := r.Scale; s != nil {
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "| prior events | merges | mean ms | p50 ms | p99 ms | statements / merge |")
-		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|")
+		fmt.Fprintln(w, "| prior events | merges | mean ms | p50 ms | p99 ms | statements / merge | delivery mean ms | delivery p50 ms | delivery p99 ms |")
+		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 		for _, p := range s.Points {
-			fmt.Fprintf(w, "| %d | %d | %.3f | %.3f | %.3f | %.2f |\n", p.PriorEvents, p.Latency.Count, p.Latency.MeanMS, p.Latency.P50MS, p.Latency.P99MS, p.Statements.PerEvent)
+			fmt.Fprintf(w, "| %d | %d | %.3f | %.3f | %.3f | %.2f | %.3f | %.3f | %.3f |\n", p.PriorEvents, p.Latency.Count, p.Latency.MeanMS, p.Latency.P50MS, p.Latency.P99MS,
+				p.Statements.PerEvent, p.DeliveryLatency.MeanMS, p.DeliveryLatency.P50MS, p.DeliveryLatency.P99MS)
 		}
 	}
 	if s := r.Storage; s != nil {

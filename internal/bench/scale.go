@@ -19,16 +19,22 @@ import (
 	"github.com/backbone-sync/backbone/shared/message"
 	"github.com/backbone-sync/backbone/shared/publish"
 	"github.com/backbone-sync/backbone/shared/record"
+	"github.com/backbone-sync/backbone/shared/sink"
 	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
 
-// ScalePoint is the cost of a merge on records with a given history.
+// ScalePoint is the cost of a merge on records with a given history, and
+// of delivering the merged event to the other system.
 type ScalePoint struct {
-	PriorEvents int        `json:"prior_events"`
-	Records     int        `json:"records"`
-	Latency     Latency    `json:"latency"`
-	Statements  Statements `json:"statements"`
+	PriorEvents int     `json:"prior_events"`
+	Records     int     `json:"records"`
+	Latency     Latency `json:"latency"`
+	// DeliveryLatency is the Runner's delivery of each measured merge's
+	// event to the other system (a target that accepts everything).
+	DeliveryLatency Latency `json:"delivery_latency"`
+	// Statements are the merge's alone (the delivery's are not counted).
+	Statements Statements `json:"statements"`
 }
 
 // Scale is the history-length curve.
@@ -38,11 +44,15 @@ type Scale struct {
 	// shortest; RatioP50 the same for the medians.
 	Ratio    float64 `json:"ratio_mean"`
 	RatioP50 float64 `json:"ratio_p50"`
+	// DeliveryRatio and DeliveryRatioP50 are the same for the deliveries.
+	DeliveryRatio    float64 `json:"delivery_ratio_mean"`
+	DeliveryRatioP50 float64 `json:"delivery_ratio_p50"`
 	// SeedSeconds is how long seeding the histories took.
 	SeedSeconds float64 `json:"seed_seconds"`
-	// Rebuilds counts the engine's warnings during the measured merges (a
-	// rebuilt state, anything unexpected): it must be 0, or the curve did
-	// not measure the normal path.
+	// Warnings counts the engine's and the runners' warnings during the
+	// measured merges and deliveries (a rebuilt state, anything
+	// unexpected): it must be 0, or the curve did not measure the normal
+	// path.
 	Warnings     int    `json:"engine_warnings"`
 	FirstWarning string `json:"first_warning,omitempty"`
 }
@@ -60,7 +70,12 @@ type ScaleOptions struct {
 // MeasureScale seeds records with each history length through db (bulk
 // inserts), then merges on them one at a time through the engine over st and
 // times each merge. Publishing is a no-op here: its cost does not depend on
-// the history, and leaving it out keeps the ratio about the store.
+// the history, and leaving it out keeps the ratio about the store. The
+// message the engine published is then delivered to the other system (the
+// one that did not send the event: it lacks the fields just changed) by a
+// sink.Runner over st with a target that accepts everything, and that
+// delivery is timed separately; it must end delivered. It writes the
+// sending and delivered rows the seed wrote for every earlier event.
 //
 // Each record's history alternates NetSuite and SuiteX, both changing email,
 // and every event was delivered to the other system — so each measured
@@ -72,7 +87,8 @@ type ScaleOptions struct {
 // engine rebuild the state from the events and store it, as it does for
 // events appended by another tool. From then on it is the normal path.
 // counted, if set, is the same engine over a counting connection; proxy
-// counts its statements.
+// counts its statements, those of each merge alone (the deliveries go
+// through st, and the counts are read around each merge only).
 func MeasureScale(ctx context.Context, db *sql.DB, st, counted store.Store, proxy *Proxy, o ScaleOptions) (Scale, error) {
 	var sc Scale
 	type rec struct {
@@ -94,76 +110,109 @@ func MeasureScale(ctx context.Context, db *sql.DB, st, counted store.Store, prox
 
 	warn := &warnCounter{}
 	log := slog.New(warn)
-	nop := publish.Guard(o.Env, publish.Func(func(context.Context, string, publish.Message) (string, error) { return "nop", nil }))
+	// The engine publishes through the guard (which stamps the env
+	// attribute the runner checks) to a no-op that keeps the message.
+	var published lastPublished
+	nop := publish.Guard(o.Env, publish.Func(func(_ context.Context, _ string, m publish.Message) (string, error) {
+		published.set(m)
+		return "nop", nil
+	}))
 	eng := merge.New(st, nop, o.Env, o.Sources, log)
+	runners := map[string]*sink.Runner{}
+	for _, stage := range []string{store.StageNetSuite, store.StageSuiteX} {
+		runners[stage] = sink.NewRunner(o.Env, acceptAll(stage), st, log)
+	}
 	seq := 0
-	one := func(eng *merge.Engine, st store.Store, r *rec) (time.Duration, error) {
+	// one merges the next event on r through eng and delivers it to the
+	// other system; it returns both durations. With merged set, it adds the
+	// proxy's counts of the merge alone to it.
+	one := func(eng *merge.Engine, r *rec, merged *Counts) (time.Duration, time.Duration, error) {
 		seq++
-		src, other := "netsuite", "suitex"
+		src, other := store.StageNetSuite, store.StageSuiteX
 		if r.version%2 == 1 {
-			src, other = "suitex", "netsuite"
+			src, other = store.StageSuiteX, store.StageNetSuite
 		}
 		e := Event{RecordID: r.id, Source: src, Base: r.version, Seq: seq}
 		m := message.Message{Data: e.Raw(uuid.NewString()), ID: fmt.Sprintf("scale-%d", seq), Attributes: map[string]string{}}
+		published.reset()
+		var before Counts
+		if merged != nil {
+			before = proxy.Counts()
+		}
 		t := time.Now()
 		res, err := eng.Process(ctx, m)
-		d := time.Since(t)
+		dm := time.Since(t)
+		if merged != nil {
+			*merged = addCounts(*merged, proxy.Counts().Sub(before))
+		}
 		if err != nil {
-			return d, fmt.Errorf("merge on %s (history %d): %w", r.id, r.version, err)
+			return dm, 0, fmt.Errorf("merge on %s (history %d): %w", r.id, r.version, err)
 		}
 		if res.Outcome != store.OutcomeAccepted && res.Outcome != store.OutcomeMerged {
-			return d, fmt.Errorf("merge on %s (history %d): outcome %s, want accepted", r.id, r.version, res.Outcome)
+			return dm, 0, fmt.Errorf("merge on %s (history %d): outcome %s, want accepted", r.id, r.version, res.Outcome)
 		}
 		r.version++
-		// What the other system's sink records: keeps the history as the
-		// seed made it (not timed).
-		err = st.AppendAudit(ctx, store.Audit{EventID: res.EventID, Fingerprint: res.Fingerprint, RecordType: RecordType,
-			RecordID: r.id, Outcome: store.OutcomeDelivered, Stage: other, Version: res.Version})
-		return d, err
+		pm, ok := published.get()
+		if !ok || pm.Attributes[event.AttrEventID] != res.EventID {
+			return dm, 0, fmt.Errorf("merge on %s (history %d): event %s was not the last message published (got %q)",
+				r.id, r.version-1, res.EventID, pm.Attributes[event.AttrEventID])
+		}
+		// What the other system's sink does with the merged message: its
+		// sending and delivered rows keep the history as the seed made it.
+		mm := message.Message{ID: fmt.Sprintf("scale-merged-%d", seq), Data: pm.Data, Attributes: pm.Attributes, OrderingKey: pm.OrderingKey}
+		t = time.Now()
+		outcome, err := runners[other].Deliver(ctx, mm)
+		dd := time.Since(t)
+		if err != nil {
+			return dm, dd, fmt.Errorf("delivery of %s (history %d) to %s: outcome %s: %w", r.id, r.version-1, other, outcome, err)
+		}
+		if outcome != store.OutcomeDelivered {
+			return dm, dd, fmt.Errorf("delivery of %s (history %d) to %s: outcome %s, want %s", r.id, r.version-1, other, outcome, store.OutcomeDelivered)
+		}
+		return dm, dd, nil
 	}
-	// Warm-up: one merge per record (rebuilds and stores the state).
+	// Warm-up: one merge per record (rebuilds and stores the state) and
+	// its delivery.
 	for _, lv := range levels {
 		for _, r := range lv {
-			if _, err := one(eng, st, r); err != nil {
+			if _, _, err := one(eng, r, nil); err != nil {
 				return sc, err
 			}
 		}
 	}
 	warn.reset()
 	lat := make([][]time.Duration, len(levels))
+	dlat := make([][]time.Duration, len(levels))
 	for i := range o.Merges {
 		// Interleave the history lengths, rotating who goes first, so that
 		// background noise on a shared machine falls on all of them alike.
 		for j := range levels {
 			k := (i + j) % len(levels)
 			r := levels[k][i%len(levels[k])]
-			d, err := one(eng, st, r)
+			dm, dd, err := one(eng, r, nil)
 			if err != nil {
 				return sc, err
 			}
-			lat[k] = append(lat[k], d)
+			lat[k] = append(lat[k], dm)
+			dlat[k] = append(dlat[k], dd)
 		}
 	}
 	sc.Warnings, sc.FirstWarning = warn.get()
 	for k, p := range o.Priors {
-		sc.Points = append(sc.Points, ScalePoint{PriorEvents: p, Records: o.Records, Latency: Summarize(lat[k])})
+		sc.Points = append(sc.Points, ScalePoint{PriorEvents: p, Records: o.Records, Latency: Summarize(lat[k]), DeliveryLatency: Summarize(dlat[k])})
 	}
 	if counted != nil && proxy != nil && o.Counted > 0 {
 		ceng := merge.New(counted, nop, o.Env, o.Sources, log)
 		for k := range levels {
-			before := proxy.Counts()
+			// The deliveries run as in the measured pass (over st, not
+			// through the proxy), and only the merges' statements are
+			// summed: the count is the merge's alone.
+			d := Counts{ByKind: map[string]int64{}}
 			for i := range o.Counted {
-				// The counted store writes the delivery row too: take it
-				// out of the count below by counting it separately.
-				if _, err := one(ceng, counted, levels[k][i%len(levels[k])]); err != nil {
+				if _, _, err := one(ceng, levels[k][i%len(levels[k])], &d); err != nil {
 					return sc, err
 				}
 			}
-			d := proxy.Counts().Sub(before)
-			// One autocommit INSERT per merge is the simulated delivery.
-			d.Statements -= int64(o.Counted)
-			d.Commits -= int64(o.Counted)
-			d.ByKind["INSERT"] -= int64(o.Counted)
 			s, err := PerEvent(d, o.Counted)
 			if err != nil {
 				return sc, err
@@ -171,11 +220,68 @@ func MeasureScale(ctx context.Context, db *sql.DB, st, counted store.Store, prox
 			sc.Points[k].Statements = s
 		}
 	}
-	if n := len(sc.Points); n >= 2 && sc.Points[0].Latency.MeanMS > 0 && sc.Points[0].Latency.P50MS > 0 {
-		sc.Ratio = round3(sc.Points[n-1].Latency.MeanMS / sc.Points[0].Latency.MeanMS)
-		sc.RatioP50 = round3(sc.Points[n-1].Latency.P50MS / sc.Points[0].Latency.P50MS)
-	}
+	sc.Ratio, sc.RatioP50 = scaleRatios(sc.Points, func(p ScalePoint) Latency { return p.Latency })
+	sc.DeliveryRatio, sc.DeliveryRatioP50 = scaleRatios(sc.Points, func(p ScalePoint) Latency { return p.DeliveryLatency })
 	return sc, nil
+}
+
+// scaleRatios are the mean and median of the longest history's latency
+// (of) over the shortest's; 0 when there is no such pair.
+func scaleRatios(ps []ScalePoint, of func(ScalePoint) Latency) (mean, p50 float64) {
+	n := len(ps)
+	if n < 2 {
+		return 0, 0
+	}
+	first, last := of(ps[0]), of(ps[n-1])
+	if first.MeanMS <= 0 || first.P50MS <= 0 {
+		return 0, 0
+	}
+	return round3(last.MeanMS / first.MeanMS), round3(last.P50MS / first.P50MS)
+}
+
+// addCounts returns a + b.
+func addCounts(a, b Counts) Counts {
+	s := Counts{Statements: a.Statements + b.Statements, Commits: a.Commits + b.Commits, Opaque: a.Opaque + b.Opaque, ByKind: map[string]int64{}}
+	for k, v := range a.ByKind {
+		s.ByKind[k] += v
+	}
+	for k, v := range b.ByKind {
+		s.ByKind[k] += v
+	}
+	return s
+}
+
+// acceptAll is a sink.Target that has every delivery: the curve times the
+// Runner's bookkeeping, not a system's answer.
+type acceptAll string
+
+func (t acceptAll) Name() string                                 { return string(t) }
+func (t acceptAll) Deliver(context.Context, sink.Delivery) error { return nil }
+
+// lastPublished keeps the last message published (the engine publishes on
+// its caller's goroutine; the lock keeps that an implementation detail).
+type lastPublished struct {
+	mu sync.Mutex
+	m  publish.Message
+	ok bool
+}
+
+func (l *lastPublished) set(m publish.Message) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.m, l.ok = m, true
+}
+
+func (l *lastPublished) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.m, l.ok = publish.Message{}, false
+}
+
+func (l *lastPublished) get() (publish.Message, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m, l.ok
 }
 
 // seedHistory appends prior events to record rid in bulk, as the backbone
@@ -303,7 +409,7 @@ func (b *benchmark) scale(ctx context.Context) error {
 	}
 	counted := mysql.New(pdb, closeP)
 	defer counted.Close()
-	b.printf("\nmerge cost against history length (sequential merges through the engine, publish a no-op)\n")
+	b.printf("\nmerge cost against history length (sequential merges through the engine, publish a no-op; each merged event then delivered to the other system by its sink's runner, the target accepting everything)\n")
 	sc, err := MeasureScale(ctx, root, st, counted, proxy, ScaleOptions{
 		Priors: []int{10, 1000, 10000}, Records: 4, Merges: b.sizes.scaleMerges, Counted: 20, Env: b.o.Env, Sources: config.DefaultSources})
 	if err != nil {
@@ -313,10 +419,14 @@ func (b *benchmark) scale(ctx context.Context) error {
 	for _, p := range sc.Points {
 		b.printf("  %6d prior events: mean %.3f ms  p50 %.3f ms  p99 %.3f ms  (%d merges, %.2f statements/merge)\n",
 			p.PriorEvents, p.Latency.MeanMS, p.Latency.P50MS, p.Latency.P99MS, p.Latency.Count, p.Statements.PerEvent)
+		b.printf("  %6s   delivery:     mean %.3f ms  p50 %.3f ms  p99 %.3f ms  (%d deliveries)\n",
+			"", p.DeliveryLatency.MeanMS, p.DeliveryLatency.P50MS, p.DeliveryLatency.P99MS, p.DeliveryLatency.Count)
 	}
-	b.printf("  ratio %d/%d: mean %.3f, p50 %.3f (seeded in %.1fs)\n", sc.Points[len(sc.Points)-1].PriorEvents, sc.Points[0].PriorEvents, sc.Ratio, sc.RatioP50, sc.SeedSeconds)
+	longest, shortest := sc.Points[len(sc.Points)-1].PriorEvents, sc.Points[0].PriorEvents
+	b.printf("  ratio %d/%d: mean %.3f, p50 %.3f (seeded in %.1fs)\n", longest, shortest, sc.Ratio, sc.RatioP50, sc.SeedSeconds)
+	b.printf("  delivery ratio %d/%d: mean %.3f, p50 %.3f\n", longest, shortest, sc.DeliveryRatio, sc.DeliveryRatioP50)
 	if sc.Warnings > 0 {
-		b.fail("scale: the engine logged %d warnings during the measured merges (first: %s): not the normal path", sc.Warnings, sc.FirstWarning)
+		b.fail("scale: the engine or the runners logged %d warnings during the measured merges and deliveries (first: %s): not the normal path", sc.Warnings, sc.FirstWarning)
 	}
 	return nil
 }
