@@ -62,9 +62,9 @@ func TestMeasureScale(t *testing.T) {
 	if sc.Ratio <= 0 || sc.RatioP50 <= 0 || sc.DeliveryRatio <= 0 || sc.DeliveryRatioP50 <= 0 {
 		t.Errorf("ratios: merge %.3f / %.3f, delivery %.3f / %.3f; want all > 0", sc.Ratio, sc.RatioP50, sc.DeliveryRatio, sc.DeliveryRatioP50)
 	}
-	// Every merge (warm-up, measured, counted) was delivered to the other
-	// system: one sending and one delivered row each.
-	merges := len(o.Priors) * (o.Records + o.Merges + o.Counted)
+	// Every merge (warm-up: two per record, measured, counted) was
+	// delivered to the other system: one sending and one delivered row each.
+	merges := len(o.Priors) * (2*o.Records + o.Merges + o.Counted)
 	for _, outcome := range []string{"sending", "delivered"} {
 		n, err := countRows(ctx, d.Root, "SELECT COUNT(*) FROM event_audit_log WHERE processing_outcome = ? AND message_id LIKE 'scale-merged-%'", outcome)
 		if err != nil {
