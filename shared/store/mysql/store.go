@@ -328,9 +328,12 @@ const reportOutcomes = "('" + store.OutcomeAccepted + "','" + store.OutcomeMerge
 	store.OutcomeNoop + "','" + store.OutcomeSuperseded + "')"
 
 // systemFilter selects, among a record's rows, what a system knows: its
-// reports and its own stage's rows with a field set or a checkpoint.
-const systemFilter = "((stage = '" + store.StageMerge + "' AND source = ? AND processing_outcome IN " + reportOutcomes + " AND fields IS NOT NULL)" +
-	" OR (stage = ? AND (fields IS NOT NULL OR state IS NOT NULL)))"
+// reports and its own stage's rows with a field set.
+const systemFilter = "fields IS NOT NULL AND ((stage = '" + store.StageMerge + "' AND source = ? AND processing_outcome IN " + reportOutcomes + ") OR stage = ?)"
+
+// knownFilter is systemFilter and the system's checkpoints, which a stale
+// or skipped_echo row carries without a field set.
+const knownFilter = "(" + systemFilter + " OR (stage = ? AND state IS NOT NULL))"
 
 const systemRows = "SELECT " + auditCols + " FROM event_audit_log WHERE record_type = ? AND record_id = ? AND " + systemFilter
 
@@ -345,12 +348,12 @@ const systemRows = "SELECT " + auditCols + " FROM event_audit_log WHERE record_t
 const knownRows = "SELECT " + auditCols + " FROM (SELECT COALESCE((SELECT c.version FROM event_audit_log c" +
 	" WHERE c.record_type = ? AND c.record_id = ? AND c.stage = ? AND c.state IS NOT NULL ORDER BY c.version DESC LIMIT 1), 0) AS since LIMIT 1) w" +
 	" JOIN event_audit_log ON record_type = ? AND record_id = ? AND (version >= w.since OR version IS NULL)" +
-	" WHERE " + systemFilter + " ORDER BY created_at, id"
+	" WHERE " + knownFilter + " ORDER BY created_at, id"
 
 // KnownHistory is SystemHistory from system's newest checkpoint on (see
 // store.Reader).
 func (o ops) KnownHistory(ctx context.Context, rt, rid, system string) ([]store.Audit, error) {
-	return auditRows(ctx, o.q, "known history of "+rt+":"+rid+" at "+system, knownRows, rt, rid, system, rt, rid, system, system)
+	return auditRows(ctx, o.q, "known history of "+rt+":"+rid+" at "+system, knownRows, rt, rid, system, rt, rid, system, system, system)
 }
 
 func (o ops) SystemHistory(ctx context.Context, rt, rid, system string, fromVersion uint64) ([]store.Audit, error) {
