@@ -12,7 +12,7 @@ import (
 // outcome, or its stale / skipped_echo row), the summary of the rows below
 // that row's version (knowledge, known.go); the next delivery reads the
 // newest checkpoint and the rows from its version on
-// (store.Reader.KnownHistory), so its cost follows the rows since the
+// (store.Reader.Checkpoint, KnownHistory), so its cost follows the rows since the
 // checkpoint, not the record's history. Nothing else is written: no extra
 // statement, no mutable table; the audit log stays append-only.
 //
@@ -35,11 +35,17 @@ import (
 // summarise at least this many rows since the last one. Small enough that
 // a delivery reads a few dozen rows at most; large enough that checkpoints
 // (a few hundred bytes per field of the record) add little to the audit log.
+//
+// It is also the version below which a record is read whole, without
+// looking for a checkpoint first: its history is a few dozen rows, and the
+// look (a walk down the record's rows to the newest checkpoint, a statement
+// of its own) would cost about what it saves.
 const defaultCheckpointEvery = 64
 
 // knownReader is what reading a target's known state needs.
 type knownReader interface {
-	KnownHistory(ctx context.Context, recordType, recordID, system string) ([]store.Audit, error)
+	Checkpoint(ctx context.Context, recordType, recordID, system string) (uint64, error)
+	KnownHistory(ctx context.Context, recordType, recordID, system string, since uint64) ([]store.Audit, error)
 	SystemHistory(ctx context.Context, recordType, recordID, system string, fromVersion uint64) ([]store.Audit, error)
 }
 
@@ -53,14 +59,26 @@ type history struct {
 	rows []store.Audit
 }
 
-// readHistory reads target's history of a record from its newest
-// checkpoint on. A checkpoint that does not decode (another format) is not
-// trusted: the whole history is read instead.
-func readHistory(ctx context.Context, r knownReader, rt, rid, target string) (*history, error) {
-	rows, err := r.KnownHistory(ctx, rt, rid, target)
+// readHistory reads target's history of a record, at version newest as
+// the caller read it, from its newest checkpoint on (a record younger than
+// every versions whole).
+// A checkpoint that does not decode (another format) is not trusted: the
+// whole history is read instead.
+func readHistory(ctx context.Context, r knownReader, rt, rid, target string, newest uint64, every int) (*history, error) {
+	var since uint64
+	if every > 0 && newest >= uint64(every) {
+		v, err := r.Checkpoint(ctx, rt, rid, target)
+		if err != nil {
+			return nil, err
+		}
+		since = v
+	}
+	rows, err := r.KnownHistory(ctx, rt, rid, target, since)
 	if err != nil {
 		return nil, err
 	}
+	// The newest checkpoint read: the one at since, or, for a young record,
+	// the newest of all.
 	h := &history{rows: rows}
 	var ck *store.Audit
 	for i, a := range rows {

@@ -17,7 +17,8 @@ type StateReader interface {
 	Head(ctx context.Context, recordType, recordID string) (store.Head, error)
 	History(ctx context.Context, recordType, recordID string) ([]store.Event, error)
 	SystemHistory(ctx context.Context, recordType, recordID, system string, fromVersion uint64) ([]store.Audit, error)
-	KnownHistory(ctx context.Context, recordType, recordID, system string) ([]store.Audit, error)
+	Checkpoint(ctx context.Context, recordType, recordID, system string) (uint64, error)
+	KnownHistory(ctx context.Context, recordType, recordID, system string, since uint64) ([]store.Audit, error)
 }
 
 // Missing returns, sorted, the fields of the record's newest stored version
@@ -40,7 +41,7 @@ func Missing(ctx context.Context, r StateReader, recordType, recordID, target st
 			return nil, fmt.Errorf("fold %s:%s: %w", recordType, recordID, err)
 		}
 	}
-	hist, err := readHistory(ctx, r, recordType, recordID, target)
+	hist, err := readHistory(ctx, r, recordType, recordID, target, head.Version, defaultCheckpointEvery)
 	if err != nil {
 		return nil, fmt.Errorf("what %s knows of %s:%s: %w", target, recordType, recordID, err)
 	}

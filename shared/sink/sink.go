@@ -102,7 +102,8 @@ func NewRunner(env config.Env, target Target, st store.Store, log *slog.Logger) 
 }
 
 // CheckpointEvery sets how many rows since the last known-state checkpoint
-// make a delivery write one (0: never); tests use small numbers so that
+// make a delivery write one (0: never), and the version from which a record
+// is read from its newest checkpoint on; tests use small numbers so that
 // every schedule crosses checkpoints.
 func (r *Runner) CheckpointEvery(n int) *Runner {
 	r.checkpointEvery = max(0, n)
@@ -269,7 +270,7 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 	if err != nil {
 		return unavailable("read record state", err)
 	}
-	hist, err := readHistory(ctx, l, trig.RecordType, trig.RecordID, stage)
+	hist, err := readHistory(ctx, l, trig.RecordType, trig.RecordID, stage, head.Version, r.checkpointEvery)
 	if err != nil {
 		return unavailable("read what the target knows", err)
 	}
@@ -375,11 +376,11 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 // history long enough for a checkpoint, which only the locked path may
 // write.
 func (r *Runner) nothingMissing(ctx context.Context, trig event.Merged) bool {
-	st, _, err := r.state(ctx, r.store, trig)
+	st, head, err := r.state(ctx, r.store, trig)
 	if err != nil {
 		return false
 	}
-	hist, err := readHistory(ctx, r.store, trig.RecordType, trig.RecordID, r.target.Name())
+	hist, err := readHistory(ctx, r.store, trig.RecordType, trig.RecordID, r.target.Name(), head.Version, r.checkpointEvery)
 	if err != nil {
 		return false
 	}

@@ -756,7 +756,11 @@ func TestLongHistoryReadsSinceTheCheckpoint(t *testing.T) {
 			deliver(v, store.StageNetSuite, store.OutcomeSkippedEcho)
 		}
 	}
-	rows, err := d.Store.KnownHistory(ctx, "customer", rid, store.StageNetSuite)
+	since, err := d.Store.Checkpoint(ctx, "customer", rid, store.StageNetSuite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := d.Store.KnownHistory(ctx, "customer", rid, store.StageNetSuite, since)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -214,14 +214,18 @@ type Reader interface {
 	// keeps only the rows written at record versions ≥ fromVersion, so the
 	// cost does not grow with the history; 0 returns them all.
 	SystemHistory(ctx context.Context, recordType, recordID, system string, fromVersion uint64) ([]Audit, error)
-	// KnownHistory is SystemHistory from system's newest checkpoint on. A
-	// checkpoint is a row of stage system with State set: what the rows of
-	// the record's versions below its own add up to (the sinks write and
-	// read it, the store does not look inside). It returns the rows at the
-	// checkpoint's version and above, the checkpoint included, and the rows
-	// without a version; every row when there is none. The cost follows the
-	// rows since the checkpoint, not the record's history.
-	KnownHistory(ctx context.Context, recordType, recordID, system string) ([]Audit, error)
+	// Checkpoint returns the version of system's newest known-state
+	// checkpoint of the record, 0 if none. A checkpoint is a row of stage
+	// system with State set: what the rows of the record's versions below
+	// its own add up to (the sinks write and read it; the store does not
+	// look inside). It reads the record's rows from the newest version down
+	// to that checkpoint, not the history.
+	Checkpoint(ctx context.Context, recordType, recordID, system string) (uint64, error)
+	// KnownHistory returns, in the order written, what SystemHistory returns
+	// and system's checkpoints, keeping the rows at versions ≥ since and the
+	// rows without a version; since 0 keeps every row. With since from
+	// Checkpoint, that is what a known state needs besides the checkpoint.
+	KnownHistory(ctx context.Context, recordType, recordID, system string, since uint64) ([]Audit, error)
 }
 
 // Writer holds the appends available both inside and outside a transaction.

@@ -337,23 +337,39 @@ const knownFilter = "(" + systemFilter + " OR (stage = ? AND state IS NOT NULL))
 
 const systemRows = "SELECT " + auditCols + " FROM event_audit_log WHERE record_type = ? AND record_id = ? AND " + systemFilter
 
-// knownRows is SystemHistory from the system's newest checkpoint on: the
-// checkpoint's version comes from a one-row derived table (the LIMIT keeps
-// it from being merged into the outer query), a constant by the time the
-// outer query is planned, so the rows read are a range of idx_audit_record
-// (rows without a version, which no checkpoint covers, are a second range)
-// and the cost follows the rows since the checkpoint, not the history. The
-// checkpoint probe walks the same index backwards from the newest version.
-// docs/mariadb.md has the plans.
-const knownRows = "SELECT " + auditCols + " FROM (SELECT COALESCE((SELECT c.version FROM event_audit_log c" +
-	" WHERE c.record_type = ? AND c.record_id = ? AND c.stage = ? AND c.state IS NOT NULL ORDER BY c.version DESC LIMIT 1), 0) AS since LIMIT 1) w" +
-	" JOIN event_audit_log ON record_type = ? AND record_id = ? AND (version >= w.since OR version IS NULL)" +
-	" WHERE " + knownFilter + " ORDER BY created_at, id"
+// checkpointQuery finds the version of the system's newest checkpoint:
+// idx_audit_record walked backwards from the record's newest version, so it
+// reads the rows since that checkpoint, not the history.
+const checkpointQuery = "SELECT version FROM event_audit_log WHERE record_type = ? AND record_id = ? AND stage = ? AND state IS NOT NULL" +
+	" ORDER BY version DESC LIMIT 1"
 
-// KnownHistory is SystemHistory from system's newest checkpoint on (see
+// knownRows is SystemHistory with the system's checkpoints; from a version
+// on, it is a range of idx_audit_record (and the rows without a version, a
+// second range), so the cost follows the rows since the checkpoint.
+const knownRows = "SELECT " + auditCols + " FROM event_audit_log WHERE record_type = ? AND record_id = ? AND " + knownFilter
+
+// Checkpoint is the version of system's newest checkpoint (see
 // store.Reader).
-func (o ops) KnownHistory(ctx context.Context, rt, rid, system string) ([]store.Audit, error) {
-	return auditRows(ctx, o.q, "known history of "+rt+":"+rid+" at "+system, knownRows, rt, rid, system, rt, rid, system, system, system)
+func (o ops) Checkpoint(ctx context.Context, rt, rid, system string) (uint64, error) {
+	var v sql.NullInt64
+	err := o.q.QueryRowContext(ctx, checkpointQuery, rt, rid, system).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, wrap(err, "checkpoint of "+rt+":"+rid+" at "+system)
+	}
+	return uint64(v.Int64), nil
+}
+
+// KnownHistory is SystemHistory with system's checkpoints, from version
+// since on (see store.Reader).
+func (o ops) KnownHistory(ctx context.Context, rt, rid, system string, since uint64) ([]store.Audit, error) {
+	what := "known history of " + rt + ":" + rid + " at " + system
+	if since == 0 {
+		return auditRows(ctx, o.q, what, knownRows+" ORDER BY created_at, id", rt, rid, system, system, system)
+	}
+	return auditRows(ctx, o.q, what, knownRows+" AND (version >= ? OR version IS NULL) ORDER BY created_at, id", rt, rid, system, system, system, since)
 }
 
 func (o ops) SystemHistory(ctx context.Context, rt, rid, system string, fromVersion uint64) ([]store.Audit, error) {
@@ -509,8 +525,11 @@ func (s *Store) Duplicates(ctx context.Context, id, fp string) (*store.Event, *s
 func (s *Store) SystemHistory(ctx context.Context, rt, rid, system string, fromVersion uint64) ([]store.Audit, error) {
 	return s.o().SystemHistory(ctx, rt, rid, system, fromVersion)
 }
-func (s *Store) KnownHistory(ctx context.Context, rt, rid, system string) ([]store.Audit, error) {
-	return s.o().KnownHistory(ctx, rt, rid, system)
+func (s *Store) Checkpoint(ctx context.Context, rt, rid, system string) (uint64, error) {
+	return s.o().Checkpoint(ctx, rt, rid, system)
+}
+func (s *Store) KnownHistory(ctx context.Context, rt, rid, system string, since uint64) ([]store.Audit, error) {
+	return s.o().KnownHistory(ctx, rt, rid, system, since)
 }
 func (s *Store) AppendAudit(ctx context.Context, a store.Audit) error {
 	return s.o().AppendAudit(ctx, a)

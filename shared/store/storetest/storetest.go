@@ -428,11 +428,10 @@ func testSystemHistory(t *testing.T, s store.Store) {
 	}
 }
 
-// testKnownHistory: KnownHistory is SystemHistory from the system's newest
-// checkpoint (a row of its stage with a state) on: the rows at its version
-// and above, the checkpoint itself, and the rows without a version. Another
-// system's checkpoint and a merge row's state are not checkpoints; a
-// checkpoint row without a field set still counts.
+// testKnownHistory: Checkpoint is the version of the system's newest
+// checkpoint (a row of its stage with a state; another system's, or a merge
+// row's state, is none), and KnownHistory is SystemHistory with the
+// system's checkpoints, from a version on plus the rows without one.
 func testKnownHistory(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	fields := &store.FieldSet{Fields: map[string]string{"email": "d1"}}
@@ -460,9 +459,15 @@ func testKnownHistory(t *testing.T, s store.Store) {
 			t.Fatal(err)
 		}
 	}
-	read := func() []string {
+	checkpoint := func(want uint64) {
 		t.Helper()
-		h, err := s.KnownHistory(ctx, "customer", "KH-1", store.StageSuiteX)
+		if v, err := s.Checkpoint(ctx, "customer", "KH-1", store.StageSuiteX); err != nil || v != want {
+			t.Errorf("Checkpoint = %d, %v; want %d", v, err, want)
+		}
+	}
+	read := func(since uint64, want ...string) {
+		t.Helper()
+		h, err := s.KnownHistory(ctx, "customer", "KH-1", store.StageSuiteX, since)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -473,19 +478,20 @@ func testKnownHistory(t *testing.T, s store.Store) {
 				t.Errorf("checkpoint state %s, want %s", a.State, ck)
 			}
 		}
-		return got
+		if !slices.Equal(got, want) {
+			t.Errorf("KnownHistory(since %d) = %v, want %v", since, got, want)
+		}
 	}
 	add(0)
 	add(1)
-	if got, want := read(), []string{"report-1", "sending-2"}; !slices.Equal(got, want) {
-		t.Errorf("without a checkpoint KnownHistory = %v, want %v", got, want)
-	}
+	checkpoint(0)
+	read(0, "report-1", "sending-2")
 	for i := 2; i < len(rows); i++ {
 		add(i)
 	}
-	if got, want := read(), []string{"checkpoint-3", "report-no-version", "sending-3", "merge-state-4", "report-5"}; !slices.Equal(got, want) {
-		t.Errorf("KnownHistory = %v, want %v", got, want)
-	}
+	checkpoint(3)
+	read(0, "report-1", "sending-2", "checkpoint-3", "report-no-version", "sending-3", "merge-state-4", "report-5")
+	read(3, "checkpoint-3", "report-no-version", "sending-3", "merge-state-4", "report-5")
 }
 
 func testDeadLetters(t *testing.T, s store.Store) {
