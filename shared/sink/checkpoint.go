@@ -111,11 +111,12 @@ func (h *history) knowledge() *knowledge {
 }
 
 // below counts the rows a checkpoint at version b would summarise beyond
-// the current one's.
+// the current one's (a young record's rows are all read, those below the
+// current checkpoint included: they do not count).
 func (h *history) below(b uint64) int {
 	n := 0
 	for _, a := range h.rows {
-		if a.Version > 0 && a.Version < b {
+		if a.Version > 0 && a.Version >= h.since && a.Version < b {
 			n++
 		}
 	}

@@ -160,6 +160,17 @@ func TestCheckpointOnlyWhenItSavesRows(t *testing.T) {
 			}
 		})
 	}
+	t.Run("rows below the current checkpoint do not count", func(t *testing.T) {
+		// A young record is read whole: rows 1 and 2 are below the
+		// checkpoint at 3 and already in it.
+		young := &history{since: 3, base: learn(nil), rows: h.rows}
+		if n := young.below(4); n != 1 {
+			t.Errorf("below(4) = %d, want 1 (only the row at version 3)", n)
+		}
+		if young.checkpoint(4, 2) != nil {
+			t.Error("a checkpoint counting rows the current one holds")
+		}
+	})
 	t.Run("at the current checkpoint", func(t *testing.T) {
 		at := &history{since: 4, base: learn(nil), rows: h.rows}
 		if at.checkpoint(4, 1) != nil {

@@ -298,6 +298,11 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 		Stage: stage, MessageID: audit.MessageID, Version: d.Version,
 	}
 	log = log.With("sent_version", d.Version, "fields", len(d.Changes))
+	// The checkpoint rides on the first outcome row written.
+	var ck json.RawMessage
+	if d.Version <= head.Version {
+		ck = hist.checkpoint(d.Version, r.checkpointEvery)
+	}
 	for try := 1; ; try++ {
 		release := func() {}
 		if lim, ok := r.target.(Limited); ok {
@@ -324,9 +329,7 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 		release()
 		done := base
 		done.Fields = &store.FieldSet{Attempt: sending.ID, Fields: sent.Fields}
-		if d.Version <= head.Version {
-			done.State = hist.checkpoint(d.Version, r.checkpointEvery)
-		}
+		done.State = ck
 		if derr == nil {
 			done.Outcome = store.OutcomeDelivered
 			done.Detail = fmt.Sprintf("delivered version %d: %s", d.Version, names)
@@ -356,6 +359,8 @@ func (r *Runner) bringUpToDate(ctx context.Context, l store.Locked, log *slog.Lo
 			// The failure goes to the error topic either way; without its
 			// row the attempt counts as in doubt, which only resends.
 			log.ErrorContext(ctx, "audit of failed delivery not written", "error", r.redact(aerr.Error()))
+		} else {
+			ck = nil
 		}
 		if f.RetryAfter > 0 && f.RetryAfter <= maxRetryAfter && try < maxTries {
 			log.InfoContext(ctx, "target asked to wait", "reason", f.Reason, "retry_after", f.RetryAfter.String())

@@ -710,12 +710,61 @@ func TestDeliveriesDoNotExhaustTheirPool(t *testing.T) {
 	}
 }
 
-// TestLongHistoryReadsSinceTheCheckpoint: on a record with a long history
-// (one source's changes delivered to the other, the other's own changes
-// skipped as echoes), deliveries write known-state checkpoints, read only
-// the rows since the newest one, and still send exactly what the target
-// lacks; a checkpoint the sink cannot read makes it read the whole history
-// once, not send a wrong delta.
+// twoWay drives a record to which SuiteX's changes (odd versions) are
+// delivered to NetSuite, and NetSuite's own (even versions) are skipped as
+// echoes, checking that each delivery sends exactly the new value.
+type twoWay struct {
+	t   *testing.T
+	st  store.Store
+	tgt *recorder
+	r   *sink.Runner
+	rid string
+}
+
+func (w twoWay) version(v uint64) {
+	w.t.Helper()
+	source, want := store.StageSuiteX, store.OutcomeDelivered
+	if v%2 == 0 {
+		source, want = store.StageNetSuite, store.OutcomeSkippedEcho
+	}
+	changes := fmt.Sprintf(`{"email":"v%d@x"}`, v)
+	if v == 1 {
+		changes = `{"email":"v1@x","phone":"1"}`
+	}
+	ev := mergedWith("customer", w.rid, source, v, changes)
+	appendEvent(w.t, w.st, ev)
+	calls := w.tgt.called()
+	outcome, err := w.r.Deliver(context.Background(), msg(w.t, config.Sandbox, ev))
+	if err != nil || outcome != want {
+		w.t.Fatalf("version %d from %s: %q %v, want %s", v, source, outcome, err, want)
+	}
+	if want != store.OutcomeDelivered {
+		return
+	}
+	// Only the new value: phone went with version 1, and the target's own
+	// emails are not sent back.
+	if w.tgt.called() != calls+1 || sentJSON(w.t, w.tgt.last()) != changes {
+		w.t.Fatalf("version %d: sent %s in %d requests, want %s in one", v, sentJSON(w.t, w.tgt.last()), w.tgt.called()-calls, changes)
+	}
+}
+
+// checkpoints counts the checkpoints of target's rows of the record.
+func checkpoints(t *testing.T, st store.Store, rid, target string) int {
+	t.Helper()
+	n := 0
+	for _, a := range trail(t, st, "customer", rid, target) {
+		if a.State != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// TestLongHistoryReadsSinceTheCheckpoint: on a record with a long history,
+// deliveries write known-state checkpoints, read only the rows since the
+// newest one, and still send exactly what the target lacks; a checkpoint
+// the sink cannot read makes it read the whole history once, not send a
+// wrong delta.
 func TestLongHistoryReadsSinceTheCheckpoint(t *testing.T) {
 	t.Parallel()
 	d := mysqltest.New(t)
@@ -723,38 +772,12 @@ func TestLongHistoryReadsSinceTheCheckpoint(t *testing.T) {
 	const (
 		rid   = "C-long"
 		every = 8
+		n     = 120
 	)
 	tgt := &recorder{name: store.StageNetSuite}
-	r := sink.NewRunner(config.Sandbox, tgt, d.Store, nil).CheckpointEvery(every)
-	deliver := func(v uint64, source, wantOutcome string) {
-		t.Helper()
-		changes := fmt.Sprintf(`{"email":"v%d@x"}`, v)
-		if v == 1 {
-			changes = `{"email":"v1@x","phone":"1"}`
-		}
-		ev := mergedWith("customer", rid, source, v, changes)
-		appendEvent(t, d.Store, ev)
-		calls := tgt.called()
-		outcome, err := r.Deliver(ctx, msg(t, config.Sandbox, ev))
-		if err != nil || outcome != wantOutcome {
-			t.Fatalf("version %d from %s: %q %v, want %s", v, source, outcome, err, wantOutcome)
-		}
-		if wantOutcome != store.OutcomeDelivered {
-			return
-		}
-		// Only the new value: phone went with version 1, and the target's
-		// own emails are not sent back.
-		if tgt.called() != calls+1 || sentJSON(t, tgt.last()) != changes {
-			t.Fatalf("version %d: sent %s in %d requests, want %s in one", v, sentJSON(t, tgt.last()), tgt.called()-calls, changes)
-		}
-	}
-	const n = 120
+	w := twoWay{t: t, st: d.Store, tgt: tgt, r: sink.NewRunner(config.Sandbox, tgt, d.Store, nil).CheckpointEvery(every), rid: rid}
 	for v := uint64(1); v <= n; v++ {
-		if v%2 == 1 {
-			deliver(v, store.StageSuiteX, store.OutcomeDelivered)
-		} else {
-			deliver(v, store.StageNetSuite, store.OutcomeSkippedEcho)
-		}
+		w.version(v)
 	}
 	since, err := d.Store.Checkpoint(ctx, "customer", rid, store.StageNetSuite)
 	if err != nil {
@@ -764,19 +787,15 @@ func TestLongHistoryReadsSinceTheCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all, err := d.Store.SystemHistory(ctx, "customer", rid, store.StageNetSuite, 0)
+	all, err := d.Store.KnownHistory(ctx, "customer", rid, store.StageNetSuite, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkpoints := 0
-	for _, a := range all {
-		if a.State != nil {
-			checkpoints++
-		}
-	}
-	// 60 own reports and 60 attempts of two rows: 180 rows in all.
-	if len(all) < 180 || checkpoints < len(all)/(3*every) || len(rows) > 3*every {
-		t.Fatalf("history of %d rows with %d checkpoints; a delivery reads %d rows (want at most %d)", len(all), checkpoints, len(rows), 3*every)
+	// 60 own reports, 60 attempts of two rows and 60 skip rows (some with a
+	// checkpoint).
+	ck := checkpoints(t, d.Store, rid, store.StageNetSuite)
+	if len(all) < 180 || ck < 180/(3*every) || len(rows) > 3*every {
+		t.Fatalf("history of %d rows with %d checkpoints; a delivery reads %d rows (want at most %d)", len(all), ck, len(rows), 3*every)
 	}
 	if missing, err := sink.Missing(ctx, d.Store, "customer", rid, store.StageNetSuite); err != nil || len(missing) != 0 {
 		t.Fatalf("Missing = %v, %v", missing, err)
@@ -791,7 +810,25 @@ func TestLongHistoryReadsSinceTheCheckpoint(t *testing.T) {
 		Outcome: store.OutcomeStale, Stage: store.StageNetSuite, Version: head.Version, State: json.RawMessage(`{"format":99}`)}); err != nil {
 		t.Fatal(err)
 	}
-	deliver(n+1, store.StageSuiteX, store.OutcomeDelivered)
-	deliver(n+2, store.StageNetSuite, store.OutcomeSkippedEcho)
-	deliver(n+3, store.StageSuiteX, store.OutcomeDelivered)
+	for v := uint64(n + 1); v <= n+3; v++ {
+		w.version(v)
+	}
+}
+
+// TestYoungRecordCheckpointsOnce: a record younger than the checkpoint
+// interval is read whole; once its rows reach the interval one checkpoint
+// is written, not one per delivery from then on.
+func TestYoungRecordCheckpointsOnce(t *testing.T) {
+	t.Parallel()
+	d := mysqltest.New(t)
+	tgt := &recorder{name: store.StageNetSuite}
+	w := twoWay{t: t, st: d.Store, tgt: tgt, r: sink.NewRunner(config.Sandbox, tgt, d.Store, nil), rid: "C-young"}
+	for v := uint64(1); v <= 62; v++ {
+		w.version(v)
+	}
+	// 93 rows below version 62: the first checkpoint comes once 64 rows
+	// would be summarised, the next only after 64 more.
+	if n := checkpoints(t, d.Store, "C-young", store.StageNetSuite); n != 1 {
+		t.Fatalf("%d checkpoints on a record of 62 versions, want 1", n)
+	}
 }
