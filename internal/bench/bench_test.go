@@ -330,6 +330,11 @@ func testResult() *Result {
 			Ratio: 1.3, RatioP50: 1, DeliveryRatio: 1.1, DeliveryRatioP50: 1},
 		OpenLoop: &OpenResult{TargetRate: 200, Sent: 10, Completed: 10, Stages: map[string]Latency{"raw_to_merged": {Count: 10, P99MS: 20}, "raw_to_delivered": {Count: 10, P99MS: 30}}},
 		Serve:    &ServeResult{StartupMS: []float64{20, 30}, StartupMedianMS: 20, StartupMaxMS: 30, PeakRSSMiB: 70, Concurrency: 100},
+		Decomposition: []NamedPoint{
+			{Key: "m", Name: "merge SQL alone", Point: withDB(pt(16, 800), 0.48)},
+			{Key: DiagRawHead, Name: "raw limit + projection row", Point: withDB(pt(16, 900), 0.46)},
+			{Key: DiagRawHeadFlag, Name: "raw limit + projection row + outbox flag", Point: withDB(pt(16, 850), 0.5)},
+		},
 	}
 	r.ComputeRatios()
 	r.EvaluateTargets()
@@ -366,6 +371,14 @@ func TestRatiosAndTargets(t *testing.T) {
 			t.Errorf("target %q: ok = %v (present %v), want %v", name, v, present, ok)
 		}
 	}
+	// The database CPU target states the floor of p and q over a.
+	for _, tg := range r.Targets {
+		if tg.Name == "database CPU per merged event, b/a at concurrency 16" {
+			if want := "0.500 / 0.400 ms; floor: a+projection row p/a = 1.15 (0.460 ms), + outbox flag q/a = 1.25 (0.500 ms)"; tg.Detail != want {
+				t.Errorf("database CPU detail %q, want %q", tg.Detail, want)
+			}
+		}
+	}
 }
 
 func TestResultWrite(t *testing.T) {
@@ -399,7 +412,8 @@ func TestResultWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Test CPU", "| a | 16 | 1000 |", "| 16 | 0.75 | 0.40 |", "**no**", "SELECT 2.00", "**error:** c at concurrency 64"} {
+	for _, want := range []string{"Test CPU", "| a | 16 | 1000 |", "| 16 | 0.75 | 0.40 |", "**no**", "SELECT 2.00", "**error:** c at concurrency 64",
+		"| p: raw limit + projection row | 16 | 900 |", "| q: raw limit + projection row + outbox flag | 16 | 850 |", "floor: a+projection row p/a = 1.15"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("bench.md lacks %q:\n%s", want, md)
 		}

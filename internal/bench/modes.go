@@ -194,8 +194,10 @@ func (b *benchmark) modes(ctx context.Context) error {
 }
 
 // decompose measures the merge's SQL with no backbone around it, with and
-// without the outbox flag, in the raw-limit database; it returns how many
-// events it stored there.
+// without the outbox flag, and a's transaction with only what the merge must
+// add to it (the projection row, then also the outbox flag: the floor of the
+// merge's database CPU over a's), in the raw-limit database; it returns how
+// many events it stored there.
 func (b *benchmark) decompose(ctx context.Context, raw *RawLimit, conc int) int {
 	stored := 0
 	for _, v := range []struct {
@@ -206,12 +208,17 @@ func (b *benchmark) decompose(ctx context.Context, raw *RawLimit, conc int) int 
 			"duplicate probes as subqueries, two inserts, the projection row with the state document, COMMIT), then the outbox flag through the store's " +
 			"MarkProcessed; plain database/sql, no HTTP, JSON, publish or engine", VariantMergeSQL},
 		{"n", "merge SQL without the outbox flag", "the same without setting processed = 1", VariantMergeSQLNoFlag},
+		{DiagRawHead, "raw limit + projection row", "exactly a's transaction (its lock of the record's newest event, its dedup probe, both inserts), plus " +
+			"before COMMIT the projection row as the store writes it (INSERT … ON DUPLICATE KEY UPDATE the first time the worker sees the record, " +
+			"UPDATE by primary key after) with m's state document; processed stays 0", VariantRawHead},
+		{DiagRawHeadFlag, "raw limit + projection row + outbox flag", "the same, then the outbox flag after the commit through the store's " +
+			"MarkProcessed, as m sets it", VariantRawHeadFlag},
 	} {
 		r := raw.WithVariant(v.variant)
 		p := b.runner.Closed(ctx, conc, func(w int) Op { return r.Op(fmt.Sprintf("%s%d-w%d", v.key, conc, w), w) }, nil)
 		b.printPoint(v.key, p)
 		b.printf("         (%s)\n", v.name)
-		b.res.Decomposition = append(b.res.Decomposition, NamedPoint{Name: v.name, Measures: v.measures, Point: p})
+		b.res.Decomposition = append(b.res.Decomposition, NamedPoint{Key: v.key, Name: v.name, Measures: v.measures, Point: p})
 		stored += p.Succeeded
 	}
 	return stored

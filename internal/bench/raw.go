@@ -25,25 +25,33 @@ import (
 //	COMMIT
 //
 // Nothing else: no JSON decoding, no state, no publish, no outbox flag.
+// Two diagnosis variants add to exactly that transaction only what the
+// merge must do beyond it: the projection row (VariantRawHead) and then
+// also the outbox flag (VariantRawHeadFlag), the floor those mandated
+// statements put on the merge's database work.
 type RawLimit struct {
 	db      *sql.DB
 	variant Variant
 	shape   sqlShape
-	// flag sets processed = 1 (VariantMergeSQL): the
+	// flag sets processed = 1 (VariantMergeSQL, VariantRawHeadFlag): the
 	// store's own MarkProcessed, so the flag costs what it costs in the
 	// store (group-committed across concurrent merges); nil sends one
 	// autocommit UPDATE per event.
 	flag func(ctx context.Context, id string) error
 }
 
-// sqlShape is what a merge-SQL event sends beyond the raw transaction.
+// sqlShape is what an event sends beyond the raw transaction.
 type sqlShape struct {
-	flag bool // the outbox flag after the commit
+	merge bool // the merge's own statements (mergeSQL), not a's
+	head  bool // a's transaction plus the projection row (mergeSQL always writes it)
+	flag  bool // the outbox flag after the commit
 }
 
 var shapes = map[Variant]sqlShape{
-	VariantMergeSQL:       {flag: true},
-	VariantMergeSQLNoFlag: {},
+	VariantMergeSQL:       {merge: true, flag: true},
+	VariantMergeSQLNoFlag: {merge: true},
+	VariantRawHead:        {head: true},
+	VariantRawHeadFlag:    {head: true, flag: true},
 }
 
 // Variant selects the SQL one event sends.
@@ -65,6 +73,16 @@ const (
 	VariantMergeSQL
 	// VariantMergeSQLNoFlag is VariantMergeSQL without the outbox flag.
 	VariantMergeSQLNoFlag
+	// VariantRawHead is mode (a)'s transaction, its statements unchanged,
+	// plus before COMMIT the projection row as the store writes it
+	// (INSERT … ON DUPLICATE KEY UPDATE the first time the worker sees the
+	// record, a plain UPDATE by primary key after) with the state document
+	// of VariantMergeSQL: what the merge must add to a's transaction.
+	VariantRawHead
+	// VariantRawHeadFlag is VariantRawHead plus the outbox flag after the
+	// commit, set as VariantMergeSQL sets it (WithFlag; without it one
+	// autocommit UPDATE).
+	VariantRawHeadFlag
 )
 
 // NewRawLimit uses db (its DSN should be the store's normalised one, see
@@ -92,17 +110,21 @@ func (r *RawLimit) Op(prefix string, worker int) Op {
 	return func(ctx context.Context) error {
 		e := s.Next()
 		var err error
-		if r.variant == VariantRaw {
-			err = r.event(ctx, e)
-		} else {
+		if r.shape.merge {
 			err = r.mergeSQL(ctx, e, last)
+		} else {
+			err = r.event(ctx, e, last)
 		}
 		s.Done(err == nil)
 		return err
 	}
 }
 
-func (r *RawLimit) event(ctx context.Context, e Event) (err error) {
+// event is a's transaction; with shape.head also the projection row before
+// COMMIT, with shape.flag also the outbox flag after it. last is the
+// worker's record -> newest event id (the head variants choose the
+// projection row's statement by it).
+func (r *RawLimit) event(ctx context.Context, e Event, last map[string]string) (err error) {
 	id := uuid.NewString()
 	data := e.Raw(id)
 	sum := sha256.Sum256(data)
@@ -138,21 +160,74 @@ func (r *RawLimit) event(ctx context.Context, e Event) (err error) {
 		return fmt.Errorf("raw limit: dedup probe: %w", err)
 	}
 	changes := fmt.Sprintf(`{"email":"%s-%d@example.com","phone":"+1-555-%07d"}`, e.RecordID, e.Seq, e.Seq)
+	ts := time.Now().UTC().Truncate(time.Microsecond)
 	if _, err = tx.ExecContext(ctx, "INSERT INTO events (id, record_type, record_id, source, `timestamp`, base_version, changes, processed) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-		id, RecordType, e.RecordID, e.Source, time.Now().UTC().Truncate(time.Microsecond), e.Base, changes); err != nil {
+		id, RecordType, e.RecordID, e.Source, ts, e.Base, changes); err != nil {
 		return fmt.Errorf("raw limit: insert event: %w", err)
 	}
 	if _, err = tx.ExecContext(ctx, "INSERT INTO event_audit_log (id, event_id, fingerprint, record_type, record_id, processing_outcome, stage, version) VALUES (?, ?, ?, ?, ?, 'accepted', 'merge', ?)",
 		uuid.NewString(), id, fp, RecordType, e.RecordID, e.Base+1); err != nil {
 		return fmt.Errorf("raw limit: insert audit: %w", err)
 	}
+	if r.shape.head {
+		email, phone := values(e)
+		if err = putHead(ctx, tx, e, id, foldedState(e, id, ts, email, phone), last); err != nil {
+			return fmt.Errorf("raw limit: projection row: %w", err)
+		}
+	}
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("raw limit: commit: %w", err)
+	}
+	if r.shape.head {
+		last[e.RecordID] = id
+	}
+	if r.shape.flag {
+		if err = r.markProcessed(ctx, id); err != nil {
+			return fmt.Errorf("raw limit: mark processed: %w", err)
+		}
 	}
 	return nil
 }
 
-// The store's statements (store/mysql), for VariantMergeSQL.
+// values are the two fields' new values of e (as Event.Raw has them).
+func values(e Event) (email, phone string) {
+	return fmt.Sprintf("%s-%d@example.com", e.RecordID, e.Seq), fmt.Sprintf("+1-555-%07d", e.Seq)
+}
+
+// foldedState is a folded state of the engine's shape and size for the two
+// fields, after event id of e at ts.
+func foldedState(e Event, id string, ts time.Time, email, phone string) string {
+	field := func(v string) string {
+		return fmt.Sprintf(`{"value":%q,"version":%d,"source":%q,"timestamp":%q,"by_source":{%q:%d}}`, v, e.Base+1, e.Source, ts.Format(time.RFC3339Nano), e.Source, e.Base+1)
+	}
+	return fmt.Sprintf(`{"format":1,"version":%d,"event_id":%q,"fields":{"email":%s,"phone":%s}}`, e.Base+1, id, field(email), field(phone))
+}
+
+// putHead writes the record's projection row at e's new version as the
+// store does (putHead in store/mysql): a plain UPDATE by primary key once
+// the row is known to exist (last holds the record), INSERT … ON DUPLICATE
+// KEY UPDATE the first time.
+func putHead(ctx context.Context, tx *sql.Tx, e Event, id, st string, last map[string]string) (err error) {
+	if _, projected := last[e.RecordID]; projected {
+		_, err = tx.ExecContext(ctx, updateHeadSQL, e.Base+1, id, st, RecordType, e.RecordID)
+	} else {
+		_, err = tx.ExecContext(ctx, insertHeadSQL, RecordType, e.RecordID, e.Base+1, id, st, e.Base+1, id, st)
+	}
+	return err
+}
+
+// markProcessed sets the outbox flag of event id: through flag (the store's
+// MarkProcessed) when set, else one autocommit UPDATE.
+func (r *RawLimit) markProcessed(ctx context.Context, id string) error {
+	if r.flag != nil {
+		return r.flag(ctx, id)
+	}
+	_, err := r.db.ExecContext(ctx, "UPDATE events SET processed = 1 WHERE id = ? AND processed = 0", id)
+	return err
+}
+
+// The store's statements (store/mysql), for VariantMergeSQL (and the
+// projection row's two for VariantRawHead).
 const (
 	accepted = "('accepted','merged')"
 	lockSQL  = "SELECT h.version, h.state, h.event_id," +
@@ -213,7 +288,7 @@ func (r *RawLimit) mergeSQL(ctx context.Context, e Event, last map[string]string
 		return err
 	}
 	ts := time.Now().UTC().Truncate(time.Microsecond)
-	email, phone := fmt.Sprintf("%s-%d@example.com", e.RecordID, e.Seq), fmt.Sprintf("+1-555-%07d", e.Seq)
+	email, phone := values(e)
 	changes := fmt.Sprintf(`{"email":%q,"phone":%q}`, email, phone)
 	if _, err = tx.ExecContext(ctx, insertEventSQL, id, RecordType, e.RecordID, e.Source, ts, e.Base, changes, nil, false); err != nil {
 		return fmt.Errorf("merge sql: insert event: %w", err)
@@ -227,16 +302,7 @@ func (r *RawLimit) mergeSQL(ctx context.Context, e Event, last map[string]string
 		return fmt.Errorf("merge sql: insert audit: %w", err)
 	}
 	// A folded state of the engine's shape and size for two fields.
-	field := func(v string) string {
-		return fmt.Sprintf(`{"value":%q,"version":%d,"source":%q,"timestamp":%q,"by_source":{%q:%d}}`, v, e.Base+1, e.Source, ts.Format(time.RFC3339Nano), e.Source, e.Base+1)
-	}
-	st := fmt.Sprintf(`{"format":1,"version":%d,"event_id":%q,"fields":{"email":%s,"phone":%s}}`, e.Base+1, id, field(email), field(phone))
-	if projected {
-		_, err = tx.ExecContext(ctx, updateHeadSQL, e.Base+1, id, st, RecordType, e.RecordID)
-	} else {
-		_, err = tx.ExecContext(ctx, insertHeadSQL, RecordType, e.RecordID, e.Base+1, id, st, e.Base+1, id, st)
-	}
-	if err != nil {
+	if err = putHead(ctx, tx, e, id, foldedState(e, id, ts, email, phone), last); err != nil {
 		return fmt.Errorf("merge sql: projection row: %w", err)
 	}
 	if err = tx.Commit(); err != nil {
@@ -244,12 +310,7 @@ func (r *RawLimit) mergeSQL(ctx context.Context, e Event, last map[string]string
 	}
 	last[e.RecordID] = id
 	if r.shape.flag {
-		if r.flag != nil {
-			err = r.flag(ctx, id)
-		} else {
-			_, err = r.db.ExecContext(ctx, "UPDATE events SET processed = 1 WHERE id = ? AND processed = 0", id)
-		}
-		if err != nil {
+		if err = r.markProcessed(ctx, id); err != nil {
 			return fmt.Errorf("merge sql: mark processed: %w", err)
 		}
 	}

@@ -2,8 +2,11 @@ package bench
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/backbone-sync/backbone/shared/config"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
@@ -31,16 +34,21 @@ func TestRawLimitVariants(t *testing.T) {
 		variant    Variant
 		statements int64 // for the 16 events
 		commits    int64
-		processed  int // events left processed = 1
+		processed  int  // events left processed = 1
+		heads      bool // writes the projection rows
 	}{
 		// SET TRANSACTION, START, lock, probe, 2 inserts, COMMIT.
-		{"raw", VariantRaw, 7 * events, events, 0},
+		{"raw", VariantRaw, 7 * events, events, 0, false},
 		// START, the lock (a new record: + the events head and the
 		// probes), 2 inserts, the projection row, COMMIT; the flag through
 		// the store: alone (one worker, no transaction to ride on) each is
 		// one autocommit UPDATE at the session's READ COMMITTED.
-		{"merge sql", VariantMergeSQL, 6*events + 2*4 + events, 2 * events, events},
-		{"merge sql without flag", VariantMergeSQLNoFlag, 6*events + 2*4, events, 0},
+		{"merge sql", VariantMergeSQL, 6*events + 2*4 + events, 2 * events, events, true},
+		{"merge sql without flag", VariantMergeSQLNoFlag, 6*events + 2*4, events, 0, true},
+		// raw's 7 and the projection row before COMMIT; then the flag as
+		// merge sql sets it.
+		{"raw + projection row", VariantRawHead, 8 * events, events, 0, true},
+		{"raw + projection row + flag", VariantRawHeadFlag, 9 * events, 2 * events, events, true},
 	}
 	raw := NewRawLimit(db).WithFlag(mysql.New(db, func() error { return nil }).MarkProcessed)
 	for i, c := range cases {
@@ -69,5 +77,54 @@ func TestRawLimitVariants(t *testing.T) {
 		if stored != events || processed != c.processed || chains != RecordsPerWorker {
 			t.Errorf("%s: %d events stored (%d processed, %d at version 2); want %d (%d, %d)", c.name, stored, processed, chains, events, c.processed, RecordsPerWorker)
 		}
+		checkHeads(t, d.Root, prefix, c.name, c.heads, events/RecordsPerWorker)
+	}
+}
+
+// checkHeads pins the projection rows of prefix's records: with heads, one
+// per record at version, pointing at the record's newest event, whose
+// state is the folded state of that event's two fields (the same document
+// for every variant that writes it); without, none.
+func checkHeads(t *testing.T, db *sql.DB, prefix, name string, heads bool, version uint64) {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := db.QueryContext(ctx, "SELECT h.record_id, h.version, h.event_id, h.state, e.base_version, e.source, e.`timestamp`, e.changes FROM record_heads h"+
+		" LEFT JOIN events e ON e.id = h.event_id WHERE h.record_type = ? AND h.record_id LIKE ? ORDER BY h.record_id", RecordType, prefix+"-%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var (
+			rid, id, source string
+			v               uint64
+			base            sql.NullInt64
+			state           []byte
+			ts              time.Time
+			changes         string
+		)
+		if err := rows.Scan(&rid, &v, &id, &state, &base, &source, &ts, &changes); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if v != version || !base.Valid || uint64(base.Int64)+1 != v {
+			t.Errorf("%s: head of %s at version %d on an event at base %v; want version %d on the newest event", name, rid, v, base, version)
+			continue
+		}
+		var ch struct{ Email, Phone string }
+		if err := json.Unmarshal([]byte(changes), &ch); err != nil {
+			t.Fatalf("%s: changes %q: %v", name, changes, err)
+		}
+		want := foldedState(Event{RecordID: rid, Source: source, Base: v - 1}, id, ts.UTC(), ch.Email, ch.Phone)
+		if string(state) != want {
+			t.Errorf("%s: state of %s:\n%s\nwant\n%s", name, rid, state, want)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[bool]int{true: RecordsPerWorker}[heads]; n != want {
+		t.Errorf("%s: %d projection rows; want %d", name, n, want)
 	}
 }
