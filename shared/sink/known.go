@@ -1,9 +1,6 @@
 package sink
 
 import (
-	"encoding/json"
-	"fmt"
-
 	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/store"
 )
@@ -51,8 +48,8 @@ type knownValue struct {
 // rowKey orders rows as the history does: processing order, created_at
 // then id (both as the database compares them).
 type rowKey struct {
-	At int64  `json:"t"` // created_at, microseconds since the epoch
-	ID string `json:"i"`
+	At int64 // created_at, microseconds since the epoch
+	ID string
 }
 
 func keyOf(a store.Audit) rowKey { return rowKey{At: a.CreatedAt.UnixMicro(), ID: a.ID} }
@@ -61,25 +58,25 @@ func (k rowKey) after(o rowKey) bool { return k.At > o.At || (k.At == o.At && k.
 
 // report is T's latest report of a field.
 type report struct {
-	Base   uint64 `json:"b"`
-	Key    rowKey `json:"k"`
-	Digest string `json:"d"`
+	Base   uint64
+	Key    rowKey
+	Digest string
 }
 
 // sent is the last attempt that carried a field and may have applied.
 type sent struct {
-	Version   uint64 `json:"v"`
-	Key       rowKey `json:"k"` // of its sending row: the order sent
-	Digest    string `json:"d"`
-	Delivered bool   `json:"ok,omitempty"`
+	Version   uint64
+	Key       rowKey // of its sending row: the order sent
+	Digest    string
+	Delivered bool
 	// First: no earlier attempt at Version may have applied.
-	First bool `json:"first,omitempty"`
+	First bool
 }
 
 // fieldKnowledge is what decides T's known value of one field.
 type fieldKnowledge struct {
-	Report *report `json:"r,omitempty"`
-	Sent   *sent   `json:"s,omitempty"`
+	Report *report
+	Sent   *sent
 }
 
 // knowledge is what the backbone knows of one target's copy of a record.
@@ -203,43 +200,4 @@ func (k *knowledge) missing(st *record.State) []string {
 		}
 	}
 	return out
-}
-
-// checkpointFormat versions the JSON of a checkpoint; a checkpoint in
-// another format is not trusted and the whole history is read instead.
-const checkpointFormat = 1
-
-// checkpointJSON is a checkpoint as stored in an audit row's state.
-type checkpointJSON struct {
-	Format    int                        `json:"format"`
-	Delivered uint64                     `json:"delivered,omitempty"`
-	Fields    map[string]*fieldKnowledge `json:"fields"`
-}
-
-func (k *knowledge) encode() (json.RawMessage, error) {
-	b, err := json.Marshal(checkpointJSON{Format: checkpointFormat, Delivered: k.lastDelivered, Fields: k.fields})
-	if err != nil {
-		return nil, fmt.Errorf("encode known-state checkpoint: %w", err)
-	}
-	return b, nil
-}
-
-func decodeKnowledge(b []byte) (*knowledge, error) {
-	var c checkpointJSON
-	if err := json.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("known-state checkpoint: %w", err)
-	}
-	if c.Format != checkpointFormat {
-		return nil, fmt.Errorf("known-state checkpoint in format %d, this reads %d", c.Format, checkpointFormat)
-	}
-	k := &knowledge{fields: c.Fields, lastDelivered: c.Delivered}
-	if k.fields == nil {
-		k.fields = map[string]*fieldKnowledge{}
-	}
-	for f, fk := range k.fields {
-		if fk == nil || (fk.Report == nil && fk.Sent == nil) {
-			delete(k.fields, f)
-		}
-	}
-	return k, nil
 }

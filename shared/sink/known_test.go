@@ -86,7 +86,14 @@ func cmpOr(a, b string) string {
 // value and agree on the last delivered version.
 func sameKnowledge(t *testing.T, what string, a, b *knowledge) {
 	t.Helper()
-	for _, f := range []string{"a", "b", "c", "absent"} {
+	names := []string{"absent"}
+	for f := range a.fields {
+		names = append(names, f)
+	}
+	for f := range b.fields {
+		names = append(names, f)
+	}
+	for _, f := range names {
 		va, oka := a.value(f)
 		vb, okb := b.value(f)
 		if va != vb || oka != okb {
@@ -180,9 +187,62 @@ func TestCheckpointOnlyWhenItSavesRows(t *testing.T) {
 }
 
 func TestCheckpointOfAnotherFormatIsNotTrusted(t *testing.T) {
-	for _, raw := range []string{`{"format":2,"fields":{}}`, `{"format":1,"fields":`, `[]`} {
-		if _, err := decodeKnowledge([]byte(raw)); err == nil {
-			t.Errorf("decodeKnowledge(%s) accepted", raw)
-		}
+	for name, raw := range map[string]string{
+		"another format":     `{"format":2,"fields":{}}`,
+		"cut short":          `{"format":1,"fields":`,
+		"not an object":      `[]`,
+		"row out of range":   `{"format":1,"rows":[[1,"a"]],"fields":{"f":{"r":[1,2,"d"]}}}`,
+		"negative row":       `{"format":1,"rows":[[1,"a"]],"fields":{"f":{"r":[-1,2,"d"]}}}`,
+		"report with flags":  `{"format":1,"rows":[[1,"a"]],"fields":{"f":{"r":[0,2,"d",1]}}}`,
+		"attempt sans flags": `{"format":1,"rows":[[1,"a"]],"fields":{"f":{"s":[0,2,"d"]}}}`,
+		"unknown flags":      `{"format":1,"rows":[[1,"a"]],"fields":{"f":{"s":[0,2,"d",4]}}}`,
+		"no digest":          `{"format":1,"rows":[[1,"a"]],"fields":{"f":{"s":[0,2,"",1]}}}`,
+		"unknown entry":      `{"format":1,"rows":[[1,"a"]],"fields":{"f":{"x":[0,2,"d"]}}}`,
+		"row of one element": `{"format":1,"rows":[[1]],"fields":{}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := decodeKnowledge([]byte(raw)); err == nil {
+				t.Errorf("decodeKnowledge(%s) accepted", raw)
+			}
+		})
 	}
+}
+
+// TestCheckpointSize: a checkpoint names each row once, so a 20-field
+// record's costs about 80 bytes a field, not one copy of a row key per
+// field and entry.
+func TestCheckpointSize(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	var h []store.Audit
+	for v := 1; v <= 40; v++ {
+		fs := map[string]string{}
+		for f := range 20 {
+			if (v+f)%7 == 0 || v == 1 {
+				fs[fmt.Sprintf("field_%02d", f)] = "0123456789abcdef"
+			}
+		}
+		at := t0.Add(time.Duration(v) * time.Millisecond)
+		id := func(kind int) string { return fmt.Sprintf("0193b2f1-%04x-7000-8000-%012x", kind, v) }
+		h = append(h,
+			store.Audit{ID: id(1), Stage: store.StageMerge, Outcome: store.OutcomeAccepted, Version: uint64(v), CreatedAt: at,
+				Fields: &store.FieldSet{Base: uint64(v - 1), Fields: fs}},
+			store.Audit{ID: id(2), Stage: store.StageSuiteX, Outcome: store.OutcomeSending, Version: uint64(v), CreatedAt: at.Add(time.Microsecond),
+				Fields: &store.FieldSet{Fields: fs}},
+			store.Audit{ID: id(3), Stage: store.StageSuiteX, Outcome: store.OutcomeDelivered, Version: uint64(v), CreatedAt: at.Add(2 * time.Microsecond),
+				Fields: &store.FieldSet{Attempt: id(2), Fields: fs}})
+	}
+	k := learn(h)
+	b, err := k.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := decodeKnowledge(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameKnowledge(t, "round trip", k, back)
+	if len(b) > 2500 {
+		t.Errorf("a checkpoint of 20 fields is %d bytes, want at most 2,500", len(b))
+	}
+	t.Logf("a checkpoint of 20 fields: %d bytes", len(b))
 }
