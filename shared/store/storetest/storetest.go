@@ -372,6 +372,24 @@ func testMarkProcessed(t *testing.T, s store.Store) {
 	}
 }
 
+// historyRow is one audit row of the history cases, named by its detail.
+type historyRow struct {
+	id, stage, outcome, source string
+	version                    uint64
+	fields                     *store.FieldSet
+	state                      json.RawMessage
+}
+
+// appendRow writes r to record customer:rid.
+func appendRow(t *testing.T, s store.Store, rid string, r historyRow) {
+	t.Helper()
+	a := store.Audit{Fingerprint: fp(r.id), RecordType: "customer", RecordID: rid,
+		Outcome: r.outcome, Stage: r.stage, Version: r.version, Source: r.source, Fields: r.fields, State: r.state, Detail: r.id}
+	if err := s.AppendAudit(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // testSystemHistory: what a system knows of a record is its own reports
 // (merge rows with source = system and an accepted or dropped outcome) and
 // the rows of its own stage, each with a field set, in the order written;
@@ -380,29 +398,25 @@ func testSystemHistory(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	fields := &store.FieldSet{Fields: map[string]string{"email": "d1"}}
 	rows := []struct {
-		id, stage, outcome, source string
-		version                    uint64
-		fields                     *store.FieldSet
-		want                       bool
+		historyRow
+		want bool
 	}{
-		{"report-accepted", store.StageMerge, store.OutcomeAccepted, "suitex", 1, fields, true},
-		{"report-other-source", store.StageMerge, store.OutcomeAccepted, "netsuite", 2, fields, false},
-		{"report-noop", store.StageMerge, store.OutcomeNoop, "suitex", 2, fields, true},
-		{"deferred", store.StageMerge, store.OutcomeDeferred, "suitex", 2, fields, false},
-		{"rejected", store.StageMerge, store.OutcomeRejected, "suitex", 2, fields, false},
-		{"sending", store.StageSuiteX, store.OutcomeSending, "", 2, fields, true},
-		{"delivered", store.StageSuiteX, store.OutcomeDelivered, "", 2, &store.FieldSet{Attempt: "sending", Fields: fields.Fields}, true},
-		{"no-field-set", store.StageSuiteX, store.OutcomeStale, "", 3, nil, false},
-		{"other-target", store.StageNetSuite, store.OutcomeDelivered, "", 3, fields, false},
-		{"report-echo", store.StageMerge, store.OutcomeEcho, "suitex", 3, fields, true},
+		{historyRow{"report-accepted", store.StageMerge, store.OutcomeAccepted, "suitex", 1, fields, nil}, true},
+		{historyRow{"report-other-source", store.StageMerge, store.OutcomeAccepted, "netsuite", 2, fields, nil}, false},
+		{historyRow{"report-noop", store.StageMerge, store.OutcomeNoop, "suitex", 2, fields, nil}, true},
+		{historyRow{"deferred", store.StageMerge, store.OutcomeDeferred, "suitex", 2, fields, nil}, false},
+		{historyRow{"rejected", store.StageMerge, store.OutcomeRejected, "suitex", 2, fields, nil}, false},
+		{historyRow{"sending", store.StageSuiteX, store.OutcomeSending, "", 2, fields, nil}, true},
+		{historyRow{"delivered", store.StageSuiteX, store.OutcomeDelivered, "", 2, &store.FieldSet{Attempt: "sending", Fields: fields.Fields}, nil}, true},
+		{historyRow{"no-field-set", store.StageSuiteX, store.OutcomeStale, "", 3, nil, nil}, false},
+		{historyRow{"other-target", store.StageNetSuite, store.OutcomeDelivered, "", 3, fields, nil}, false},
+		{historyRow{"report-echo", store.StageMerge, store.OutcomeEcho, "suitex", 3, fields, nil}, true},
+		// A checkpoint is not part of SystemHistory (KnownHistory's).
+		{historyRow{"checkpoint", store.StageSuiteX, store.OutcomeStale, "", 3, nil, json.RawMessage(`{}`)}, false},
 	}
 	var want, newer []string
 	for _, r := range rows {
-		a := store.Audit{Fingerprint: fp(r.id), RecordType: "customer", RecordID: "SH-1",
-			Outcome: r.outcome, Stage: r.stage, Version: r.version, Source: r.source, Fields: r.fields, Detail: r.id}
-		if err := s.AppendAudit(ctx, a); err != nil {
-			t.Fatal(err)
-		}
+		appendRow(t, s, "SH-1", r.historyRow)
 		if r.want {
 			want = append(want, r.id)
 			if r.version >= 2 {
@@ -436,12 +450,7 @@ func testKnownHistory(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	fields := &store.FieldSet{Fields: map[string]string{"email": "d1"}}
 	ck := json.RawMessage(`{"opaque":1}`)
-	rows := []struct {
-		id, stage, outcome, source string
-		version                    uint64
-		fields                     *store.FieldSet
-		state                      json.RawMessage
-	}{
+	rows := []historyRow{
 		{"report-1", store.StageMerge, store.OutcomeAccepted, "suitex", 1, fields, nil},
 		{"sending-2", store.StageSuiteX, store.OutcomeSending, "", 2, fields, nil},
 		{"checkpoint-3", store.StageSuiteX, store.OutcomeStale, "", 3, nil, ck},
@@ -451,14 +460,7 @@ func testKnownHistory(t *testing.T, s store.Store) {
 		{"merge-state-4", store.StageMerge, store.OutcomeAccepted, "suitex", 4, fields, ck},
 		{"report-5", store.StageMerge, store.OutcomeEcho, "suitex", 5, fields, nil},
 	}
-	add := func(i int) {
-		r := rows[i]
-		a := store.Audit{Fingerprint: fp(r.id), RecordType: "customer", RecordID: "KH-1",
-			Outcome: r.outcome, Stage: r.stage, Version: r.version, Source: r.source, Fields: r.fields, State: r.state, Detail: r.id}
-		if err := s.AppendAudit(ctx, a); err != nil {
-			t.Fatal(err)
-		}
-	}
+	add := func(i int) { appendRow(t, s, "KH-1", rows[i]) }
 	checkpoint := func(want uint64) {
 		t.Helper()
 		if v, err := s.Checkpoint(ctx, "customer", "KH-1", store.StageSuiteX); err != nil || v != want {
