@@ -195,12 +195,13 @@ func values(e Event) (email, phone string) {
 }
 
 // foldedState is a folded state of the engine's shape and size for the two
-// fields, after event id of e at ts.
+// fields (record's format 2), after event id of e at ts.
 func foldedState(e Event, id string, ts time.Time, email, phone string) string {
 	field := func(v string) string {
-		return fmt.Sprintf(`{"value":%q,"version":%d,"source":%q,"timestamp":%q,"by_source":{%q:%d}}`, v, e.Base+1, e.Source, ts.Format(time.RFC3339Nano), e.Source, e.Base+1)
+		return fmt.Sprintf(`[%q,%d,0,%d,[%d]]`, v, e.Base+1, ts.UnixMicro(), e.Base+1)
 	}
-	return fmt.Sprintf(`{"format":1,"version":%d,"event_id":%q,"fields":{"email":%s,"phone":%s}}`, e.Base+1, id, field(email), field(phone))
+	return fmt.Sprintf(`{"format":2,"version":%d,"event_id":%q,"sources":[%q],"fields":{"email":%s,"phone":%s}}`,
+		e.Base+1, id, e.Source, field(email), field(phone))
 }
 
 // putHead writes the record's projection row at e's new version as the

@@ -5,10 +5,14 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/backbone-sync/backbone/shared/config"
+	"github.com/backbone-sync/backbone/shared/event"
+	"github.com/backbone-sync/backbone/shared/record"
+	"github.com/backbone-sync/backbone/shared/store"
 	"github.com/backbone-sync/backbone/shared/store/mysql"
 )
 
@@ -126,5 +130,23 @@ func checkHeads(t *testing.T, db *sql.DB, prefix, name string, heads bool, versi
 	}
 	if want := map[bool]int{true: RecordsPerWorker}[heads]; n != want {
 		t.Errorf("%s: %d projection rows; want %d", name, n, want)
+	}
+}
+
+// TestFoldedStateIsTheEngines: the state document the diagnoses write is
+// byte for byte the one the merge engine stores for the same event, so m, p
+// and q cost what the store's projection row costs.
+func TestFoldedStateIsTheEngines(t *testing.T) {
+	e := Event{RecordID: "w0-r1", Source: "suitex", Base: 6, Seq: 42}
+	ts := time.Date(2026, 12, 2, 3, 4, 5, 678901000, time.UTC)
+	email, phone := values(e)
+	changes := map[string]json.RawMessage{"email": json.RawMessage(strconv.Quote(email)), "phone": json.RawMessage(strconv.Quote(phone))}
+	st := record.Empty().Apply(store.Event{ID: "id-7", RecordType: RecordType, RecordID: e.RecordID, Source: e.Source, Timestamp: ts, BaseVersion: e.Base}, changes)
+	want, err := event.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := foldedState(e, "id-7", ts, email, phone); got != string(want) {
+		t.Errorf("diagnosis state\n%s\nengine's\n%s", got, want)
 	}
 }

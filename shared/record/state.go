@@ -17,17 +17,11 @@ import (
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
-// stateFormat versions the JSON of State. A state in another format (or
-// none) is rebuilt from the record's events.
-const stateFormat = 1
-
 // State is the folded state of a record after one accepted event. It is
 // stored in the record's projection row (record_heads.state) and read back
 // with the record lock (store.Head), so a merge costs the same whatever the
-// record's history.
-//
-//	{"format":1,"version":5,"event_id":"…","fields":{"email":{"value":"a@x",
-//	 "version":5,"source":"netsuite","timestamp":"…","by_source":{"netsuite":5,"suitex":3}}}}
+// record's history. Its JSON is format 2 (format.go); format 1 is still
+// read.
 type State struct {
 	Format int `json:"format"`
 	// Version is the record version this state is after (V).
@@ -68,7 +62,7 @@ func Parse(h store.Head) (st *State, ok bool) {
 		return nil, false
 	}
 	st = &State{}
-	if err := json.Unmarshal(h.State, st); err != nil || st.Format != stateFormat || st.Version != h.Version {
+	if err := json.Unmarshal(h.State, st); err != nil || !knownFormat(st.Format) || st.Version != h.Version {
 		return nil, false
 	}
 	if st.Fields == nil {
