@@ -406,8 +406,11 @@ func (r *Result) Markdown(w io.Writer) {
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "Storage: %d events on one %d-field record (%s), changes %.1f bytes on average; per event %.1f bytes of B-tree pages in use "+
 			"(the buffer pool's pages of the tables), %.1f of records in them (row headers and index entries included), %.1f of values (sum of LENGTH()); "+
-			"%.1f allocated (DATA_LENGTH + INDEX_LENGTH after ANALYZE TABLE, extents reserved ahead included).\n\n",
-			s.Events, s.Fields, s.Sources, s.MeanChangesBytes, s.PageBytesPerEvent, s.RecordBytesPerEvent, s.LogicalBytesPerEvent, s.BytesPerEvent)
+			"%.1f allocated (DATA_LENGTH + INDEX_LENGTH after ANALYZE TABLE, extents reserved ahead included); "+
+			"redo log %.1f bytes/event (the server's Innodb_os_log_written over the merges, whatever else ran on the server included); "+
+			"projection state %d bytes (LENGTH(state) of the record's row in record_heads afterwards, rewritten by every merge).\n\n",
+			s.Events, s.Fields, s.Sources, s.MeanChangesBytes, s.PageBytesPerEvent, s.RecordBytesPerEvent, s.LogicalBytesPerEvent, s.BytesPerEvent,
+			s.RedoBytesPerEvent, s.ProjectionStateBytes)
 		fmt.Fprintln(w, "| table | rows added | allocated: data + index bytes | pages in use, bytes | records, bytes | values, bytes | pages in use / event |")
 		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 		for _, t := range s.Tables {

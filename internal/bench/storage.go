@@ -61,10 +61,20 @@ type Storage struct {
 	// (16 KiB each, fill factor included) over Events; RecordBytesPerEvent
 	// the growth of the records in them (rows with their headers, every
 	// index entry), the part no page layout can save.
-	PageBytesPerEvent   float64       `json:"page_bytes_per_event"`
-	RecordBytesPerEvent float64       `json:"record_bytes_per_event"`
-	Tables              []TableGrowth `json:"tables"`
-	Seconds             float64       `json:"seconds"`
+	PageBytesPerEvent   float64 `json:"page_bytes_per_event"`
+	RecordBytesPerEvent float64 `json:"record_bytes_per_event"`
+	// RedoBytesPerEvent is the growth of the server's Innodb_os_log_written
+	// (SHOW GLOBAL STATUS) over the merges, divided by Events: the InnoDB
+	// redo log the merges wrote. The counter is server-wide, so the figure
+	// includes whatever else ran on the server meanwhile (the bench runs this
+	// phase alone).
+	RedoBytesPerEvent float64 `json:"redo_bytes_per_event"`
+	// ProjectionStateBytes is LENGTH(state) of the record's row in
+	// record_heads after the merges: the record's folded state, which every
+	// merge rewrites.
+	ProjectionStateBytes int64         `json:"projection_state_bytes"`
+	Tables               []TableGrowth `json:"tables"`
+	Seconds              float64       `json:"seconds"`
 	// Warnings counts the engine's warnings during the merges: the normal
 	// path logs none.
 	Warnings     int    `json:"engine_warnings"`
@@ -101,7 +111,8 @@ type StorageOptions struct {
 // production path. Publishing is a no-op that succeeds, so each event is
 // flagged processed = 1 as after a real publish. root is a privileged
 // connection to the same database: it reads the table sizes (after ANALYZE
-// TABLE) and the column lengths before and after the merges.
+// TABLE), the column lengths and the server's redo log written before and
+// after the merges, and the record's projection state after them.
 func MeasureStorage(ctx context.Context, root *sql.DB, st store.Store, o StorageOptions) (Storage, error) {
 	res := Storage{Fields: len(storageFields)}
 	if len(o.Sources) < 2 {
@@ -137,6 +148,10 @@ func MeasureStorage(ctx context.Context, root *sql.DB, st store.Store, o Storage
 	if err != nil {
 		return res, err
 	}
+	redoBefore, err := redoWritten(ctx, root)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	for range o.Events {
 		if err := one(w.next()); err != nil {
@@ -144,7 +159,15 @@ func MeasureStorage(ctx context.Context, root *sql.DB, st store.Store, o Storage
 		}
 	}
 	res.Seconds = round3(time.Since(start).Seconds())
+	redoAfter, err := redoWritten(ctx, root)
+	if err != nil {
+		return res, err
+	}
 	res.Warnings, res.FirstWarning = warn.get()
+	if err := root.QueryRowContext(ctx, "SELECT LENGTH(state) FROM record_heads WHERE record_type = ? AND record_id = ?", RecordType, w.recordID).
+		Scan(&res.ProjectionStateBytes); err != nil {
+		return res, fmt.Errorf("storage: read the record's projection state: %w", err)
+	}
 	after, err := tableSizes(ctx, root)
 	if err != nil {
 		return res, err
@@ -174,7 +197,22 @@ func MeasureStorage(ctx context.Context, root *sql.DB, st store.Store, o Storage
 	res.RecordBytesPerEvent = round3(float64(records) / float64(stored))
 	res.BytesPerEvent = round3(float64(total) / float64(stored))
 	res.LogicalBytesPerEvent = round3(float64(logical) / float64(stored))
+	res.RedoBytesPerEvent = round3(float64(redoAfter-redoBefore) / float64(stored))
 	return res, nil
+}
+
+// redoWritten is the server's Innodb_os_log_written: the bytes of InnoDB
+// redo log written since it started, by every connection.
+func redoWritten(ctx context.Context, root *sql.DB) (int64, error) {
+	var name, value string
+	if err := root.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Innodb_os_log_written'").Scan(&name, &value); err != nil {
+		return 0, fmt.Errorf("storage: read Innodb_os_log_written: %w", err)
+	}
+	n, err := strconv.ParseInt(value, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("storage: Innodb_os_log_written %q: %w", value, err)
+	}
+	return n, nil
 }
 
 // storageWorkload is the storage record's history: a create with every
@@ -351,6 +389,8 @@ func (b *benchmark) storage(ctx context.Context) error {
 	}
 	b.printf("  %d events (%s) in %.1fs: changes %.1f bytes on average; per event: allocated %.1f, pages in use %.1f, records %.1f, values %.1f bytes; target <= %.1f\n",
 		s.Events, s.Sources, s.Seconds, s.MeanChangesBytes, s.BytesPerEvent, s.PageBytesPerEvent, s.RecordBytesPerEvent, s.LogicalBytesPerEvent, StorageTarget(s.MeanChangesBytes))
+	b.printf("  redo log %.1f bytes/event (server-wide Innodb_os_log_written); projection state %d bytes (LENGTH(state) of the record's row in record_heads)\n",
+		s.RedoBytesPerEvent, s.ProjectionStateBytes)
 	if s.Warnings > 0 {
 		b.fail("storage: the engine logged %d warnings during the merges (first: %s): not the normal path", s.Warnings, s.FirstWarning)
 	}

@@ -100,6 +100,19 @@ func TestMeasureStorage(t *testing.T) {
 		t.Errorf("per event: values %.1f, records %.1f, pages %.1f bytes: want values < records <= pages",
 			s.LogicalBytesPerEvent, s.RecordBytesPerEvent, s.PageBytesPerEvent)
 	}
+	// Every merge commits an insert and an update: the redo log grew.
+	if s.RedoBytesPerEvent <= 0 {
+		t.Errorf("redo log %.1f bytes/event: Innodb_os_log_written did not grow", s.RedoBytesPerEvent)
+	}
+	// The projection state is the record's row in record_heads, read back;
+	// it holds 20 fields with their values, far more than 20 bytes each.
+	var state int64
+	if err := d.Root.QueryRow("SELECT LENGTH(state) FROM record_heads WHERE record_type = ? AND record_id = ?", RecordType, "storage-r1").Scan(&state); err != nil {
+		t.Fatal(err)
+	}
+	if s.ProjectionStateBytes != state || s.ProjectionStateBytes <= 20*20 {
+		t.Errorf("projection state %d bytes, record_heads holds %d: want them equal and > %d", s.ProjectionStateBytes, state, 20*20)
+	}
 }
 
 // TestStorageTargetRow: the target row compares the bytes of pages in use
