@@ -1,6 +1,7 @@
 package record
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,12 +98,9 @@ func (s State) MarshalJSON() ([]byte, error) {
 		}
 		b = append(b, "]]"...)
 	}
-	b = append(b, "}}"...)
-	if !json.Valid(b) {
-		// A value that is not JSON (the merge stores canonical JSON only).
-		return nil, errors.New("record state: a field's value is not JSON")
-	}
-	return b, nil
+	// encoding/json checks what a MarshalJSON returns: a value that is not
+	// JSON fails the encode there.
+	return append(b, "}}"...), nil
 }
 
 // stateV1 is format 1's layout: State's own field tags, without its
@@ -125,7 +123,10 @@ func (s *State) UnmarshalJSON(b []byte) error {
 	var probe struct {
 		Format int `json:"format"`
 	}
-	if err := json.Unmarshal(b, &probe); err != nil {
+	// What MarshalJSON writes starts so; anything else is looked at whole.
+	if bytes.HasPrefix(b, []byte(`{"format":2,`)) {
+		probe.Format = stateFormat
+	} else if err := json.Unmarshal(b, &probe); err != nil {
 		return err
 	}
 	switch probe.Format {
@@ -182,18 +183,42 @@ func decodeField(els []json.RawMessage, sources []string) (*Field, error) {
 	if err != nil {
 		return nil, fmt.Errorf("timestamp: %w", err)
 	}
-	var by []uint64
-	if err := json.Unmarshal(els[4], &by); err != nil || len(by) != len(sources) {
-		return nil, fmt.Errorf("by_source %s for %d sources", els[4], len(sources))
-	}
 	f := &Field{Value: els[0], Version: version, Source: sources[src],
 		Timestamp: event.NewTime(time.UnixMicro(us)), BySource: make(map[string]uint64, len(sources))}
-	for i, v := range by {
-		if v > 0 {
-			f.BySource[sources[i]] = v
-		}
+	if err := readVersions(els[4], sources, f.BySource); err != nil {
+		return nil, fmt.Errorf("by_source %s for %d sources: %w", els[4], len(sources), err)
 	}
 	return f, nil
+}
+
+// readVersions reads by_source, an array of exactly one unsigned integer
+// per source, into by (zeros left out).
+func readVersions(raw []byte, sources []string, by map[string]uint64) error {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) < 2 || raw[0] != '[' || raw[len(raw)-1] != ']' {
+		return errors.New("not an array")
+	}
+	body := bytes.TrimSpace(raw[1 : len(raw)-1])
+	n := 0
+	for len(body) > 0 {
+		num, rest, _ := bytes.Cut(body, []byte{','})
+		v, err := strconv.ParseUint(string(bytes.TrimSpace(num)), 10, 64)
+		if err != nil || n >= len(sources) {
+			return errors.New("not one version per source")
+		}
+		if v > 0 {
+			by[sources[n]] = v
+		}
+		n++
+		if len(rest) == 0 && len(num) < len(body) {
+			return errors.New("a trailing comma")
+		}
+		body = rest
+	}
+	if n != len(sources) {
+		return errors.New("not one version per source")
+	}
+	return nil
 }
 
 // appendString appends s as a JSON string. Only what JSON requires is

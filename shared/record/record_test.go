@@ -209,12 +209,17 @@ func TestFormat1StillReads(t *testing.T) {
 func TestBrokenFormat2IsRebuilt(t *testing.T) {
 	t.Parallel()
 	for name, doc := range map[string]string{
-		"four elements":        `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,1,0,5]}}`,
-		"source out of list":   `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,1,1,5,[1]]}}`,
-		"negative source":      `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,1,-1,5,[1]]}}`,
-		"by_source too short":  `{"format":2,"version":1,"event_id":"e","sources":["a","b"],"fields":{"f":[1,1,0,5,[1]]}}`,
-		"version not a number": `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,"1",0,5,[1]]}}`,
-		"time not an integer":  `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,1,0,5.5,[1]]}}`,
+		"four elements":            `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,1,0,5]}}`,
+		"source out of list":       `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,1,1,5,[1]]}}`,
+		"negative source":          `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,1,-1,5,[1]]}}`,
+		"by_source too short":      `{"format":2,"version":1,"event_id":"e","sources":["a","b"],"fields":{"f":[1,1,0,5,[1]]}}`,
+		"version not a number":     `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,"1",0,5,[1]]}}`,
+		"time not an integer":      `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,1,0,5.5,[1]]}}`,
+		"by_source trailing comma": `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,1,0,5,[1,]]}}`,
+		"by_source not numbers":    `{"format":2,"version":1,"event_id":"e","sources":["a","b"],"fields":{"f":[1,1,0,5,[1,"x"]]}}`,
+		"by_source too long":       `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,1,0,5,[1,2]]}}`,
+		"by_source not an array":   `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[1,1,0,5,{"a":1}]}}`,
+		"value not JSON":           `{"format":2,"version":1,"event_id":"e","sources":["a"],"fields":{"f":[tru,1,0,5,[1]]}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if st, ok := record.Parse(store.Head{Version: 1, State: json.RawMessage(doc)}); ok {
