@@ -279,3 +279,14 @@ func FuzzParseState(f *testing.F) {
 		sameState(t, st, back)
 	})
 }
+
+// A value that is not JSON cannot be stored: the encode fails (the merge
+// stores canonical JSON only, so this guards against a bug, not input).
+func TestStateWithABrokenValueDoesNotEncode(t *testing.T) {
+	t.Parallel()
+	st := record.Empty().Apply(ev(0, "netsuite", `{}`), map[string]json.RawMessage{"a": json.RawMessage(`1`)})
+	st.Fields["a"].Value = json.RawMessage(`tru`)
+	if b, err := event.Marshal(st); err == nil {
+		t.Errorf("encoded %s", b)
+	}
+}
