@@ -115,17 +115,18 @@ func (h *history) knowledge() *knowledge {
 	return k
 }
 
-// below counts the rows a checkpoint at version b would summarise beyond
-// the current one's (a young record's rows are all read, those below the
-// current checkpoint included: they do not count).
-func (h *history) below(b uint64) int {
-	n := 0
+// pending are the rows a checkpoint at version b would summarise beyond
+// the current one's: versions from since up to b. A young record's rows
+// are all read, those below the current checkpoint included; they are in
+// its base already.
+func (h *history) pending(b uint64) []store.Audit {
+	var out []store.Audit
 	for _, a := range h.rows {
 		if a.Version > 0 && a.Version >= h.since && a.Version < b {
-			n++
+			out = append(out, a)
 		}
 	}
-	return n
+	return out
 }
 
 // checkpoint is the checkpoint to store on a row at version b, or nil when
@@ -133,14 +134,12 @@ func (h *history) below(b uint64) int {
 // The caller holds the delivery lock and read the head at b or newer under
 // it (see above).
 func (h *history) checkpoint(b uint64, every int) json.RawMessage {
-	if every <= 0 || b <= h.since || h.below(b) < every {
+	if every <= 0 || b <= h.since {
 		return nil
 	}
-	var low []store.Audit
-	for _, a := range h.rows {
-		if a.Version > 0 && a.Version < b {
-			low = append(low, a)
-		}
+	low := h.pending(b)
+	if len(low) < every {
+		return nil
 	}
 	k := learn(low)
 	if h.base != nil {

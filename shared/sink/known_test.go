@@ -171,8 +171,8 @@ func TestCheckpointOnlyWhenItSavesRows(t *testing.T) {
 		// A young record is read whole: rows 1 and 2 are below the
 		// checkpoint at 3 and already in it.
 		young := &history{since: 3, base: learn(nil), rows: h.rows}
-		if n := young.below(4); n != 1 {
-			t.Errorf("below(4) = %d, want 1 (only the row at version 3)", n)
+		if n := len(young.pending(4)); n != 1 {
+			t.Errorf("pending(4) = %d rows, want 1 (only the row at version 3)", n)
 		}
 		if young.checkpoint(4, 2) != nil {
 			t.Error("a checkpoint counting rows the current one holds")

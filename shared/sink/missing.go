@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/backbone-sync/backbone/shared/record"
 	"github.com/backbone-sync/backbone/shared/store"
 )
 
@@ -31,15 +30,9 @@ func Missing(ctx context.Context, r StateReader, recordType, recordID, target st
 	if err != nil {
 		return nil, fmt.Errorf("head of %s:%s: %w", recordType, recordID, err)
 	}
-	st, ok := record.Parse(head)
-	if !ok {
-		evs, err := r.History(ctx, recordType, recordID)
-		if err != nil {
-			return nil, fmt.Errorf("history of %s:%s: %w", recordType, recordID, err)
-		}
-		if st, err = record.Fold(evs); err != nil {
-			return nil, fmt.Errorf("fold %s:%s: %w", recordType, recordID, err)
-		}
+	st, err := stateAt(ctx, r, head, recordType, recordID)
+	if err != nil {
+		return nil, fmt.Errorf("state of %s:%s: %w", recordType, recordID, err)
 	}
 	hist, err := readHistory(ctx, r, recordType, recordID, target, head.Version, defaultCheckpointEvery)
 	if err != nil {

@@ -389,7 +389,7 @@ func (r *Runner) nothingMissing(ctx context.Context, trig event.Merged) bool {
 	if err != nil {
 		return false
 	}
-	if r.checkpointEvery > 0 && trig.Version > hist.since && hist.below(trig.Version) >= r.checkpointEvery {
+	if r.checkpointEvery > 0 && trig.Version > hist.since && len(hist.pending(trig.Version)) >= r.checkpointEvery {
 		return false
 	}
 	return len(hist.knowledge().missing(st)) == 0
@@ -413,15 +413,21 @@ func (r *Runner) state(ctx context.Context, l recordReader, trig event.Merged) (
 		return nil, head, fmt.Errorf("record %s:%s is at version %d, the message names version %d (not this store's event?): %w",
 			trig.RecordType, trig.RecordID, head.Version, trig.Version, errAheadOfStore)
 	}
-	if st, ok := record.Parse(head); ok {
-		return st, head, nil
-	}
-	evs, err := l.History(ctx, trig.RecordType, trig.RecordID)
-	if err != nil {
-		return nil, head, err
-	}
-	st, err := record.Fold(evs)
+	st, err := stateAt(ctx, l, head, trig.RecordType, trig.RecordID)
 	return st, head, err
+}
+
+// stateAt is the record's folded state at head: the one stored with it, or,
+// when none is usable, the fold of the record's events.
+func stateAt(ctx context.Context, l recordReader, head store.Head, rt, rid string) (*record.State, error) {
+	if st, ok := record.Parse(head); ok {
+		return st, nil
+	}
+	evs, err := l.History(ctx, rt, rid)
+	if err != nil {
+		return nil, err
+	}
+	return record.Fold(evs)
 }
 
 // delivery builds the request body: the merged event of version N with the
