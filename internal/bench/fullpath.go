@@ -287,15 +287,11 @@ func (b *benchmark) openLoop(ctx context.Context, rootDSN string, db *sql.DB, ra
 // countedFull runs c's counted pass on a stack whose database connections
 // go through the proxy.
 func (b *benchmark) countedFull(ctx context.Context, rootDSN string, db *sql.DB) (Statements, error) {
-	proxy, err := StartProxy(b.scratch.Addr())
+	proxy, pdsn, err := b.viaProxy(rootDSN)
 	if err != nil {
 		return Statements{}, err
 	}
 	defer proxy.Close()
-	pdsn, err := WithAddr(rootDSN, proxy.Addr())
-	if err != nil {
-		return Statements{}, err
-	}
 	f, err := b.startFull(ctx, pdsn)
 	if err != nil {
 		return Statements{}, err

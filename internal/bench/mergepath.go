@@ -133,15 +133,11 @@ func post(ctx context.Context, client *http.Client, url string, body []byte) err
 // countedMerge counts b's statements per event: a Merge server whose store
 // connects through the proxy.
 func (b *benchmark) countedMerge(ctx context.Context, workerDSN string, ps *pubsub.Publisher, emulator string, client *http.Client, seq *atomic.Int64) (Statements, error) {
-	proxy, err := StartProxy(b.scratch.Addr())
+	proxy, pdsn, err := b.viaProxy(workerDSN)
 	if err != nil {
 		return Statements{}, err
 	}
 	defer proxy.Close()
-	pdsn, err := WithAddr(workerDSN, proxy.Addr())
-	if err != nil {
-		return Statements{}, err
-	}
 	ms, err := b.startMergeServer(ctx, pdsn, ps, emulator)
 	if err != nil {
 		return Statements{}, err

@@ -226,15 +226,11 @@ func (b *benchmark) decompose(ctx context.Context, raw *RawLimit, conc int) int 
 
 // countedRaw counts a's statements per event through the proxy.
 func (b *benchmark) countedRaw(ctx context.Context, workerDSN string) (Statements, error) {
-	proxy, err := StartProxy(b.scratch.Addr())
+	proxy, pdsn, err := b.viaProxy(workerDSN)
 	if err != nil {
 		return Statements{}, err
 	}
 	defer proxy.Close()
-	pdsn, err := WithAddr(workerDSN, proxy.Addr())
-	if err != nil {
-		return Statements{}, err
-	}
 	db, err := openPlain(pdsn, RefConcurrency)
 	if err != nil {
 		return Statements{}, err

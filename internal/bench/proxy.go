@@ -57,6 +57,32 @@ func (c Counts) Sub(o Counts) Counts {
 	return d
 }
 
+// Add returns c + o.
+func (c Counts) Add(o Counts) Counts {
+	s := Counts{Statements: c.Statements + o.Statements, Commits: c.Commits + o.Commits, Opaque: c.Opaque + o.Opaque, ByKind: map[string]int64{}}
+	for _, m := range []map[string]int64{c.ByKind, o.ByKind} {
+		for k, v := range m {
+			s.ByKind[k] += v
+		}
+	}
+	return s
+}
+
+// viaProxy starts a counting proxy to the run's server and returns it with
+// dsn pointed at it; the caller closes the proxy.
+func (b *benchmark) viaProxy(dsn string) (*Proxy, string, error) {
+	proxy, err := StartProxy(b.scratch.Addr())
+	if err != nil {
+		return nil, "", err
+	}
+	pdsn, err := WithAddr(dsn, proxy.Addr())
+	if err != nil {
+		proxy.Close()
+		return nil, "", err
+	}
+	return proxy, pdsn, nil
+}
+
 // StartProxy listens on a free loopback port and forwards to target
 // (host:port of the server).
 func StartProxy(target string) (*Proxy, error) {

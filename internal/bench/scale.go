@@ -143,7 +143,7 @@ func MeasureScale(ctx context.Context, db *sql.DB, st, counted store.Store, prox
 		res, err := eng.Process(ctx, m)
 		dm := time.Since(t)
 		if merged != nil {
-			*merged = addCounts(*merged, proxy.Counts().Sub(before))
+			*merged = merged.Add(proxy.Counts().Sub(before))
 		}
 		if err != nil {
 			return dm, 0, fmt.Errorf("merge on %s (history %d): %w", r.id, r.version, err)
@@ -242,18 +242,6 @@ func scaleRatios(ps []ScalePoint, of func(ScalePoint) Latency) (mean, p50 float6
 		return 0, 0
 	}
 	return round3(last.MeanMS / first.MeanMS), round3(last.P50MS / first.P50MS)
-}
-
-// addCounts returns a + b.
-func addCounts(a, b Counts) Counts {
-	s := Counts{Statements: a.Statements + b.Statements, Commits: a.Commits + b.Commits, Opaque: a.Opaque + b.Opaque, ByKind: map[string]int64{}}
-	for k, v := range a.ByKind {
-		s.ByKind[k] += v
-	}
-	for k, v := range b.ByKind {
-		s.ByKind[k] += v
-	}
-	return s
 }
 
 // acceptAll is a sink.Target that has every delivery: the curve times the
@@ -399,15 +387,11 @@ func (b *benchmark) scale(ctx context.Context) error {
 		return err
 	}
 	defer closeAll()
-	proxy, err := StartProxy(b.scratch.Addr())
+	proxy, pdsn, err := b.viaProxy(workerDSN)
 	if err != nil {
 		return err
 	}
 	defer proxy.Close()
-	pdsn, err := WithAddr(workerDSN, proxy.Addr())
-	if err != nil {
-		return err
-	}
 	pdb, closeP, err := mysql.Open(ctx, config.DB{DSN: pdsn, MaxOpenConns: 4})
 	if err != nil {
 		return err
